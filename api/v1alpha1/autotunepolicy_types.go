@@ -1,0 +1,165 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PolicyMode says how far eddy may act in a namespace.
+// +kubebuilder:validation:Enum=Off;Recommend;Auto
+type PolicyMode string
+
+const (
+	// ModeOff: nothing is proposed or applied.
+	ModeOff PolicyMode = "Off"
+	// ModeRecommend: recommendations are proposed; nothing is applied without
+	// a person's approval. The default, and what a namespace without a policy gets.
+	ModeRecommend PolicyMode = "Recommend"
+	// ModeAuto: actions listed in autoApply are applied without approval,
+	// within the policy's bounds and change budget.
+	ModeAuto PolicyMode = "Auto"
+)
+
+// AutotunePolicySpec is what a namespace's owner allows eddy to do.
+type AutotunePolicySpec struct {
+	// Mode says whether eddy proposes, auto-applies, or does nothing.
+	// +kubebuilder:default=Recommend
+	// +optional
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// AutoApply lists the actions that may be applied without approval in
+	// Auto mode. Empty means none.
+	// +listType=set
+	// +optional
+	AutoApply []Action `json:"autoApply,omitempty"`
+
+	// MinConfidence is the classification confidence below which nothing is
+	// recommended, in [0, 1].
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	// +kubebuilder:default=0.7
+	// +optional
+	MinConfidence *float64 `json:"minConfidence,omitempty"`
+
+	// CacheWorkers bounds the number of cache workers eddy may scale a
+	// dataset's cache target to.
+	// +optional
+	CacheWorkers *CacheWorkerBounds `json:"cacheWorkers,omitempty"`
+
+	// Prefetch bounds what an injected prefetcher may use.
+	// +optional
+	Prefetch *PrefetchBounds `json:"prefetch,omitempty"`
+
+	// IdleAfter is how long a dataset must go unreferenced and unread before
+	// it is proposed for eviction.
+	// +kubebuilder:default="24h"
+	// +optional
+	IdleAfter *metav1.Duration `json:"idleAfter,omitempty"`
+
+	// ChangeBudget caps how many changes eddy applies automatically per interval.
+	// +optional
+	ChangeBudget *ChangeBudget `json:"changeBudget,omitempty"`
+
+	// RolloutRestart allows the operator to restart a workload's pods (within
+	// its own rollout limits and PodDisruptionBudgets) so that an applied
+	// pod-level recommendation takes effect without waiting for new pods.
+	// +optional
+	RolloutRestart bool `json:"rolloutRestart,omitempty"`
+
+	// DryRun records what would be done, in events and status, and does nothing.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// CacheWorkerBounds bounds cache worker replicas.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="cacheWorkers.min must be less than or equal to cacheWorkers.max",fieldPath=".min"
+type CacheWorkerBounds struct {
+	// Min is the fewest cache workers; an evicted dataset is scaled to it.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:default=0
+	Min int32 `json:"min"`
+	// Max is the most cache workers eddy may ask for.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Max int32 `json:"max"`
+}
+
+// PrefetchBounds bounds an injected prefetcher.
+type PrefetchBounds struct {
+	// MaxBandwidth caps a prefetcher's read rate in bytes per second.
+	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="prefetch.maxBandwidth must not be negative"
+	// +optional
+	MaxBandwidth *resource.Quantity `json:"maxBandwidth,omitempty"`
+	// BudgetBytes caps the bytes one prefetcher reads ahead.
+	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="prefetch.budgetBytes must not be negative"
+	// +optional
+	BudgetBytes *resource.Quantity `json:"budgetBytes,omitempty"`
+	// MaxCPU and MaxMemory cap the prefetch sidecar's resource limits.
+	// +optional
+	MaxCPU *resource.Quantity `json:"maxCPU,omitempty"`
+	// +optional
+	MaxMemory *resource.Quantity `json:"maxMemory,omitempty"`
+}
+
+// ChangeBudget is at most MaxChanges automatically applied changes per Per.
+type ChangeBudget struct {
+	// MaxChanges per interval.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:default=5
+	MaxChanges int32 `json:"maxChanges"`
+	// Per is the interval.
+	// +kubebuilder:default="1h"
+	// +optional
+	Per *metav1.Duration `json:"per,omitempty"`
+}
+
+// AutotunePolicyStatus is written by the operator.
+type AutotunePolicyStatus struct {
+	// ObservedGeneration is the generation the operator last acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// AppliedChanges are the times of automatically applied changes within
+	// the current budget interval.
+	// +listType=atomic
+	// +optional
+	AppliedChanges []metav1.Time `json:"appliedChanges,omitempty"`
+	// Conditions: Ready, BudgetExhausted.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// AutotunePolicy says, for its namespace, what eddy may change and within
+// which bounds. A namespace without one behaves as mode Recommend.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=atp,categories=eddy
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Min-Confidence",type=number,JSONPath=`.spec.minConfidence`
+// +kubebuilder:printcolumn:name="Idle-After",type=string,JSONPath=`.spec.idleAfter`
+// +kubebuilder:printcolumn:name="Dry-Run",type=boolean,JSONPath=`.spec.dryRun`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AutotunePolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	// +optional
+	Spec   AutotunePolicySpec   `json:"spec"`
+	Status AutotunePolicyStatus `json:"status,omitempty"`
+}
+
+// AutotunePolicyList is a list of AutotunePolicy.
+//
+// +kubebuilder:object:root=true
+type AutotunePolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AutotunePolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AutotunePolicy{}, &AutotunePolicyList{})
+}

@@ -1,0 +1,98 @@
+// Package config carries eddy's Kubernetes manifests inside the binary: the
+// generated CRDs and the samples, so that `eddy dev up` and the tests install
+// exactly what is committed, from anywhere.
+package config
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+
+	"bytes"
+	"errors"
+	"io"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+//go:embed crd/*.yaml
+var crdFS embed.FS
+
+//go:embed samples/*.yaml
+var samplesFS embed.FS
+
+// CRDs returns eddy's CustomResourceDefinitions as generated into config/crd.
+func CRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	var out []*apiextensionsv1.CustomResourceDefinition
+	err := eachFile(crdFS, "crd", func(name string, data []byte) error {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := sigsyaml.UnmarshalStrict(data, crd); err != nil {
+			return fmt.Errorf("decode CRD %s: %w", name, err)
+		}
+		out = append(out, crd)
+		return nil
+	})
+	return out, err
+}
+
+// Samples returns every object in config/samples, in file order, each with
+// the file it came from.
+func Samples() ([]Sample, error) {
+	var out []Sample
+	err := eachFile(samplesFS, "samples", func(name string, data []byte) error {
+		objs, err := decodeAll(data)
+		if err != nil {
+			return fmt.Errorf("decode sample %s: %w", name, err)
+		}
+		for _, o := range objs {
+			out = append(out, Sample{File: name, Object: o})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Sample is one object from a file under config/samples.
+type Sample struct {
+	File   string
+	Object *unstructured.Unstructured
+}
+
+func eachFile(fsys embed.FS, dir string, fn func(name string, data []byte) error) error {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		data, err := fs.ReadFile(fsys, dir+"/"+e.Name())
+		if err != nil {
+			return err
+		}
+		if err := fn(dir+"/"+e.Name(), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeAll(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		out = append(out, u)
+	}
+}

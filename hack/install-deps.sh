@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages eddy's build, tests and demo need. Idempotent:
+# it only calls apt-get when something is missing. Run as root.
+set -euo pipefail
+
+packages=(
+  clang llvm libbpf-dev bpftool   # kernel programs (bpf2go)
+  etcd-server                      # the control plane's store
+  protobuf-compiler                # collector→analyzer protocol
+  fio                              # reference workloads
+  rclone fuse3                     # a slow remote behind a FUSE mount
+  prometheus                       # scraping and rule checks
+  jq
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
