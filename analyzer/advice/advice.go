@@ -1,0 +1,405 @@
+package advice
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/eddy-autotune/eddy/analyzer/classify"
+	"github.com/eddy-autotune/eddy/analyzer/features"
+)
+
+// Action is what a recommendation asks for.
+type Action string
+
+// The actions (the Recommendation CRD's spec.action).
+const (
+	Prefetch     Action = "Prefetch"
+	InjectSDK    Action = "InjectSDK"
+	ScaleCache   Action = "ScaleCache"
+	EvictDataset Action = "EvictDataset"
+)
+
+// Strategy is how a prefetcher reads ahead.
+type Strategy string
+
+// The prefetch strategies.
+const (
+	// WholeDataset reads every file of the dataset, ahead of the job.
+	WholeDataset Strategy = "WholeDataset"
+	// Sequential reads ahead across files in first-access order.
+	Sequential Strategy = "Sequential"
+	// Ordered reads ahead in the exact order the SDK reports.
+	Ordered Strategy = "Ordered"
+	// HotSet reads the hot files at start.
+	HotSet Strategy = "HotSet"
+)
+
+// Constants of the formulas (see the package doc).
+const (
+	MinComputeShare   = 0.1
+	BandwidthHeadroom = 1.25
+	BlockSeconds      = 0.05
+	MinScanBlock      = 8 << 20
+	MaxScanBlock      = 16 << 20
+	MinFileBlock      = 64 << 10
+)
+
+// Bounds are the limits and capacities advice works within (normally from
+// the namespace's AutotunePolicy and the cache runtime). Zero fields take
+// the defaults of DefaultBounds.
+type Bounds struct {
+	MinConfidence          float64 `json:"minConfidence"`
+	CacheBudgetBytes       float64 `json:"cacheBudgetBytes"`
+	MaxBandwidth           float64 `json:"maxBandwidthBytesPerSec"`
+	MaxConcurrency         int     `json:"maxConcurrency"`
+	PerWorkerCapacityBytes float64 `json:"perWorkerCapacityBytes"`
+	PerWorkerThroughput    float64 `json:"perWorkerThroughputBytesPerSec"`
+	MinWorkers             int     `json:"minWorkers"`
+	MaxWorkers             int     `json:"maxWorkers"`
+	WarmWaitShare          float64 `json:"warmWaitShare"`
+}
+
+// DefaultBounds are used for zero fields of Bounds.
+var DefaultBounds = Bounds{
+	MinConfidence:          0.5,
+	CacheBudgetBytes:       64 << 30,
+	MaxBandwidth:           2 << 30,
+	MaxConcurrency:         32,
+	PerWorkerCapacityBytes: 16 << 30,
+	PerWorkerThroughput:    500 << 20,
+	MinWorkers:             1,
+	MaxWorkers:             16,
+	WarmWaitShare:          0.1,
+}
+
+func (b Bounds) withDefaults() Bounds {
+	d := DefaultBounds
+	if b.MinConfidence <= 0 {
+		b.MinConfidence = d.MinConfidence
+	}
+	if b.CacheBudgetBytes <= 0 {
+		b.CacheBudgetBytes = d.CacheBudgetBytes
+	}
+	if b.MaxBandwidth <= 0 {
+		b.MaxBandwidth = d.MaxBandwidth
+	}
+	if b.MaxConcurrency <= 0 {
+		b.MaxConcurrency = d.MaxConcurrency
+	}
+	if b.PerWorkerCapacityBytes <= 0 {
+		b.PerWorkerCapacityBytes = d.PerWorkerCapacityBytes
+	}
+	if b.PerWorkerThroughput <= 0 {
+		b.PerWorkerThroughput = d.PerWorkerThroughput
+	}
+	if b.MinWorkers <= 0 {
+		b.MinWorkers = d.MinWorkers
+	}
+	if b.MaxWorkers <= 0 {
+		b.MaxWorkers = d.MaxWorkers
+	}
+	b.MaxWorkers = max(b.MaxWorkers, b.MinWorkers)
+	if b.WarmWaitShare <= 0 {
+		b.WarmWaitShare = d.WarmWaitShare
+	}
+	return b
+}
+
+// PrefetchParams parameterize a prefetch sidecar (Action Prefetch).
+type PrefetchParams struct {
+	Strategy             Strategy `json:"strategy"`
+	BlockBytes           int64    `json:"blockBytes"`
+	Concurrency          int      `json:"concurrency"`
+	BandwidthBytesPerSec int64    `json:"bandwidthBytesPerSec"`
+	BudgetBytes          int64    `json:"budgetBytes"`
+	WarmBeforeStart      bool     `json:"warmBeforeStart"`
+	// KeepInCache is false for read-once data: drop it behind the reader.
+	KeepInCache bool `json:"keepInCache"`
+}
+
+// CacheParams size the cache (Action ScaleCache).
+type CacheParams struct {
+	Workers                int     `json:"workers"`
+	WorkingSetBytes        float64 `json:"workingSetBytes"`
+	DemandedBytesPerSec    float64 `json:"demandedBytesPerSec"`
+	WorkersForCapacity     int     `json:"workersForCapacity"`
+	WorkersForThroughput   int     `json:"workersForThroughput"`
+	ExpectedCacheMissRatio float64 `json:"expectedCacheMissRatio"`
+}
+
+// SDKParams say which SDK to inject (Action InjectSDK).
+type SDKParams struct {
+	// Reason the exact order is needed.
+	Reason string `json:"reason"`
+}
+
+// EvictParams describe an eviction (Action EvictDataset).
+type EvictParams struct {
+	IdleSeconds    float64 `json:"idleSeconds"`
+	ScaleWorkersTo int     `json:"scaleWorkersTo"`
+}
+
+// Benefit is the projected effect of a recommendation.
+type Benefit struct {
+	ReadWaitShareBefore float64 `json:"readWaitShareBefore"`
+	ReadWaitShareAfter  float64 `json:"readWaitShareAfter"`
+	// WallTimeReduction is the projected share of wall time saved.
+	WallTimeReduction float64 `json:"wallTimeReduction"`
+	ExpectedHitRatio  float64 `json:"expectedHitRatio"`
+	// DatasetBytesFreed is set for evictions.
+	DatasetBytesFreed float64 `json:"datasetBytesFreed,omitempty"`
+}
+
+// Evidence is why a recommendation was made.
+type Evidence struct {
+	Class      classify.Class `json:"class"`
+	Confidence float64        `json:"confidence"`
+	Reason     string         `json:"reason"`
+	// Explanation says in words how the parameters follow from the features.
+	Explanation string  `json:"explanation"`
+	Benefit     Benefit `json:"expectedBenefit"`
+}
+
+// Recommendation is one action with its parameters (exactly one of the
+// parameter fields is set, matching Action) and evidence.
+type Recommendation struct {
+	Action   Action          `json:"action"`
+	Prefetch *PrefetchParams `json:"prefetch,omitempty"`
+	Cache    *CacheParams    `json:"cache,omitempty"`
+	SDK      *SDKParams      `json:"sdk,omitempty"`
+	Evict    *EvictParams    `json:"evict,omitempty"`
+	Evidence Evidence        `json:"evidence"`
+}
+
+// Advice is the outcome of Advise: recommendations, or why there are none.
+type Advice struct {
+	Recommendations []Recommendation `json:"recommendations"`
+	// Withheld explains an empty Recommendations.
+	Withheld string `json:"withheld,omitempty"`
+}
+
+// DemandedThroughput is T / max(1 − w, MinComputeShare).
+func DemandedThroughput(f *features.Features) float64 {
+	return f.ThroughputBytesPerSec / math.Max(1-f.ReadWaitShare, MinComputeShare)
+}
+
+// ScanBlock is 2^⌈log2(bandwidth·BlockSeconds)⌉ in [MinScanBlock, MaxScanBlock].
+func ScanBlock(bandwidth float64) int64 {
+	return clampPow2(bandwidth*BlockSeconds, MinScanBlock, MaxScanBlock)
+}
+
+// FileBlock is 2^⌈log2 medianFile⌉ in [MinFileBlock, MaxScanBlock].
+func FileBlock(medianFileBytes float64) int64 {
+	return clampPow2(medianFileBytes, MinFileBlock, MaxScanBlock)
+}
+
+func clampPow2(x float64, lo, hi int64) int64 {
+	if x <= float64(lo) {
+		return lo
+	}
+	p := int64(1) << int(math.Ceil(math.Log2(x)))
+	return min(max(p, lo), hi)
+}
+
+// Concurrency is ⌈bandwidth·latency/block⌉ in [1, maxConcurrency].
+func Concurrency(bandwidth, latencySec float64, block int64, maxConcurrency int) int {
+	c := int(math.Ceil(bandwidth * latencySec / float64(block)))
+	return min(max(c, 1), maxConcurrency)
+}
+
+// Workers is max(⌈workingSet/capacity⌉, ⌈demanded/perWorker⌉) in
+// [MinWorkers, MaxWorkers], also returning the two terms.
+func Workers(workingSet, demanded float64, b Bounds) (workers, forCapacity, forThroughput int) {
+	b = b.withDefaults()
+	forCapacity = int(math.Ceil(workingSet / b.PerWorkerCapacityBytes))
+	forThroughput = int(math.Ceil(demanded / b.PerWorkerThroughput))
+	workers = min(max(forCapacity, forThroughput, b.MinWorkers), b.MaxWorkers)
+	return workers, forCapacity, forThroughput
+}
+
+// Advise returns the recommendations for a classified workload.
+func Advise(f *features.Features, d *classify.Decision, bounds Bounds) Advice {
+	b := bounds.withDefaults()
+	if d.Confidence < b.MinConfidence {
+		return Advice{Withheld: fmt.Sprintf("confidence %.2f in %s is below the minimum %.2f: more evidence needed", d.Confidence, d.Class, b.MinConfidence)}
+	}
+	a := advisor{f: f, d: d, b: b}
+	a.demanded = DemandedThroughput(f)
+	a.bandwidth = math.Min(b.MaxBandwidth, a.demanded*BandwidthHeadroom)
+	switch d.Class {
+	case classify.SequentialScan:
+		a.scan()
+	case classify.ShuffledEpochs:
+		a.shuffled()
+	case classify.HotSet:
+		a.hotSet()
+	case classify.RandomReads:
+		a.cache(f.WorkingSetBytes, "cache sized by the working set; no whole-file prefetch (random reads would waste bandwidth)")
+	case classify.Idle:
+		a.evict()
+	default:
+		return Advice{Withheld: fmt.Sprintf("nothing to do for %s", d.Class)}
+	}
+	return Advice{Recommendations: a.recs}
+}
+
+type advisor struct {
+	f         *features.Features
+	d         *classify.Decision
+	b         Bounds
+	demanded  float64
+	bandwidth float64
+	recs      []Recommendation
+}
+
+func (a *advisor) evidence(hit float64, explanation string) Evidence {
+	w := a.f.ReadWaitShare
+	hit = math.Min(math.Max(hit, 0), 1)
+	return Evidence{
+		Class:       a.d.Class,
+		Confidence:  a.d.Confidence,
+		Reason:      a.d.Reason,
+		Explanation: explanation,
+		Benefit: Benefit{
+			ReadWaitShareBefore: w,
+			ReadWaitShareAfter:  w * (1 - hit),
+			WallTimeReduction:   w * hit,
+			ExpectedHitRatio:    hit,
+		},
+	}
+}
+
+func (a *advisor) streamingHit() float64 {
+	if a.demanded <= 0 {
+		return 1
+	}
+	return math.Min(1, a.bandwidth/a.demanded)
+}
+
+func (a *advisor) scan() {
+	block := ScanBlock(a.bandwidth)
+	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
+	keep := a.f.Reuse >= classify.MinHotSetReuse && a.f.DatasetBytes <= a.b.CacheBudgetBytes
+	p := &PrefetchParams{
+		Strategy:             Sequential,
+		BlockBytes:           block,
+		Concurrency:          conc,
+		BandwidthBytesPerSec: int64(a.bandwidth),
+		BudgetBytes:          2 * int64(conc) * block,
+		KeepInCache:          keep,
+	}
+	a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(a.streamingHit(), fmt.Sprintf(
+		"read ahead across files in first-access order: %s blocks, %d in flight (bandwidth %s/s × p90 latency %s ÷ block), %s of read-ahead; %s",
+		Bytes(float64(block)), conc, Bytes(a.bandwidth), Seconds(a.f.ReadLatencyP90Sec), Bytes(float64(p.BudgetBytes)),
+		map[bool]string{true: "kept in cache: the scan repeats and fits", false: "not kept in cache: read once"}[keep]))})
+}
+
+func (a *advisor) shuffled() {
+	D := a.f.DatasetBytes
+	block := FileBlock(a.f.MedianFileBytes)
+	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
+	if D <= a.b.CacheBudgetBytes {
+		p := &PrefetchParams{
+			Strategy:             WholeDataset,
+			BlockBytes:           block,
+			Concurrency:          conc,
+			BandwidthBytesPerSec: int64(a.bandwidth),
+			BudgetBytes:          int64(D),
+			WarmBeforeStart:      a.f.ReadWaitShare >= a.b.WarmWaitShare,
+			KeepInCache:          true,
+		}
+		a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(1, fmt.Sprintf(
+			"every epoch reads the whole %s dataset in a new order and it fits the %s cache budget: warm it whole%s and never evict it within the job",
+			Bytes(D), Bytes(a.b.CacheBudgetBytes), map[bool]string{true: " before the job starts (it spends " + Percent(a.f.ReadWaitShare) + " of its time waiting on reads)", false: ""}[p.WarmBeforeStart]))})
+	} else {
+		ev := a.evidence(a.streamingHit(), fmt.Sprintf("the %s dataset exceeds the %s cache budget and each epoch has a new order: inject the SDK and prefetch in the exact order it reports", Bytes(D), Bytes(a.b.CacheBudgetBytes)))
+		a.recs = append(a.recs,
+			Recommendation{Action: InjectSDK, SDK: &SDKParams{Reason: "only the job knows the next epoch's order"}, Evidence: ev},
+			Recommendation{Action: Prefetch, Prefetch: &PrefetchParams{
+				Strategy:             Ordered,
+				BlockBytes:           block,
+				Concurrency:          conc,
+				BandwidthBytesPerSec: int64(a.bandwidth),
+				BudgetBytes:          int64(math.Min(D, a.b.CacheBudgetBytes)),
+				KeepInCache:          true,
+			}, Evidence: ev})
+	}
+	a.cache(D, "cache sized to hold the dataset: every epoch reads all of it")
+}
+
+func (a *advisor) hotSet() {
+	W := math.Min(a.f.WorkingSetBytes, a.b.CacheBudgetBytes)
+	block := FileBlock(a.f.MedianFileBytes)
+	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
+	p := &PrefetchParams{
+		Strategy:             HotSet,
+		BlockBytes:           block,
+		Concurrency:          conc,
+		BandwidthBytesPerSec: int64(a.bandwidth),
+		BudgetBytes:          int64(W),
+		WarmBeforeStart:      a.f.WorkingSetBytes <= a.b.CacheBudgetBytes && a.f.ReadWaitShare >= a.b.WarmWaitShare,
+		KeepInCache:          true,
+	}
+	a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(1-a.f.MissRatioAt(W), fmt.Sprintf(
+		"%s of reads go to the densest 10%% of the data: prefetch the %s working set (knee of the miss-ratio curve) at start",
+		Percent(a.f.HotSetShare), Bytes(W)))})
+	a.cache(a.f.WorkingSetBytes, "cache sized at the knee of the miss-ratio curve")
+}
+
+func (a *advisor) cache(workingSet float64, why string) {
+	w, fc, ft := Workers(workingSet, a.demanded, a.b)
+	capacity := float64(w) * a.b.PerWorkerCapacityBytes
+	miss := a.f.MissRatioAt(capacity)
+	if a.d.Class == classify.ShuffledEpochs && workingSet <= capacity {
+		miss = 0
+	}
+	c := &CacheParams{
+		Workers:                w,
+		WorkingSetBytes:        workingSet,
+		DemandedBytesPerSec:    a.demanded,
+		WorkersForCapacity:     fc,
+		WorkersForThroughput:   ft,
+		ExpectedCacheMissRatio: miss,
+	}
+	a.recs = append(a.recs, Recommendation{Action: ScaleCache, Cache: c, Evidence: a.evidence(1-miss, fmt.Sprintf(
+		"%s: %d workers = max(⌈%s ÷ %s per worker⌉ = %d, ⌈%s/s demanded ÷ %s/s per worker⌉ = %d) within [%d, %d]",
+		why, w, Bytes(workingSet), Bytes(a.b.PerWorkerCapacityBytes), fc, Bytes(a.demanded), Bytes(a.b.PerWorkerThroughput), ft, a.b.MinWorkers, a.b.MaxWorkers))})
+}
+
+func (a *advisor) evict() {
+	ev := a.evidence(0, fmt.Sprintf("no reads for %s: evict the dataset from the cache and scale cache workers to %d", Seconds(a.f.IdleSeconds), a.b.MinWorkers))
+	ev.Benefit.DatasetBytesFreed = a.f.DatasetBytes
+	a.recs = append(a.recs, Recommendation{Action: EvictDataset, Evict: &EvictParams{IdleSeconds: a.f.IdleSeconds, ScaleWorkersTo: a.b.MinWorkers}, Evidence: ev})
+}
+
+// Bytes renders a byte amount for people (binary units).
+func Bytes(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	i := 0
+	for math.Abs(v) >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 || v >= 100 {
+		return fmt.Sprintf("%.0f %s", v, units[i])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// Seconds renders a duration in seconds for people.
+func Seconds(s float64) string {
+	switch {
+	case s == 0:
+		return "0s"
+	case s < 1e-3:
+		return fmt.Sprintf("%.0fµs", s*1e6)
+	case s < 1:
+		return fmt.Sprintf("%.1fms", s*1e3)
+	case s < 120:
+		return fmt.Sprintf("%.1fs", s)
+	}
+	return fmt.Sprintf("%.0fmin", s/60)
+}
+
+// Percent renders a share in [0,1] as a percentage.
+func Percent(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }

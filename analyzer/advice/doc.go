@@ -1,0 +1,53 @@
+// Package advice turns a classified access pattern into recommendations:
+// what to prefetch and how, how many cache workers, what to evict, and the
+// benefit expected. It outputs plain structs; the control plane maps them
+// onto Recommendation objects.
+//
+// Nothing is recommended below Bounds.MinConfidence, for WriteMostly, or for
+// Unknown.
+//
+// # Formulas
+//
+// Inputs are the features (throughput T, read-wait share w, p90 read latency
+// L, dataset bytes D, working set W from the miss-ratio curve, median file
+// bytes M) and the bounds.
+//
+//   - Demanded throughput: what the job would read at if reads cost nothing,
+//     T_d = T / max(1 − w, MinComputeShare).
+//   - Bandwidth: B = min(Bounds.MaxBandwidth, T_d · BandwidthHeadroom).
+//   - Block size: scans use 2^⌈log2(B · BlockSeconds)⌉ clamped to
+//     [MinScanBlock, MaxScanBlock] (8–16 MiB); whole-file strategies fetch
+//     files whole, so 2^⌈log2 M⌉ clamped to [MinFileBlock, MaxScanBlock].
+//   - Concurrency: the bandwidth-delay product in blocks,
+//     ⌈B · L / block⌉ clamped to [1, Bounds.MaxConcurrency]; L is the p90
+//     read latency as the stand-in for a miss's latency (cache hits pull the
+//     median down).
+//   - Byte budget: Sequential keeps a double-buffered window,
+//     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
+//     HotSet min(W, CacheBudget).
+//   - Warm before start: the data to warm fits the cache budget and
+//     w ≥ Bounds.WarmWaitShare (the job really waits on reads).
+//   - Cache workers: max(⌈W'/PerWorkerCapacity⌉, ⌈T_d/PerWorkerThroughput⌉)
+//     clamped to [MinWorkers, MaxWorkers], where W' is D for ShuffledEpochs
+//     (every epoch reads everything) and W otherwise.
+//   - Expected benefit: with an expected hit ratio h after the action, the
+//     read-wait share becomes w · (1 − h) and the wall-time reduction is
+//     w · h. h is 1 for a dataset warmed whole, min(1, B / T_d) for
+//     streaming prefetch (Sequential, Ordered), and 1 − MRC(cache) for
+//     HotSet and cache scaling, MRC being the miss-ratio curve at the cache
+//     size that results.
+//
+// # Actions by class
+//
+//   - SequentialScan: Prefetch/Sequential across files in first-access order,
+//     not kept in cache (read once), unless the scan repeats (reuse) and D
+//     fits the budget, in which case it is kept.
+//   - ShuffledEpochs: Prefetch/WholeDataset (kept, never evicted within the
+//     job) when D fits the cache budget; otherwise InjectSDK plus
+//     Prefetch/Ordered (the SDK supplies the exact order). ScaleCache to hold
+//     the dataset.
+//   - HotSet: Prefetch/HotSet of the working set; ScaleCache at the knee.
+//   - RandomReads: ScaleCache by working set only (whole-file prefetch would
+//     waste bandwidth).
+//   - Idle: EvictDataset and scale cache workers to MinWorkers.
+package advice

@@ -1,0 +1,70 @@
+package classify
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/eddy-autotune/eddy/analyzer/features"
+)
+
+func scanFeatures() features.Features {
+	return features.Features{Windows: 10, BytesRead: 1 << 30, SequentialRatio: 0.99, WholeFileRatio: 1, Coverage: 1, Epochs: 1}
+}
+
+func TestConfidenceGrowsWithEvidence(t *testing.T) {
+	var prev float64
+	for _, n := range []float64{1 << 20, 16 << 20, 256 << 20} {
+		f := scanFeatures()
+		f.BytesRead = n
+		d := Classify(&f, Options{})
+		assert.Equal(t, SequentialScan, d.Class)
+		assert.Greater(t, d.Confidence, prev)
+		assert.LessOrEqual(t, d.Confidence, 1.0)
+		prev = d.Confidence
+	}
+	f := scanFeatures()
+	f.Windows = 1
+	assert.InDelta(t, 0.975*0.632, Classify(&f, Options{}).Confidence, 0.005, "strength 0.5+0.5·(0.99−0.8)/0.2, one window")
+}
+
+func TestBorderlineRuleHalvesStrength(t *testing.T) {
+	f := scanFeatures()
+	f.SequentialRatio = MinSequentialRatio
+	d := Classify(&f, Options{})
+	assert.Equal(t, SequentialScan, d.Class)
+	assert.InDelta(t, 0.5, d.Strength, 1e-9)
+	f.SequentialRatio = MinSequentialRatio - 0.01
+	assert.NotEqual(t, SequentialScan, Classify(&f, Options{}).Class)
+}
+
+func TestShuffledNeedsEpochsAndOrder(t *testing.T) {
+	f := features.Features{Windows: 10, BytesRead: 1 << 30, SequentialRatio: 1, WholeFileRatio: 1, Coverage: 1, Epochs: 3, OrderKnown: true, OrderCorrelation: 0.02}
+	d := Classify(&f, Options{})
+	assert.Equal(t, ShuffledEpochs, d.Class)
+	assert.InDelta(t, 0.86, d.Confidence, 0.01, "1 − e^(−(3−1))")
+	assert.Len(t, d.Rules(), 4)
+	assert.Contains(t, d.Reason, "orderCorrelation 0.02 <= 0.50")
+
+	f.OrderCorrelation = 0.95
+	assert.Equal(t, SequentialScan, Classify(&f, Options{}).Class, "same order every epoch is a repeated scan")
+	f.OrderKnown = false
+	d = Classify(&f, Options{})
+	assert.Equal(t, SequentialScan, d.Class)
+	assert.Contains(t, d.Candidates[2].Rules[3].String(), "unknown")
+}
+
+func TestUnknownExplainsEveryMiss(t *testing.T) {
+	f := features.Features{Windows: 10, BytesRead: 1 << 30, SequentialRatio: 0.6, MedianReadBytes: 1 << 20, WholeFileRatio: 0.2}
+	d := Classify(&f, Options{})
+	assert.Equal(t, Unknown, d.Class)
+	assert.Len(t, d.Candidates, 6)
+	assert.Contains(t, d.Reason, "not RandomReads (sequentialRatio 0.60 > 0.50, medianReadBytes 1.0MiB > 256KiB)")
+}
+
+func TestIdleAfter(t *testing.T) {
+	f := scanFeatures()
+	f.IdleSeconds = 90
+	assert.Equal(t, SequentialScan, Classify(&f, Options{}).Class)
+	assert.Equal(t, Idle, Classify(&f, Options{IdleAfter: 60}).Class)
+}

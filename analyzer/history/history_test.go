@@ -1,0 +1,115 @@
+package history
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+)
+
+func rec(path string, size int64, passes uint64, at int64) *accessv1.FileAccess {
+	return &accessv1.FileAccess{Path: path, FileSize: size, ReadOps: passes, ReadBytes: uint64(size) * passes, Passes: passes,
+		FirstAccessUnixNano: at, LastAccessUnixNano: at, LastPassUnixNano: at, MaxOffset: uint64(size)}
+}
+
+func TestRebaseKeepsDecayedValues(t *testing.T) {
+	h := New(Config{HalfLife: time.Second})
+	h.Observe(1e9, 2e9, []*accessv1.FileAccess{rec("a", 100, 1, 2e9)})
+	before := h.Totals.ReadBytes * h.DecayFactor(10e9)
+	assert.InDelta(t, 100*math.Exp2(-8), before, 1e-9)
+	// 100 half-lives later: weights would pass 2^64, so Base moves.
+	t2 := int64(2e9 + 100e9)
+	h.Observe(t2-1e9, t2, []*accessv1.FileAccess{rec("a", 100, 1, t2)})
+	assert.Equal(t, t2, h.Base)
+	assert.InDelta(t, 100+100*math.Exp2(-100), h.Totals.ReadBytes*h.DecayFactor(t2), 1e-9)
+	assert.False(t, math.IsInf(h.Files[0].ReadBytes, 0))
+}
+
+func TestPassTimesKeepTheLastThree(t *testing.T) {
+	h := New(Config{})
+	for i := int64(1); i <= 5; i++ {
+		h.Observe(i*1e9, i*1e9+1, []*accessv1.FileAccess{rec("a", 10, 1, i*1e9)})
+	}
+	f := h.Files[0]
+	assert.Equal(t, uint32(5), f.Passes)
+	assert.Equal(t, int64(5e9), f.PassTime(5))
+	assert.Equal(t, int64(3e9), f.PassTime(3))
+	assert.Equal(t, int64(0), f.PassTime(2), "forgotten")
+
+	// Three passes in one window: first and last dated, the middle unknown.
+	r := rec("b", 10, 3, 7e9)
+	r.FirstAccessUnixNano = 6e9
+	h.Observe(6e9, 7e9, []*accessv1.FileAccess{r})
+	b := h.Files[0]
+	if b.Passes != 3 {
+		b = h.Files[1]
+	}
+	assert.Equal(t, []int64{6e9, 0, 7e9}, []int64{b.PassTime(1), b.PassTime(2), b.PassTime(3)})
+}
+
+func TestSamplerDistances(t *testing.T) {
+	s := Sampler{Threshold: math.MaxUint64}
+	for range 3 {
+		for k := uint64(1); k <= 4; k++ {
+			s.Access(k, 1000, 1, 16)
+		}
+	}
+	// 12 references, 4 cold, 8 at distance 3000 bytes.
+	assert.Equal(t, 12.0, s.Refs)
+	assert.Equal(t, 4.0, s.Cold)
+	assert.Equal(t, 8.0, s.Distance[distanceBucket(3000)])
+	assert.InDelta(t, 4.0/12, s.MissRatio(1<<20), 1e-9)
+	assert.Equal(t, 1.0, s.MissRatio(1000))
+	// A cliff at the end is no knee (the curve never dips below its chord);
+	// Reach is then the working set.
+	knee, gain := s.Knee()
+	assert.Equal(t, 4096.0, knee, "top of the bucket holding 3000")
+	assert.Equal(t, 0.0, gain)
+	assert.InDelta(t, 4096-0.05*12/8*2048, s.Reach(0.05), 1e-9)
+
+	// Many short re-reads and a few long ones make a knee.
+	for range 20 {
+		s.Repeat(1, 10, 100, 1)
+	}
+	s.Repeat(2, 1, 1<<20, 1)
+	knee, gain = s.Knee()
+	assert.Equal(t, 4096.0, knee, "past the short re-reads, before the lone 1 MiB one")
+	assert.Greater(t, gain, 0.5)
+
+	// Past the cap the largest key leaves and the threshold drops below it.
+	for k := uint64(5); k <= 20; k++ {
+		s.Access(k<<40, 1000, 1, 16)
+	}
+	assert.Len(t, s.Items, 16)
+	assert.Less(t, s.Threshold, uint64(20)<<40)
+	assert.Less(t, s.Rate(), 1.0)
+}
+
+func TestFileSamplingCap(t *testing.T) {
+	h := New(Config{MaxFiles: 10})
+	var recs []*accessv1.FileAccess
+	for i := range 1000 {
+		recs = append(recs, rec(string(rune('a'+i%26))+string(rune(i)), 10, 1, 1e9))
+	}
+	h.Observe(0, 1e9, recs)
+	assert.Len(t, h.Files, 10)
+	assert.InEpsilon(t, 1000, float64(len(h.Files))/h.FileRate(), 0.6)
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	h := New(Config{})
+	h.Observe(1e9, 2e9, []*accessv1.FileAccess{rec("a", 1<<20, 2, 2e9), rec("b", 1<<30, 1, 15e8)})
+	data, err := json.Marshal(h)
+	require.NoError(t, err)
+	back, err := Restore(data)
+	require.NoError(t, err)
+	back.order = h.order
+	assert.Equal(t, h, back)
+	_, err = Restore([]byte("{"))
+	assert.ErrorContains(t, err, "restore history")
+}

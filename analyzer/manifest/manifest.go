@@ -1,0 +1,278 @@
+// Package manifest keeps, per (workload, dataset), the files a prefetcher
+// should read — in the order they were last read, and the hot set — and
+// serves them over HTTPS to callers that prove who they are with a
+// Kubernetes token. Manifests are too large for API objects; they are
+// persisted in a state folder (a PVC in a cluster) and survive restarts.
+package manifest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+
+	"github.com/eddy-autotune/eddy/analyzer"
+)
+
+// DefaultMaxFiles bounds the files remembered per key.
+const DefaultMaxFiles = 200_000
+
+// Manifest is what a prefetcher fetches.
+type Manifest struct {
+	Workload string `json:"workload"`
+	Dataset  string `json:"dataset"`
+	// Files in the order of their latest pass (first access when a file was
+	// read once), dataset-relative paths.
+	Files []string `json:"files"`
+	// Hot is the smallest set of files that took HotShare of the bytes read,
+	// hottest first.
+	Hot      []string `json:"hot"`
+	HotShare float64  `json:"hotShare"`
+	// Truncated is set when Files was cut to the request's limit or the
+	// per-key bound.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+type fileEntry struct {
+	// Order is the time of the latest pass (or first access), unix ns.
+	Order int64   `json:"o"`
+	Bytes float64 `json:"b"`
+	Size  int64   `json:"s,omitempty"`
+}
+
+type keyState struct {
+	Files   map[string]*fileEntry `json:"files"`
+	Dropped uint64                `json:"dropped,omitempty"`
+}
+
+// Store is safe for concurrent use.
+type Store struct {
+	dir      string
+	maxFiles int
+
+	mu    sync.Mutex
+	keys  map[analyzer.Key]*keyState
+	dirty map[analyzer.Key]bool
+}
+
+// NewStore returns a Store persisting to dir ("" keeps manifests in memory
+// only) and loads what dir holds.
+func NewStore(dir string, maxFiles int) (*Store, error) {
+	if maxFiles <= 0 {
+		maxFiles = DefaultMaxFiles
+	}
+	s := &Store{dir: dir, maxFiles: maxFiles, keys: map[analyzer.Key]*keyState{}, dirty: map[analyzer.Key]bool{}}
+	if dir == "" {
+		return s, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("manifest state folder %s: %w", dir, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) != ".gz" {
+			continue
+		}
+		k, st, err := load(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("load manifest %s: %w (remove the file to start that manifest afresh)", e.Name(), err)
+		}
+		s.keys[k] = st
+	}
+	return s, nil
+}
+
+// Observe records the paths of records attributed to one key.
+func (s *Store) Observe(recs []*accessv1.FileAccess) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		if r.GetPath() == "" || r.GetWorkload().GetName() == "" || r.GetReadOps() == 0 {
+			continue
+		}
+		k := analyzer.KeyOf(r)
+		st := s.keys[k]
+		if st == nil {
+			st = &keyState{Files: map[string]*fileEntry{}}
+			s.keys[k] = st
+		}
+		fe := st.Files[r.GetPath()]
+		if fe == nil {
+			if len(st.Files) >= s.maxFiles {
+				st.Dropped++
+				continue
+			}
+			fe = &fileEntry{}
+			st.Files[r.GetPath()] = fe
+		}
+		order := r.GetLastPassUnixNano()
+		if order == 0 {
+			order = r.GetFirstAccessUnixNano()
+		}
+		if order > fe.Order {
+			fe.Order = order
+		}
+		fe.Bytes += float64(r.GetReadBytes())
+		if r.GetFileSize() > 0 {
+			fe.Size = r.GetFileSize()
+		}
+		s.dirty[k] = true
+	}
+}
+
+// Get returns k's manifest with at most limit files (0: no limit) and the
+// hot set covering hotShare of bytes read.
+func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (Manifest, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.keys[k]
+	if st == nil {
+		return Manifest{}, false
+	}
+	type pf struct {
+		path string
+		e    *fileEntry
+	}
+	all := make([]pf, 0, len(st.Files))
+	var total float64
+	for p, e := range st.Files {
+		all = append(all, pf{p, e})
+		total += e.Bytes
+	}
+	m := Manifest{Workload: k.WorkloadKind + "/" + k.WorkloadName, Dataset: k.DatasetName, HotShare: hotShare, Truncated: st.Dropped > 0}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].e.Order != all[j].e.Order {
+			return all[i].e.Order < all[j].e.Order
+		}
+		return all[i].path < all[j].path
+	})
+	n := len(all)
+	if limit > 0 && n > limit {
+		n = limit
+		m.Truncated = true
+	}
+	m.Files = make([]string, n)
+	for i := range n {
+		m.Files[i] = all[i].path
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].e.Bytes != all[j].e.Bytes {
+			return all[i].e.Bytes > all[j].e.Bytes
+		}
+		return all[i].path < all[j].path
+	})
+	var acc float64
+	for _, f := range all {
+		if acc >= hotShare*total || (limit > 0 && len(m.Hot) >= limit) {
+			break
+		}
+		m.Hot = append(m.Hot, f.path)
+		acc += f.e.Bytes
+	}
+	return m, true
+}
+
+// Flush writes every manifest changed since the last flush.
+func (s *Store) Flush() error {
+	if s.dir == "" {
+		return nil
+	}
+	s.mu.Lock()
+	type job struct {
+		k    analyzer.Key
+		data []byte
+	}
+	var jobs []job
+	for k := range s.dirty {
+		data, err := encode(k, s.keys[k])
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		jobs = append(jobs, job{k, data})
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+	for _, j := range jobs {
+		if err := writeAtomic(filepath.Join(s.dir, fileName(j.k)), j.data); err != nil {
+			s.mu.Lock()
+			s.dirty[j.k] = true
+			s.mu.Unlock()
+			return fmt.Errorf("persist manifest of %s: %w", j.k, err)
+		}
+	}
+	return nil
+}
+
+type onDisk struct {
+	Key   analyzer.Key `json:"key"`
+	State *keyState    `json:"state"`
+}
+
+func encode(k analyzer.Key, st *keyState) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(onDisk{k, st}); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func load(path string) (analyzer.Key, *keyState, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return analyzer.Key{}, nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return analyzer.Key{}, nil, err
+	}
+	var d onDisk
+	if err := json.NewDecoder(io.LimitReader(zr, 1<<30)).Decode(&d); err != nil {
+		return analyzer.Key{}, nil, err
+	}
+	if d.State == nil || d.State.Files == nil {
+		d.State = &keyState{Files: map[string]*fileEntry{}}
+	}
+	return d.Key, d.State, nil
+}
+
+func fileName(k analyzer.Key) string {
+	return fmt.Sprintf("%x.json.gz", sha256Sum(k.String()))
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,308 @@
+// Package publish writes what the analyzer learned to the API server: one
+// AccessProfile per (workload, dataset) with its class, features, decisions
+// and checkpoint, and Recommendations within the namespace's AutotunePolicy.
+// Writes are idempotent: a recommendation's name is derived from its action
+// and quantized parameters, so the same advice never makes a second object,
+// and new advice must hold for several assessments before it is proposed.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+
+	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/store"
+)
+
+// Labels on objects the analyzer writes.
+const (
+	ProfileLabel = "eddy.io/profile"
+	ActionLabel  = "eddy.io/action"
+)
+
+// DefaultStableAssessments is how many consecutive assessments must agree on
+// a recommendation before it is proposed.
+const DefaultStableAssessments = 2
+
+// Publisher writes entries. Its zero value is not usable: set Client.
+type Publisher struct {
+	Client client.Client
+	Log    logr.Logger
+	// StableAssessments: see DefaultStableAssessments (0 means default).
+	StableAssessments int
+
+	pending map[pendingKey]pendingRec
+}
+
+type pendingKey struct {
+	profile string
+	action  v1.Action
+}
+
+type pendingRec struct {
+	identity string
+	count    int
+}
+
+type policyBounds struct {
+	mode          v1.PolicyMode
+	minConfidence float64
+	minWorkers    int32
+	maxWorkers    int32
+	maxBandwidth  int64
+	budgetBytes   int64
+}
+
+// Result counts what one Publish call did.
+type Result struct {
+	Profiles        int
+	Proposed        int
+	AlreadyProposed int
+	Held            int
+	// HeldKeys have advice waiting for more agreeing assessments; assess
+	// them again at the next flush even without new windows.
+	HeldKeys []analyzer.Key
+	Failed   []analyzer.Key
+}
+
+// Publish writes every entry. Keys whose writes failed are returned in
+// Result.Failed (their checkpoints are not durable); other keys went through.
+func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result, error) {
+	if p.pending == nil {
+		p.pending = map[pendingKey]pendingRec{}
+	}
+	var res Result
+	var errs []error
+	policies := map[string]policyBounds{}
+	for i := range entries {
+		e := &entries[i]
+		if err := p.publishOne(ctx, e, policies, &res); err != nil {
+			res.Failed = append(res.Failed, e.Key)
+			errs = append(errs, fmt.Errorf("%s: %w", e.Key, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map[string]policyBounds, res *Result) error {
+	ns := e.Key.WorkloadNamespace
+	if ns == "" {
+		return fmt.Errorf("no workload namespace; the collector did not attribute these reads")
+	}
+	prof, err := p.writeProfile(ctx, e)
+	if err != nil {
+		return err
+	}
+	res.Profiles++
+
+	pol, ok := policies[ns]
+	if !ok {
+		if pol, err = p.policy(ctx, ns); err != nil {
+			return err
+		}
+		policies[ns] = pol
+	}
+	if pol.mode == v1.ModeOff {
+		return nil
+	}
+	a := &e.Assessment
+	for i := range a.Advice.Recommendations {
+		r := &a.Advice.Recommendations[i]
+		if r.Evidence.Confidence < pol.minConfidence {
+			continue
+		}
+		spec, identity, ok := apiRecommendation(r, &a.Features, pol)
+		if !ok {
+			continue
+		}
+		pk := pendingKey{prof.Name, spec.Action}
+		pr := p.pending[pk]
+		if pr.identity == identity {
+			pr.count++
+		} else {
+			pr = pendingRec{identity: identity, count: 1}
+		}
+		p.pending[pk] = pr
+		stable := p.StableAssessments
+		if stable <= 0 {
+			stable = DefaultStableAssessments
+		}
+		if pr.count < stable {
+			res.Held++
+			res.HeldKeys = append(res.HeldKeys, e.Key)
+			continue
+		}
+		spec.TargetRef = &v1.WorkloadReference{APIVersion: apiVersion(e), Kind: e.Key.WorkloadKind, Name: e.Key.WorkloadName}
+		spec.Dataset = prof.Spec.Dataset
+		spec.Evidence.Profile = prof.Name
+		created, err := p.createRecommendation(ctx, prof, spec, identity)
+		if err != nil {
+			return err
+		}
+		if created {
+			res.Proposed++
+		} else {
+			res.AlreadyProposed++
+		}
+	}
+	return nil
+}
+
+func apiVersion(e *store.Entry) string {
+	if w := e.Meta.Workload; w != nil && w.ApiVersion != "" {
+		return w.ApiVersion
+	}
+	switch e.Key.WorkloadKind {
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
+		return "apps/v1"
+	case "Job", "CronJob":
+		return "batch/v1"
+	case "PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob":
+		return "kubeflow.org/v1"
+	}
+	return "v1"
+}
+
+func datasetRef(e *store.Entry) v1.DatasetReference {
+	d := v1.DatasetReference{Name: e.Key.DatasetName, Source: "PVC"}
+	if ds := e.Meta.Dataset; ds != nil {
+		switch ds.Source {
+		case "fluid":
+			d.Source = "Fluid"
+		case "volume":
+			d.Source = "Volume"
+		}
+	}
+	if d.Name == "" {
+		d.Name = "unknown"
+		d.Source = "Volume"
+	}
+	return d
+}
+
+func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.AccessProfile, error) {
+	prof := &v1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Name: ProfileName(e.Key), Namespace: e.Key.WorkloadNamespace}}
+	err := p.Client.Get(ctx, client.ObjectKeyFromObject(prof), prof)
+	if apierrors.IsNotFound(err) {
+		prof.Labels = map[string]string{"app.kubernetes.io/managed-by": "eddy-analyzer"}
+		prof.Spec = v1.AccessProfileSpec{
+			WorkloadRef: v1.WorkloadReference{APIVersion: apiVersion(e), Kind: e.Key.WorkloadKind, Name: e.Key.WorkloadName},
+			Dataset:     datasetRef(e),
+		}
+		if err = p.Client.Create(ctx, prof); err != nil {
+			return nil, fmt.Errorf("create AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("get AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
+	}
+	base := prof.DeepCopy()
+	a := &e.Assessment
+	st := &prof.Status
+	st.Class = v1.AccessClass(a.Decision.Class)
+	st.Confidence = round(a.Decision.Confidence)
+	st.Features = apiFeatures(&a.Features)
+	st.Decisions = apiDecisions(&a.Decision)
+	st.ObservedPods = int32(len(e.Meta.PodList))
+	st.Windows = e.Meta.Windows
+	if e.Meta.FirstSeen > 0 {
+		st.FirstSeen = ptr.To(metav1.NewTime(time.Unix(0, e.Meta.FirstSeen)))
+	}
+	if e.Meta.LastSeen > 0 {
+		st.LastSeen = ptr.To(metav1.NewTime(time.Unix(0, e.Meta.LastSeen)))
+	}
+	st.Checkpoint = &v1.Checkpoint{Version: store.CheckpointVersion, Data: e.Checkpoint, Time: metav1.Now()}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type:    "Classified",
+		Status:  metav1.ConditionTrue,
+		Reason:  string(a.Decision.Class),
+		Message: truncate(a.Decision.Reason, 1024),
+	})
+	if err := p.Client.Status().Patch(ctx, prof, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, fmt.Errorf("update AccessProfile %s/%s status: %w", prof.Namespace, prof.Name, err)
+	}
+	return prof, nil
+}
+
+func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessProfile, spec v1.RecommendationSpec, identity string) (bool, error) {
+	rec := &v1.Recommendation{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      dnsName(prof.Name + "." + string(spec.Action) + "-" + shortHash(identity)),
+			Namespace: prof.Namespace,
+			Labels: map[string]string{
+				ProfileLabel:                   truncate(prof.Name, 63),
+				ActionLabel:                    string(spec.Action),
+				"app.kubernetes.io/managed-by": "eddy-analyzer",
+			},
+		},
+		Spec: spec,
+	}
+	if err := controllerutil.SetOwnerReference(prof, rec, p.Client.Scheme()); err != nil {
+		return false, err
+	}
+	err := p.Client.Create(ctx, rec)
+	if apierrors.IsAlreadyExists(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create Recommendation %s/%s: %w", rec.Namespace, rec.Name, err)
+	}
+	p.Log.Info("proposed", "recommendation", client.ObjectKeyFromObject(rec), "action", spec.Action, "class", spec.Evidence.Class, "confidence", spec.Evidence.Confidence)
+	return true, nil
+}
+
+// policy reads the namespace's AutotunePolicy (the oldest, if several); a
+// namespace without one gets mode Recommend and the API defaults.
+func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error) {
+	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7}
+	var list v1.AutotunePolicyList
+	if err := p.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return b, fmt.Errorf("list AutotunePolicies in %s: %w", ns, err)
+	}
+	if len(list.Items) == 0 {
+		return b, nil
+	}
+	pol := &list.Items[0]
+	for i := range list.Items {
+		if list.Items[i].CreationTimestamp.Before(&pol.CreationTimestamp) {
+			pol = &list.Items[i]
+		}
+	}
+	s := &pol.Spec
+	if s.Mode != "" {
+		b.mode = s.Mode
+	}
+	if s.MinConfidence != nil {
+		b.minConfidence = *s.MinConfidence
+	}
+	if c := s.CacheWorkers; c != nil {
+		b.minWorkers, b.maxWorkers = c.Min, c.Max
+	}
+	if pf := s.Prefetch; pf != nil {
+		if pf.MaxBandwidth != nil {
+			b.maxBandwidth = pf.MaxBandwidth.Value()
+		}
+		if pf.BudgetBytes != nil {
+			b.budgetBytes = pf.BudgetBytes.Value()
+		}
+	}
+	return b, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

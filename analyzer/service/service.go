@@ -1,0 +1,309 @@
+// Package service runs the analyzer: it restores learned state from the
+// AccessProfiles' checkpoints, takes windows from collectors over gRPC, and
+// every flush interval assesses what changed, writes profiles and
+// recommendations, acknowledges to collectors what was made durable, and
+// renews the heartbeat Lease the operator checks before acting.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+
+	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/intake"
+	"github.com/eddy-autotune/eddy/analyzer/manifest"
+	"github.com/eddy-autotune/eddy/analyzer/publish"
+	"github.com/eddy-autotune/eddy/analyzer/store"
+)
+
+// HeartbeatLease is the name of the Lease the analyzer renews.
+const HeartbeatLease = "eddy-analyzer"
+
+// Options configure the analyzer. Zero values are documented defaults.
+type Options struct {
+	// Client reaches the API server; required.
+	Client client.Client
+	Log    logr.Logger
+	// Registry receives metrics; nil means none.
+	Registry prometheus.Registerer
+	// GRPCAddr is where collectors ship windows (default ":9470").
+	GRPCAddr string
+	// FlushInterval is how often state is assessed, written and acknowledged
+	// (default 10s).
+	FlushInterval time.Duration
+	// LeaseNamespace holds the heartbeat Lease (default "eddy-system").
+	LeaseNamespace string
+	// Identity is the Lease holder (default: hostname).
+	Identity string
+	// Analyzer options (history half-life, bounds).
+	Analyzer analyzer.Options
+	// StableAssessments, see publish.DefaultStableAssessments.
+	StableAssessments int
+	// StateDir persists manifests ("" keeps them in memory only).
+	StateDir string
+	// ManifestAddr serves manifests over HTTPS ("" disables the endpoint).
+	ManifestAddr string
+	// ManifestTLS serves the endpoint; nil means a self-signed certificate.
+	ManifestTLS *tls.Config
+}
+
+// sinks fans a window out to the learned state and the manifests.
+type sinks struct {
+	store     *store.Store
+	manifests *manifest.Store
+}
+
+func (s sinks) Apply(collector string, w *accessv1.AccessWindow) {
+	s.store.Apply(collector, w)
+	s.manifests.Observe(w.GetFiles())
+}
+
+// Service is a running analyzer.
+type Service struct {
+	opt       Options
+	Store     *store.Store
+	Intake    *intake.Server
+	Manifests *manifest.Store
+	httpLis   net.Listener
+	http      *http.Server
+	publisher *publish.Publisher
+	lis       net.Listener
+	grpc      *grpc.Server
+	stopped   chan struct{}
+	flushes   *prometheus.CounterVec
+	flushTime prometheus.Histogram
+}
+
+// New restores state from the API server and listens on GRPCAddr; Run serves.
+func New(ctx context.Context, opt Options) (*Service, error) {
+	if opt.Client == nil {
+		return nil, errors.New("analyzer: no API client")
+	}
+	if opt.GRPCAddr == "" {
+		opt.GRPCAddr = ":9470"
+	}
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = 10 * time.Second
+	}
+	if opt.LeaseNamespace == "" {
+		opt.LeaseNamespace = "eddy-system"
+	}
+	s := &Service{
+		opt:       opt,
+		stopped:   make(chan struct{}),
+		Store:     store.New(opt.Analyzer),
+		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments},
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eddy_analyzer_flushes_total", Help: "Checkpoint flushes, by result.",
+		}, []string{"result"}),
+		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eddy_analyzer_flush_duration_seconds", Help: "Time to assess and write what changed.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+	}
+	if opt.Registry != nil {
+		opt.Registry.MustRegister(s.flushes, s.flushTime)
+	}
+	var err error
+	if s.Manifests, err = manifest.NewStore(opt.StateDir, 0); err != nil {
+		return nil, err
+	}
+	s.Intake = intake.NewServer(sinks{s.Store, s.Manifests}, opt.Registry)
+	n, err := s.restore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opt.Log.Info("restored state from AccessProfile checkpoints", "profiles", n)
+	if s.lis, err = net.Listen("tcp", opt.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("listen for collectors on %s: %w", opt.GRPCAddr, err)
+	}
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	accessv1.RegisterAccessIntakeServer(s.grpc, s.Intake)
+	if opt.ManifestAddr != "" {
+		cfg := opt.ManifestTLS
+		if cfg == nil {
+			if cfg, err = selfSignedTLS(opt.Identity); err != nil {
+				return nil, err
+			}
+		}
+		if s.httpLis, err = tls.Listen("tcp", opt.ManifestAddr, cfg); err != nil {
+			s.lis.Close()
+			return nil, fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest")})
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return s, nil
+}
+
+// ManifestAddr is where manifests are served ("" when disabled).
+func (s *Service) ManifestAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// Addr is the address collectors ship to.
+func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// restore loads every AccessProfile checkpoint.
+func (s *Service) restore(ctx context.Context) (int, error) {
+	var list v1.AccessProfileList
+	if err := s.opt.Client.List(ctx, &list); err != nil {
+		return 0, fmt.Errorf("list AccessProfiles to restore checkpoints: %w", err)
+	}
+	n := 0
+	for i := range list.Items {
+		p := &list.Items[i]
+		cp := p.Status.Checkpoint
+		if cp == nil || len(cp.Data) == 0 {
+			continue
+		}
+		k := analyzer.Key{
+			WorkloadNamespace: p.Namespace, WorkloadKind: p.Spec.WorkloadRef.Kind, WorkloadName: p.Spec.WorkloadRef.Name,
+			DatasetNamespace: p.Namespace, DatasetName: p.Spec.Dataset.Name,
+		}
+		if err := s.Store.Restore(k, cp.Data); err != nil {
+			// A bad checkpoint costs that profile its history, not the analyzer its start.
+			s.opt.Log.Error(err, "skipping unreadable checkpoint", "profile", client.ObjectKeyFromObject(p))
+			continue
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Run serves collectors and flushes until ctx ends, then flushes once more.
+func (s *Service) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.lis) }()
+	if s.http != nil {
+		go func() { errc <- s.http.Serve(s.httpLis) }()
+		defer s.http.Close()
+	}
+	t := time.NewTicker(s.opt.FlushInterval)
+	defer t.Stop()
+	s.heartbeat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			s.grpc.GracefulStop()
+			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return s.Flush(final)
+		case <-s.stopped:
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("gRPC server: %w", err)
+		case <-t.C:
+			if err := s.Flush(ctx); err != nil {
+				s.opt.Log.Error(err, "flush")
+			}
+			s.heartbeat(ctx)
+		}
+	}
+}
+
+// Stop ends serving at once, without the final flush Run does when its
+// context ends, as a crash would: collectors resend what was not acknowledged.
+func (s *Service) Stop() {
+	close(s.stopped)
+	s.grpc.Stop()
+}
+
+// Flush assesses every key changed since the last flush, writes it, and —
+// when every write succeeded — acknowledges to collectors what it covers.
+func (s *Service) Flush(ctx context.Context) error {
+	start := time.Now()
+	defer func() { s.flushTime.Observe(time.Since(start).Seconds()) }()
+	var snapshot map[string]uint64
+	var entries []store.Entry
+	var err error
+	// Taken together under the intake's lock: the checkpoints hold every
+	// window the snapshot claims, and none is half-applied.
+	s.Intake.Lock(func(received map[string]uint64) {
+		snapshot = make(map[string]uint64, len(received))
+		for c, v := range received {
+			snapshot[c] = v
+		}
+		entries, err = s.Store.TakeDirty(time.Now().UnixNano())
+	})
+	if err != nil {
+		s.flushes.WithLabelValues("error").Inc()
+		return err
+	}
+	if err := s.Manifests.Flush(); err != nil {
+		for _, e := range entries {
+			s.Store.MarkDirty(e.Key)
+		}
+		s.flushes.WithLabelValues("error").Inc()
+		return err
+	}
+	res, err := s.publisher.Publish(ctx, entries)
+	for _, k := range res.Failed {
+		s.Store.MarkDirty(k)
+	}
+	for _, k := range res.HeldKeys {
+		s.Store.MarkDirty(k)
+	}
+	if err != nil {
+		s.flushes.WithLabelValues("error").Inc()
+		return err
+	}
+	s.Intake.MarkDurable(snapshot)
+	s.flushes.WithLabelValues("ok").Inc()
+	if len(entries) > 0 {
+		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "proposed", res.Proposed, "held", res.Held, "took", time.Since(start))
+	}
+	return nil
+}
+
+// heartbeat creates or renews the Lease; failures are logged, not fatal:
+// the operator stops acting on a stale Lease, which is the safe direction.
+func (s *Service) heartbeat(ctx context.Context) {
+	if err := RenewLease(ctx, s.opt.Client, s.opt.LeaseNamespace, s.opt.Identity, s.opt.FlushInterval); err != nil {
+		s.opt.Log.Error(err, "renew heartbeat Lease")
+	}
+}
+
+// RenewLease creates or renews the analyzer heartbeat Lease in ns.
+func RenewLease(ctx context.Context, c client.Client, ns, holder string, interval time.Duration) error {
+	now := metav1.NewMicroTime(time.Now())
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: HeartbeatLease, Namespace: ns}}
+	err := c.Get(ctx, client.ObjectKeyFromObject(l), l)
+	if apierrors.IsNotFound(err) {
+		l.Spec = coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To(holder),
+			LeaseDurationSeconds: ptr.To(int32(3 * interval.Seconds())),
+			AcquireTime:          &now,
+			RenewTime:            &now,
+		}
+		return c.Create(ctx, l)
+	}
+	if err != nil {
+		return err
+	}
+	l.Spec.HolderIdentity = ptr.To(holder)
+	l.Spec.RenewTime = &now
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(3 * interval.Seconds()))
+	return c.Update(ctx, l)
+}
