@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/history"
+	"github.com/eddy-autotune/eddy/analyzer/service"
+	"github.com/eddy-autotune/eddy/test/controlplane"
+)
+
+func init() {
+	rootCmd.AddCommand(newAnalyzerCmd())
+}
+
+func newAnalyzerCmd() *cobra.Command {
+	var (
+		opt             service.Options
+		metricsAddr     string
+		halfLife        time.Duration
+		tlsCert, tlsKey string
+		minStable       int
+	)
+	cmd := &cobra.Command{
+		Use:   "analyzer",
+		Short: "Learn each workload's access pattern from collector windows and propose recommendations",
+		Long: `The analyzer takes AccessWindows from the collectors (gRPC, --grpc-addr),
+keeps a decaying history per (workload, dataset), classifies the access
+pattern with a confidence, and writes an AccessProfile per workload × dataset
+and Recommendations within each namespace's AutotunePolicy.
+
+State is checkpointed into the AccessProfiles every --flush-interval; windows
+are acknowledged to collectors only once a checkpoint covers them, so a
+restart neither loses nor double-counts anything. The per-workload manifest
+(which files, in which order) is served over HTTPS on --manifest-addr to
+service accounts of the workload's namespace and persisted in --state-dir.
+
+It renews the Lease "eddy-analyzer" in --lease-namespace every flush; the
+operator takes no action while that Lease is stale.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opt.FlushInterval < time.Second {
+				return fmt.Errorf("--flush-interval %s: at least 1s", opt.FlushInterval)
+			}
+			if halfLife < time.Minute {
+				return fmt.Errorf("--half-life %s: at least 1m", halfLife)
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return errors.New("--manifest-tls-cert and --manifest-tls-key go together")
+			}
+			log := zap.New()
+			cfg, err := config.GetConfig()
+			if err != nil {
+				return fmt.Errorf("no Kubernetes configuration (in-cluster, --kubeconfig or $KUBECONFIG): %w", err)
+			}
+			c, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+			if err != nil {
+				return err
+			}
+			if tlsCert != "" {
+				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				if err != nil {
+					return fmt.Errorf("manifest TLS: %w", err)
+				}
+				opt.ManifestTLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+			}
+			if opt.Identity == "" {
+				opt.Identity, _ = os.Hostname()
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			opt.Client, opt.Log, opt.Registry = c, log, reg
+			opt.Analyzer = analyzer.Options{History: history.Config{HalfLife: halfLife}}
+			opt.StableAssessments = minStable
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			svc, err := service.New(ctx, opt)
+			if err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				srv := &http.Server{Addr: metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+				go func() {
+					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						log.Error(err, "metrics server")
+					}
+				}()
+				defer srv.Shutdown(context.Background()) //nolint:errcheck
+			}
+			log.Info("analyzer serving", "grpc", svc.Addr(), "manifests", svc.ManifestAddr(), "metrics", metricsAddr)
+			return svc.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opt.GRPCAddr, "grpc-addr", ":9470", "address collectors ship windows to")
+	f.StringVar(&opt.ManifestAddr, "manifest-addr", ":9443", "HTTPS address of the manifest endpoint (empty disables it)")
+	f.StringVar(&tlsCert, "manifest-tls-cert", "", "PEM certificate for the manifest endpoint (default: self-signed)")
+	f.StringVar(&tlsKey, "manifest-tls-key", "", "PEM key for --manifest-tls-cert")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9472", "Prometheus metrics address (empty disables it)")
+	f.StringVar(&opt.StateDir, "state-dir", "/var/lib/eddy/analyzer", "folder persisting manifests (mount a PVC here)")
+	f.DurationVar(&opt.FlushInterval, "flush-interval", 10*time.Second, "how often to assess, checkpoint, write and acknowledge")
+	f.DurationVar(&halfLife, "half-life", 6*time.Hour, "how long until an observation counts half")
+	f.StringVar(&opt.LeaseNamespace, "lease-namespace", "eddy-system", "namespace of the heartbeat Lease")
+	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
+	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
+	return cmd
+}
