@@ -145,7 +145,3 @@ type AccessProfileList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AccessProfile `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AccessProfile{}, &AccessProfileList{})
-}

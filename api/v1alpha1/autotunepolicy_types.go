@@ -159,7 +159,3 @@ type AutotunePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AutotunePolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AutotunePolicy{}, &AutotunePolicyList{})
-}

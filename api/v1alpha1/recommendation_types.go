@@ -246,7 +246,3 @@ type RecommendationList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Recommendation `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Recommendation{}, &RecommendationList{})
-}
