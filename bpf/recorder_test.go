@@ -1,0 +1,745 @@
+package bpf
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/eddy-autotune/eddy/internal/cgroupv2"
+)
+
+const pageSize = 4096
+
+// requireKernel skips tests that need to load BPF programs where that is
+// impossible; in CI they run as root on a kernel with BTF.
+func requireKernel(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping kernel test in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("skipping kernel test: needs root (CAP_BPF, CAP_PERFMON, cgroup creation)")
+	}
+	if _, err := os.Stat(kernelBTFPath); err != nil {
+		t.Skipf("skipping kernel test: no kernel BTF at %s", kernelBTFPath)
+	}
+	if _, err := cgroupv2.Mountpoint(); err != nil {
+		t.Skipf("skipping kernel test: %v", err)
+	}
+}
+
+// testRecorder is a loaded Recorder plus every event it emitted.
+type testRecorder struct {
+	*Recorder
+	mu     sync.Mutex
+	events []FileEvent
+}
+
+func loadRecorder(t testing.TB, opts Options) *testRecorder {
+	t.Helper()
+	requireKernel(t)
+	opts.Logger = funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
+	r, err := Load(opts)
+	require.NoError(t, err)
+	require.Empty(t, r.MissingHooks(), "every hook attaches on the CI kernel")
+	tr := &testRecorder{Recorder: r}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range r.Events() {
+			tr.mu.Lock()
+			tr.events = append(tr.events, ev)
+			tr.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		require.NoError(t, r.Close())
+		<-done
+	})
+	return tr
+}
+
+// waitEvent returns the first event matching ok, waiting up to 5 s for the
+// ring buffer reader.
+func (r *testRecorder) waitEvent(t *testing.T, ok func(FileEvent) bool) (FileEvent, bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		for _, ev := range r.events {
+			if ok(ev) {
+				r.mu.Unlock()
+				return ev, true
+			}
+		}
+		r.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	return FileEvent{}, false
+}
+
+func (r *testRecorder) eventsOf(cgroupID uint64) []FileEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []FileEvent
+	for _, ev := range r.events {
+		if ev.Key.CgroupID == cgroupID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// drainCgroup drains the map and returns the records of one cgroup by inode.
+func (r *testRecorder) drainCgroup(t *testing.T, cgroupID uint64) map[uint64]Record {
+	t.Helper()
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	out := map[uint64]Record{}
+	for _, rec := range recs {
+		if rec.Key.CgroupID != cgroupID {
+			continue
+		}
+		_, dup := out[rec.Key.Ino]
+		require.False(t, dup, "inode %d drained twice in one drain", rec.Key.Ino)
+		out[rec.Key.Ino] = rec
+	}
+	return out
+}
+
+// podCgroup is a cgroup laid out like a kubelet pod's container.
+type podCgroup struct {
+	group *cgroupv2.Group
+	id    uint64
+}
+
+func newPodCgroup(t testing.TB, name string) *podCgroup {
+	t.Helper()
+	root := fmt.Sprintf("eddy-bpf-test-%d", os.Getpid())
+	g, err := cgroupv2.Create(filepath.Join(root, "kubepods/besteffort/pod"+name), "ctr")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		top, err := cgroupv2.Open(root)
+		if err == nil {
+			assert.NoError(t, top.Remove())
+		}
+	})
+	id, err := g.ID()
+	require.NoError(t, err)
+	return &podCgroup{group: g, id: id}
+}
+
+// start starts the test binary as workload in the cgroup.
+func (c *podCgroup) start(t testing.TB, dir, workload string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), workloadEnv+"="+workload, argsEnv+"="+strings.Join(args, "\x1f"))
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	require.NoError(t, c.group.Start(cmd))
+	return cmd, &out
+}
+
+// run runs the test binary as workload in the cgroup and waits for it.
+func (c *podCgroup) run(t testing.TB, workload string, args ...string) {
+	t.Helper()
+	cmd, out := c.start(t, "/", workload, args...)
+	require.NoError(t, cmd.Wait(), "workload %s: %s", workload, out)
+}
+
+// dataDir returns a fresh directory on a disk-backed file system, so page
+// cache and O_DIRECT behave as they do for real datasets (tmpfs has no
+// read-ahead misses and refuses O_DIRECT).
+func dataDir(t testing.TB) string {
+	t.Helper()
+	for _, base := range []string{os.TempDir(), "/var/tmp"} {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(base, &fs); err != nil || fs.Type == unix.TMPFS_MAGIC {
+			continue
+		}
+		d, err := os.MkdirTemp(base, "eddy-bpf-test-")
+		require.NoError(t, err)
+		t.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
+	t.Skip("skipping: no disk-backed temporary directory (TMPDIR and /var/tmp are tmpfs)")
+	return ""
+}
+
+// writeFile creates a file of size bytes of pseudo-random data, synced so
+// dropping caches really empties them.
+func writeFile(t testing.TB, path string, size int) {
+	t.Helper()
+	b := make([]byte, size)
+	rand.New(rand.NewSource(int64(size))).Read(b)
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	_, err = f.Write(b)
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+	require.NoError(t, f.Close())
+}
+
+func dropCaches(t testing.TB) {
+	t.Helper()
+	unix.Sync()
+	require.NoError(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0))
+}
+
+// keyOf returns the (dev, ino) the kernel reports for path: s_dev is
+// MKDEV(major, minor) = major<<20 | minor, not the st_dev encoding.
+func keyOf(t testing.TB, path string) (dev, ino uint64) {
+	t.Helper()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(path, &st))
+	return uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), st.Ino
+}
+
+func histTotal(h []uint64) uint64 {
+	var n uint64
+	for _, v := range h {
+		n += v
+	}
+	return n
+}
+
+func TestSequentialReadOfLargeFile(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "seq")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "large.bin")
+	const size = 32 << 20
+	const buf = 1 << 20
+	writeFile(t, path, size)
+	dropCaches(t)
+
+	cg.run(t, "seqread", path, fmt.Sprint(buf))
+
+	dev, ino := keyOf(t, path)
+	recs := r.drainCgroup(t, cg.id)
+	rec, ok := recs[ino]
+	require.True(t, ok, "no record for the file read (inode %d); got %d records", ino, len(recs))
+	assert.Equal(t, FileKey{CgroupID: cg.id, Dev: dev, Ino: ino}, rec.Key)
+	assert.EqualValues(t, size, rec.ReadBytes)
+	assert.EqualValues(t, size/buf+1, rec.ReadOps, "one read per MiB plus the read returning EOF")
+	assert.EqualValues(t, size/buf, rec.SeqSteps)
+	assert.Zero(t, rec.RandSteps)
+	assert.EqualValues(t, 1, rec.Passes)
+	assert.EqualValues(t, 1, rec.Opens)
+	assert.EqualValues(t, size, rec.MaxOffset)
+	assert.EqualValues(t, size, rec.FileSize)
+	assert.EqualValues(t, size/buf, rec.ReadSizeLog2[20], "1 MiB reads land in bucket 20")
+	assert.EqualValues(t, 1, rec.ReadSizeLog2[0], "the EOF read returns 0 bytes")
+	assert.Equal(t, rec.ReadOps, histTotal(rec.ReadLatencyLog2[:]))
+	assert.Positive(t, rec.ReadWaitNs)
+	assert.Zero(t, rec.DirectReads)
+	assert.Zero(t, rec.WriteOps)
+	// Every page is requested once; the cache was dropped, so every page is
+	// added once, and read-ahead stops at EOF.
+	assert.EqualValues(t, size/pageSize, rec.PagesRequested)
+	assert.InDelta(t, size/pageSize, rec.PagesAdded, 64)
+	assert.LessOrEqual(t, rec.FirstNs, rec.LastPassNs)
+	assert.LessOrEqual(t, rec.LastPassNs, rec.LastNs)
+	assert.Positive(t, rec.FirstNs)
+
+	again := r.drainCgroup(t, cg.id)
+	assert.Empty(t, again, "a drain empties the map")
+}
+
+func TestRandomPreads(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "rand")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "random.bin")
+	const size = 64 << 20
+	const reads = 2000
+	const seed = 42
+	writeFile(t, path, size)
+
+	cg.run(t, "randpread", path, fmt.Sprint(reads), fmt.Sprint(seed))
+
+	// Replay the workload's offsets to know the exact answer.
+	rng := rand.New(rand.NewSource(seed))
+	var passes, seq, maxEnd uint64
+	prev := int64(-1)
+	for i := 0; i < reads; i++ {
+		off := rng.Int63n(size/pageSize) * pageSize
+		if off == 0 {
+			passes++
+		}
+		if prev >= 0 && off == prev+pageSize {
+			seq++
+		}
+		if uint64(off+pageSize) > maxEnd {
+			maxEnd = uint64(off + pageSize)
+		}
+		prev = off
+	}
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok, "no record for the file read")
+	assert.EqualValues(t, reads, rec.ReadOps)
+	assert.EqualValues(t, reads*pageSize, rec.ReadBytes)
+	assert.EqualValues(t, reads, rec.ReadSizeLog2[12], "4 KiB reads land in bucket 12")
+	assert.Equal(t, rec.ReadOps, histTotal(rec.ReadSizeLog2[:]))
+	assert.Equal(t, seq, rec.SeqSteps)
+	assert.EqualValues(t, reads-1-seq, rec.RandSteps, "every read after the first is a step")
+	ratio := float64(rec.SeqSteps) / float64(rec.SeqSteps+rec.RandSteps)
+	assert.Less(t, ratio, 0.01)
+	assert.Equal(t, passes, rec.Passes)
+	assert.Equal(t, maxEnd, rec.MaxOffset)
+	assert.EqualValues(t, reads, rec.PagesRequested, "each buffered 4 KiB read asks the cache for one page")
+}
+
+func TestSmallFilesReadWholeInShuffledOrder(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "small")
+	require.NoError(t, r.Allow(cg.id))
+	dir := filepath.Join(dataDir(t), "dataset")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	const files = 200
+	sizes := map[uint64]int{}
+	paths := map[uint64]string{}
+	for i := 0; i < files; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("sample-%03d.jpg", i))
+		size := 1000 + i*317
+		writeFile(t, p, size)
+		_, ino := keyOf(t, p)
+		sizes[ino] = size
+		paths[ino] = p
+	}
+	dropCaches(t)
+
+	cg.run(t, "smallfiles", dir, "7")
+
+	recs := r.drainCgroup(t, cg.id)
+	var totalPages, added uint64
+	for ino, size := range sizes {
+		rec, ok := recs[ino]
+		if !assert.True(t, ok, "no record for %s", paths[ino]) {
+			continue
+		}
+		assert.EqualValues(t, size, rec.ReadBytes, paths[ino])
+		assert.EqualValues(t, size, rec.MaxOffset, "%s read whole", paths[ino])
+		assert.EqualValues(t, size, rec.FileSize, paths[ino])
+		assert.EqualValues(t, 2, rec.ReadOps, "%s: one read of the whole file plus EOF", paths[ino])
+		assert.EqualValues(t, 1, rec.SeqSteps, paths[ino])
+		assert.Zero(t, rec.RandSteps, paths[ino])
+		assert.EqualValues(t, 1, rec.Passes, paths[ino])
+		assert.EqualValues(t, 1, rec.Opens, paths[ino])
+		pages := uint64(size+pageSize-1) / pageSize
+		assert.Equal(t, pages, rec.PagesRequested, "%s: every page requested once", paths[ino])
+		assert.LessOrEqual(t, rec.PagesAdded, pages, "%s: no page added twice", paths[ino])
+		totalPages += pages
+		added += rec.PagesAdded
+	}
+	// drop_caches is best effort (a page in use at that instant stays), so
+	// the cold-cache check allows a few pages to have been cached already.
+	assert.GreaterOrEqual(t, float64(added), 0.95*float64(totalPages), "cold cache: pages added")
+
+	// Each file is announced once, with the path given to openat.
+	for ino, p := range paths {
+		ev, ok := r.waitEvent(t, func(ev FileEvent) bool { return ev.Key.CgroupID == cg.id && ev.Key.Ino == ino })
+		if assert.True(t, ok, "no first-seen event for %s", p) {
+			assert.Equal(t, p, ev.Path)
+			assert.False(t, ev.Truncated)
+			assert.NotZero(t, ev.Pid)
+		}
+	}
+	perIno := map[uint64]int{}
+	for _, ev := range r.eventsOf(cg.id) {
+		perIno[ev.Key.Ino]++
+	}
+	for ino, p := range paths {
+		assert.Equal(t, 1, perIno[ino], "events for %s", p)
+	}
+
+	// Reading the dataset again is a new drain window but not news: no new
+	// events, and the counts start from zero.
+	before := len(r.eventsOf(cg.id))
+	cg.run(t, "smallfiles", dir, "8")
+	recs = r.drainCgroup(t, cg.id)
+	for ino, size := range sizes {
+		assert.EqualValues(t, size, recs[ino].ReadBytes, paths[ino])
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, ev := range r.eventsOf(cg.id)[before:] {
+		_, inDataset := paths[ev.Key.Ino]
+		assert.False(t, inDataset, "%s already seen is announced again", ev.Path)
+	}
+}
+
+func TestMmapFaults(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "mmap")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "mapped.bin")
+	const size = 8 << 20
+	writeFile(t, path, size)
+	dropCaches(t)
+
+	cg.run(t, "mmap", path)
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok, "no record for the mapped file")
+	assert.Positive(t, rec.MmapFaults, "a cold mapping faults through filemap_fault")
+	assert.EqualValues(t, size/pageSize, rec.PagesAdded, "every page is read into the cache once")
+	assert.GreaterOrEqual(t, rec.MmapPages, uint64(size/pageSize), "every page is mapped")
+	assert.Zero(t, rec.ReadOps, "no read syscalls")
+	assert.EqualValues(t, 1, rec.Opens)
+}
+
+func TestDirectReads(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "direct")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "direct.bin")
+	const size = 4 << 20
+	const chunk = 64 << 10
+	writeFile(t, path, size)
+	dropCaches(t)
+
+	cg.run(t, "direct", path, fmt.Sprint(chunk))
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok, "no record for the O_DIRECT file")
+	assert.EqualValues(t, size/chunk+1, rec.ReadOps)
+	assert.Equal(t, rec.ReadOps, rec.DirectReads)
+	assert.EqualValues(t, size, rec.ReadBytes)
+	assert.EqualValues(t, size/chunk, rec.ReadSizeLog2[16])
+	assert.EqualValues(t, size/chunk, rec.SeqSteps)
+	assert.Zero(t, rec.PagesRequested, "O_DIRECT bypasses the page cache")
+	assert.Zero(t, rec.PagesAdded)
+	assert.EqualValues(t, size, rec.MaxOffset)
+}
+
+func TestWrites(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "write")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "checkpoint.bin")
+	const size = 3 << 20
+	const chunk = 64 << 10
+
+	cg.run(t, "write", path, fmt.Sprint(size), fmt.Sprint(chunk))
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok, "no record for the written file")
+	assert.EqualValues(t, size/chunk, rec.WriteOps)
+	assert.EqualValues(t, size, rec.WriteBytes)
+	assert.EqualValues(t, size, rec.FileSize)
+	assert.Zero(t, rec.ReadOps)
+	assert.EqualValues(t, 1, rec.Opens)
+	ev, ok := r.waitEvent(t, func(ev FileEvent) bool { return ev.Key.CgroupID == cg.id && ev.Key.Ino == ino })
+	require.True(t, ok, "no first-seen event for the created file")
+	assert.Equal(t, path, ev.Path)
+}
+
+func TestCgroupNotAllowedRecordsNothing(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	dir := dataDir(t)
+	path := filepath.Join(dir, "data.bin")
+	writeFile(t, path, 4<<20)
+
+	never := newPodCgroup(t, "never")
+	revoked := newPodCgroup(t, "revoked")
+	allowed := newPodCgroup(t, "allowed")
+	require.NoError(t, r.Allow(revoked.id))
+	require.NoError(t, r.Disallow(revoked.id))
+	require.NoError(t, r.Disallow(revoked.id), "disallowing twice is not an error")
+	require.NoError(t, r.Allow(allowed.id))
+	require.NoError(t, r.Allow(allowed.id), "allowing twice is not an error")
+
+	for _, cg := range []*podCgroup{never, revoked, allowed} {
+		cg.run(t, "seqread", path, "65536")
+		cg.run(t, "write", filepath.Join(dir, fmt.Sprintf("out-%d", cg.id)), "65536", "4096")
+	}
+
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	var allowedRecs int
+	for _, rec := range recs {
+		assert.NotEqual(t, never.id, rec.Key.CgroupID, "record from a cgroup never allowed")
+		assert.NotEqual(t, revoked.id, rec.Key.CgroupID, "record from a disallowed cgroup")
+		if rec.Key.CgroupID == allowed.id {
+			allowedRecs++
+		}
+	}
+	assert.Positive(t, allowedRecs, "the allowed cgroup, running the same workloads, is recorded")
+	_, ok := r.waitEvent(t, func(ev FileEvent) bool { return ev.Key.CgroupID == allowed.id })
+	assert.True(t, ok)
+	assert.Empty(t, r.eventsOf(never.id))
+	assert.Empty(t, r.eventsOf(revoked.id))
+}
+
+func TestTwoReadersOfOneFileStaySequential(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "tworeaders")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "shared.bin")
+	const size = 16 << 20
+	writeFile(t, path, size)
+
+	a, outA := cg.start(t, "/", "seqread", path, "4096")
+	b, outB := cg.start(t, "/", "seqread", path, "4096")
+	require.NoError(t, a.Wait(), "%s", outA)
+	require.NoError(t, b.Wait(), "%s", outB)
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, 2*(size/pageSize+1), rec.ReadOps)
+	assert.EqualValues(t, 2*size, rec.ReadBytes)
+	assert.EqualValues(t, 2*(size/pageSize), rec.SeqSteps)
+	assert.Zero(t, rec.RandSteps, "interleaved readers with their own opens are each sequential")
+	assert.EqualValues(t, 2, rec.Passes)
+}
+
+func TestEventPaths(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "paths")
+	require.NoError(t, r.Allow(cg.id))
+	dir := dataDir(t)
+
+	// A path longer than the kernel copies (255 bytes) is cut and flagged.
+	long := dir
+	for len(long) < 300 {
+		long = filepath.Join(long, strings.Repeat("d", 40))
+	}
+	require.NoError(t, os.MkdirAll(long, 0o755))
+	longFile := filepath.Join(long, "f")
+	writeFile(t, longFile, 10)
+	exact := filepath.Join(dir, strings.Repeat("e", 255-len(dir)-1))
+	require.Len(t, exact, 255)
+	writeFile(t, exact, 10)
+	writeFile(t, filepath.Join(dir, "relative.txt"), 10)
+
+	cmd, out := cg.start(t, dir, "open", longFile, exact, "relative.txt")
+	require.NoError(t, cmd.Wait(), "%s", out)
+
+	for _, c := range []struct {
+		path, want string
+		truncated  bool
+	}{
+		{longFile, longFile[:255], true},
+		{exact, exact, false},
+		{filepath.Join(dir, "relative.txt"), "relative.txt", false},
+	} {
+		_, ino := keyOf(t, c.path)
+		ev, ok := r.waitEvent(t, func(ev FileEvent) bool { return ev.Key.CgroupID == cg.id && ev.Key.Ino == ino })
+		if assert.True(t, ok, "no event for %s", c.path) {
+			assert.Equal(t, c.want, ev.Path)
+			assert.Equal(t, c.truncated, ev.Truncated, c.path)
+		}
+	}
+}
+
+func TestDropCountersAndStats(t *testing.T) {
+	const capacity = 32
+	r := loadRecorder(t, Options{MaxFiles: capacity})
+	cg := newPodCgroup(t, "full")
+	require.NoError(t, r.Allow(cg.id))
+	dir := filepath.Join(dataDir(t), "many")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	for i := 0; i < 3*capacity; i++ {
+		writeFile(t, filepath.Join(dir, fmt.Sprint(i)), 100)
+	}
+
+	cg.run(t, "smallfiles", dir, "1")
+
+	s, err := r.Stats()
+	require.NoError(t, err)
+	assert.Positive(t, s.Drops.StatsMapFull, "accesses beyond capacity are counted as dropped")
+	assert.EqualValues(t, capacity, s.FileCapacity)
+	assert.EqualValues(t, capacity, s.FileEntries, "the map is full")
+	assert.Zero(t, s.Drops.RingBuffer)
+	hooks := map[string]ProgramStats{}
+	for _, p := range s.Programs {
+		hooks[p.Hook] = p
+	}
+	assert.Len(t, hooks, 6)
+	assert.Positive(t, hooks["raw_syscalls:sys_enter"].RunCount)
+	assert.Positive(t, hooks["raw_syscalls:sys_exit"].RunTime)
+
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	assert.Len(t, recs, capacity)
+	s, err = r.Stats()
+	require.NoError(t, err)
+	assert.Zero(t, s.FileEntries, "drained")
+}
+
+func TestDrainFallsBackToIteration(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "iter")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "iter.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "seqread", path, "65536")
+
+	// Force the path used on kernels without batch map operations.
+	r.drainMu.Lock()
+	r.batchOK = false
+	r.drainMu.Unlock()
+	_, ino := keyOf(t, path)
+	dst := make([]Record, 0, 1)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, 1<<20, rec.ReadBytes)
+	out, err := r.Drain(dst)
+	require.NoError(t, err)
+	assert.Empty(t, out, "entries were deleted by the first drain")
+}
+
+func TestLoadNamesMissingCapabilities(t *testing.T) {
+	requireKernel(t)
+	// A copy of the test binary that an unprivileged user may run.
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	bin := filepath.Join(dir, "bpf.test")
+	b, err := os.ReadFile(os.Args[0])
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, b, 0o755))
+
+	cmd := exec.Command(bin)
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), workloadEnv+"=load")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "missing capabilities [CAP_BPF CAP_PERFMON]")
+	assert.Contains(t, string(out), "grant CAP_BPF and CAP_PERFMON")
+}
+
+func TestMissingHookLeavesRecorderDegraded(t *testing.T) {
+	requireKernel(t)
+	saved := hooks
+	t.Cleanup(func() { hooks = saved })
+	hooks = append(append([]hook(nil), saved...), hook{name: "filemap:not_a_tracepoint", program: "not_a_program"})
+
+	var logged []string
+	var mu sync.Mutex
+	logger := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		logged = append(logged, args)
+		mu.Unlock()
+	}, funcr.Options{})
+	r, err := Load(Options{Logger: logger})
+	require.NoError(t, err, "a missing optional hook must not fail Load")
+	assert.Equal(t, []string{"filemap:not_a_tracepoint"}, r.MissingHooks())
+	mu.Lock()
+	assert.Contains(t, strings.Join(logged, "\n"), "filemap:not_a_tracepoint")
+	mu.Unlock()
+
+	// The rest still records.
+	cg := newPodCgroup(t, "degraded")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "seqread", path, "65536")
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	_, ino := keyOf(t, path)
+	var found bool
+	for _, rec := range recs {
+		if rec.Key.CgroupID == cg.id && rec.Key.Ino == ino {
+			found = true
+			assert.EqualValues(t, 1<<20, rec.ReadBytes)
+		}
+	}
+	assert.True(t, found)
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close(), "Close is idempotent")
+
+	hooks = append(append([]hook(nil), saved...), hook{name: "raw_syscalls:missing", program: "not_a_program", essential: true})
+	_, err = Load(Options{})
+	assert.ErrorContains(t, err, "attach raw_syscalls:missing")
+}
+
+func TestRingBufferFullIsCountedAndRetried(t *testing.T) {
+	requireKernel(t)
+	// One page holds about 14 events; with a one-slot channel nobody reads,
+	// the ring buffer fills quickly.
+	r, err := Load(Options{RingBufferBytes: 4096, EventBuffer: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	cg := newPodCgroup(t, "ringfull")
+	require.NoError(t, r.Allow(cg.id))
+	dir := dataDir(t)
+	var paths []string
+	for i := 0; i < 100; i++ {
+		p := filepath.Join(dir, fmt.Sprint(i))
+		writeFile(t, p, 10)
+		paths = append(paths, p)
+	}
+
+	cg.run(t, "open", paths...)
+	s, err := r.Stats()
+	require.NoError(t, err)
+	assert.Positive(t, s.Drops.RingBuffer, "lost events are counted")
+
+	// Consume events from now on and open again until every file was
+	// announced: an event lost to a full ring buffer is retried on the next
+	// access, and no file is announced twice. The consumer is slower than the
+	// burst of opens, so one retry round may lose some again.
+	var mu sync.Mutex
+	got := map[string]int{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case ev := <-r.Events():
+				if ev.Key.CgroupID == cg.id {
+					mu.Lock()
+					got[ev.Path]++
+					mu.Unlock()
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	announced := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, p := range paths {
+			if got[p] > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for round := 0; round < 50 && announced() < len(paths); round++ {
+		time.Sleep(50 * time.Millisecond)
+		cg.run(t, "open", paths...)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	for _, p := range paths {
+		assert.Equal(t, 1, got[p], "announcements of %s", p)
+	}
+}
