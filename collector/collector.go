@@ -1,0 +1,190 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	"github.com/eddy-autotune/eddy/bpf"
+	"github.com/eddy-autotune/eddy/collector/ship"
+)
+
+// Attributor answers which observed container a cgroup id belongs to: the
+// PodIndex on a node, a recorded table of pods when a trace is replayed.
+type Attributor interface {
+	Lookup(cgroupID uint64) (*PodContainer, bool)
+	// Observed reports the containers on the allow-list and the opted-in
+	// containers whose cgroup was not found.
+	Observed() (observed, pending int)
+}
+
+// Options configure a Collector. Source, Pods, Workloads, Datasets and Sink
+// are required.
+type Options struct {
+	// Node is the node's name, written into every window.
+	Node      string
+	Source    Source
+	Pods      Attributor
+	Workloads *WorkloadResolver
+	Datasets  *DatasetResolver
+	Sink      *ship.Shipper
+	// Metrics, when set, gets every window's counters and the health state.
+	Metrics *Metrics
+	// Interval between drains (default 10s).
+	Interval time.Duration
+	// ProcRoot is where /proc is mounted (default /proc); relative paths in
+	// file events are resolved against /proc/<pid>/cwd, events without a
+	// path through /proc/<pid>/fd.
+	ProcRoot string
+	// MaxPaths bounds the remembered file paths (default 1<<20).
+	MaxPaths int
+	Log      logr.Logger
+}
+
+const (
+	// eventPoll is the longest a file event waits before its path is resolved.
+	eventPoll = 50 * time.Millisecond
+	// minLookupBudget is the least time one drain may spend on API lookups.
+	minLookupBudget = 5 * time.Second
+)
+
+// Collector drains a Source on an interval and turns each drain into one
+// attributed AccessWindow.
+type Collector struct {
+	opts  Options
+	files *fileTable
+
+	lastEnd   time.Time
+	lastStats SourceStats
+	records   []bpf.Record
+	events    []bpf.FileEvent
+	// Stats of the whole run, for logs and tests.
+	windows, unattributed uint64
+}
+
+// New checks opts and returns a Collector.
+func New(opts Options) (*Collector, error) {
+	switch {
+	case opts.Source == nil:
+		return nil, errors.New("collector: no record source")
+	case opts.Pods == nil:
+		return nil, errors.New("collector: no pod index")
+	case opts.Workloads == nil:
+		return nil, errors.New("collector: no workload resolver")
+	case opts.Datasets == nil:
+		return nil, errors.New("collector: no dataset resolver")
+	case opts.Sink == nil:
+		return nil, errors.New("collector: no window sink")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	return &Collector{opts: opts, files: newFileTable(opts.ProcRoot, opts.MaxPaths), lastEnd: time.Now()}, nil
+}
+
+// Run drains every Interval until ctx ends, then drains once more so that
+// nothing counted before the end is lost.
+func (c *Collector) Run(ctx context.Context) error {
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	// Paths are resolved against /proc/<pid>, so read events soon after they
+	// happen, while their processes (often short-lived) still live.
+	events := time.NewTicker(min(c.opts.Interval/10, eventPoll))
+	defer events.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_, err := c.Tick(context.WithoutCancel(ctx))
+			return err
+		case <-events.C:
+			c.takeEvents()
+		case <-t.C:
+			if _, err := c.Tick(ctx); err != nil {
+				c.opts.Log.Error(err, "drain")
+			}
+		}
+	}
+}
+
+func (c *Collector) takeEvents() {
+	c.events = c.opts.Source.DrainEvents(c.events[:0])
+	for _, ev := range c.events {
+		c.files.add(ev)
+	}
+}
+
+// Tick drains the source once and hands the window to the sink. It returns
+// the window (also when it has no files: an empty window still says the
+// node was watched and carries the loss counters).
+func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
+	began := time.Now()
+	// Owner and claim lookups must not hold a window back for long: past
+	// the deadline they fail fast and the caches' fallbacks answer.
+	ctx, cancel := context.WithTimeout(ctx, max(c.opts.Interval, minLookupBudget))
+	defer cancel()
+	c.takeEvents()
+	var err error
+	c.records, err = c.opts.Source.Drain(c.records[:0])
+	if err != nil {
+		// What was drained before the error is still counted below.
+		err = fmt.Errorf("drain records: %w", err)
+	}
+	off := sampleClockOffset()
+	end := time.Now()
+	recs := make([]attributed, 0, len(c.records))
+	var unattributed uint64
+	for _, r := range c.records {
+		pc, ok := c.opts.Pods.Lookup(r.Key.CgroupID)
+		if !ok {
+			unattributed++
+			continue
+		}
+		a := attributed{rec: r, pod: pc.Pod, container: pc.Container, workload: c.opts.Workloads.Resolve(ctx, pc.Pod)}
+		if p := c.files.lookup(r.Key); p != "" {
+			a.dataset, a.path = c.opts.Datasets.Resolve(ctx, pc.Pod, pc.Container, p)
+		} else {
+			a.dataset = c.opts.Datasets.ResolveDevice(ctx, pc.Pod, r.Key.Dev)
+		}
+		recs = append(recs, a)
+	}
+	stats := c.opts.Source.Stats()
+	dropped := &accessv1.Dropped{
+		RingbufEvents:       delta(stats.EventsLost, c.lastStats.EventsLost),
+		MapFull:             delta(stats.MapFull, c.lastStats.MapFull),
+		UnattributedRecords: unattributed,
+	}
+	c.lastStats = stats
+	w := buildWindow(c.opts.Node, c.lastEnd, end, off, recs, dropped)
+	c.lastEnd = end
+	c.windows++
+	c.unattributed += unattributed
+	if unattributed > 0 {
+		c.opts.Log.V(1).Info("records without an observed container", "records", unattributed)
+	}
+	c.files.forget(func(id uint64) bool { _, ok := c.opts.Pods.Lookup(id); return ok })
+	if c.opts.Metrics != nil {
+		observed, pending := c.opts.Pods.Observed()
+		c.opts.Metrics.observeWindow(w, stats, unattributed, observed, pending, c.files.len())
+		c.opts.Metrics.ObserveDrain(time.Since(began))
+	}
+	if _, serr := c.opts.Sink.Enqueue(w); serr != nil {
+		return w, errors.Join(err, fmt.Errorf("store window: %w", serr))
+	}
+	return w, err
+}
+
+// delta is how far a cumulative counter moved; a counter that went back
+// (the source restarted) counts from zero.
+func delta(now, before uint64) uint64 {
+	if now < before {
+		return now
+	}
+	return now - before
+}

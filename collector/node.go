@@ -1,0 +1,163 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	"github.com/eddy-autotune/eddy/bpf"
+	"github.com/eddy-autotune/eddy/collector/cgroups"
+	"github.com/eddy-autotune/eddy/collector/ship"
+)
+
+// NodeConfig is everything a node's collector needs. Node, Kube,
+// AnalyzerAddress, StateDir and CgroupRoot are required.
+type NodeConfig struct {
+	Node string
+	// Kube reaches the API server (pods, namespaces, owners, claims).
+	Kube            *rest.Config
+	AnalyzerAddress string
+	// Interval between windows (default 10s).
+	Interval time.Duration
+	StateDir string
+	// CgroupRoot is the cgroup2 mount (/sys/fs/cgroup, or
+	// /sys/fs/cgroup/unified on hybrid hosts).
+	CgroupRoot string
+	// ProcRoot is where the host's /proc is mounted (default /proc).
+	ProcRoot string
+	// KubeletPodsDir is the kubelet's pods folder (/var/lib/kubelet/pods);
+	// when set, files whose path is unknown are attributed to a volume by
+	// their device.
+	KubeletPodsDir string
+	// MaxBufferedWindows bounds the windows kept while the analyzer is
+	// unreachable (default: ship.Options' default).
+	MaxBufferedWindows int
+	// Recorder configures the kernel recorder when Source is nil.
+	Recorder bpf.Options
+	// Source replaces the kernel recorder (tests, replays).
+	Source Source
+	// Metrics, when set, receives the collector's metrics.
+	Metrics *Metrics
+	// OnReady is called once the pod caches are synced and the first
+	// allow-list is applied.
+	OnReady func()
+	Log     logr.Logger
+}
+
+// RunNode runs a node's collector until ctx ends: it loads the kernel
+// recorder, watches the node's pods, drains every interval and ships the
+// windows. Windows not yet acknowledged stay in StateDir for the next run.
+func RunNode(ctx context.Context, cfg NodeConfig) error {
+	switch {
+	case cfg.Node == "":
+		return errors.New("collector: node name is empty: set --node-name or NODE_NAME")
+	case cfg.Kube == nil:
+		return errors.New("collector: no API server configuration")
+	case cfg.AnalyzerAddress == "":
+		return errors.New("collector: analyzer address is empty: set --analyzer-address")
+	case cfg.StateDir == "":
+		return errors.New("collector: state directory is empty: set --state-dir")
+	case cfg.CgroupRoot == "":
+		return errors.New("collector: cgroup2 mount is unknown: set --cgroup-root")
+	}
+	log := cfg.Log
+	src := cfg.Source
+	if src == nil {
+		opts := cfg.Recorder
+		opts.Logger = log.WithName("bpf")
+		rec, err := bpf.Load(opts)
+		if err != nil {
+			return err
+		}
+		ks := NewKernelSource(rec, 0, log.WithName("kernel"))
+		defer ks.Close()
+		if missing := rec.MissingHooks(); len(missing) > 0 {
+			log.Info("running without some kernel hooks; their counters stay zero", "missing", missing)
+		}
+		src = ks
+	}
+
+	shipper, err := ship.Open(ship.Options{Dir: cfg.StateDir, Node: cfg.Node, MaxBuffered: cfg.MaxBufferedWindows, Log: log.WithName("ship")})
+	if err != nil {
+		return err
+	}
+	defer shipper.Close()
+	if cfg.Metrics != nil {
+		cfg.Metrics.SetShipperStats(shipper.Stats)
+	}
+	conn, err := grpc.NewClient(cfg.AnalyzerAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("collector: analyzer address %q: %w", cfg.AnalyzerAddress, err)
+	}
+	defer conn.Close()
+
+	cs, err := kubernetes.NewForConfig(cfg.Kube)
+	if err != nil {
+		return fmt.Errorf("collector: API client: %w", err)
+	}
+	md, err := metadata.NewForConfig(cfg.Kube)
+	if err != nil {
+		return fmt.Errorf("collector: API metadata client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
+
+	resolver := cgroups.NewResolver(cfg.CgroupRoot, cgroups.ResolverOptions{})
+	if err := resolver.Rescan(); err != nil {
+		return fmt.Errorf("collector: read cgroups: %w", err)
+	}
+	pods, err := NewPodIndex(cs, src, resolver, PodIndexOptions{Node: cfg.Node, Retain: 2 * max(cfg.Interval, time.Minute), Log: log.WithName("pods")})
+	if err != nil {
+		return err
+	}
+	datasets := NewDatasetResolver(ClientClaimLookup(cs), ClientVolumeLookup(cs), 0)
+	if cfg.KubeletPodsDir != "" {
+		datasets.SetKubeletPodsDir(cfg.KubeletPodsDir)
+	}
+	c, err := New(Options{
+		Node: cfg.Node, Source: src, Pods: pods, Sink: shipper, Metrics: cfg.Metrics,
+		Workloads: NewWorkloadResolver(MetadataOwnerLookup(md, mapper), 0),
+		Datasets:  datasets,
+		Interval:  cfg.Interval, ProcRoot: cfg.ProcRoot, Log: log.WithName("drain"),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("collector starting", "node", cfg.Node, "collector", shipper.Collector(), "analyzer", cfg.AnalyzerAddress,
+		"interval", c.opts.Interval, "stateDir", cfg.StateDir, "cgroupRoot", cfg.CgroupRoot, "bufferedWindows", shipper.Stats().Buffered)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pods.Run(gctx) })
+	g.Go(func() error {
+		// Draining starts once the allow-list reflects the node's pods.
+		for !pods.Synced() {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		pods.Sync()
+		if cfg.OnReady != nil {
+			cfg.OnReady()
+		}
+		return c.Run(gctx)
+	})
+	g.Go(func() error { return shipper.Run(gctx, accessv1.NewAccessIntakeClient(conn)) })
+	err = g.Wait()
+	st := shipper.Stats()
+	log.Info("collector stopped", "windows", c.windows, "unattributedRecords", c.unattributed,
+		"acked", st.Acked, "buffered", st.Buffered, "droppedWindows", st.Dropped, "error", err)
+	return err
+}

@@ -1,0 +1,296 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/eddy-autotune/eddy/collector/cgroups"
+)
+
+// Opt-in and opt-out labels (ARCHITECTURE.md): a namespace labelled
+// eddy.io/autotune=enabled is observed, except its pods labelled
+// eddy.io/autotune=disabled.
+const (
+	AutotuneLabel    = "eddy.io/autotune"
+	AutotuneEnabled  = "enabled"
+	AutotuneDisabled = "disabled"
+)
+
+// PodContainer is one container of an observed pod, with the cgroup its
+// processes run in (the container's own, or one nested in it).
+type PodContainer struct {
+	Pod         *corev1.Pod
+	Container   string
+	ContainerID string
+	CgroupID    uint64
+}
+
+// PodIndex watches the pods on one node and the namespaces, keeps the
+// source's allow-list equal to the cgroups of the opted-in pods' containers,
+// and answers which container a cgroup id belongs to. Containers that went
+// away stay answerable for Retain, so the last records drained after a pod
+// ended are still attributed to it.
+type PodIndex struct {
+	node     string
+	source   Source
+	resolver *cgroups.Resolver
+	log      logr.Logger
+	retain   time.Duration
+	resync   time.Duration
+	now      func() time.Time
+
+	factory    informers.SharedInformerFactory
+	nsFactory  informers.SharedInformerFactory
+	podLister  listersv1.PodLister
+	nsLister   listersv1.NamespaceLister
+	podsSynced cache.InformerSynced
+	nsSynced   cache.InformerSynced
+	kick       chan struct{}
+
+	mu      sync.RWMutex
+	allowed map[uint64]*PodContainer
+	retired map[uint64]retiredContainer
+	// pending counts opted-in containers whose cgroup was not found.
+	pending int
+}
+
+type retiredContainer struct {
+	pc    *PodContainer
+	since time.Time
+}
+
+// PodIndexOptions configure a PodIndex. Zero values pick the defaults.
+type PodIndexOptions struct {
+	// Node is the node whose pods are watched (spec.nodeName). Required.
+	Node string
+	// Retain is how long a container stays attributable after it left the
+	// allow-list (default 2 minutes; at least one drain interval).
+	Retain time.Duration
+	// Resync is how often the allow-list is recomputed without a change in
+	// the API (default 5s): container cgroups appear after pod status says
+	// the container exists, and the cgroup walk is rate-limited.
+	Resync time.Duration
+	Log    logr.Logger
+}
+
+// NewPodIndex returns a PodIndex for the node's pods. Call Run to start it.
+func NewPodIndex(cs kubernetes.Interface, source Source, resolver *cgroups.Resolver, opts PodIndexOptions) (*PodIndex, error) {
+	if opts.Node == "" {
+		return nil, fmt.Errorf("pod index: node name is empty: set --node-name or NODE_NAME")
+	}
+	if opts.Retain == 0 {
+		opts.Retain = 2 * time.Minute
+	}
+	if opts.Resync == 0 {
+		opts.Resync = 5 * time.Second
+	}
+	p := &PodIndex{
+		node: opts.Node, source: source, resolver: resolver, log: opts.Log,
+		retain: opts.Retain, resync: opts.Resync, now: time.Now,
+		kick:    make(chan struct{}, 1),
+		allowed: map[uint64]*PodContainer{},
+		retired: map[uint64]retiredContainer{},
+	}
+	p.factory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
+		}))
+	p.nsFactory = informers.NewSharedInformerFactory(cs, 0)
+	pods := p.factory.Core().V1().Pods()
+	nss := p.nsFactory.Core().V1().Namespaces()
+	p.podLister, p.nsLister = pods.Lister(), nss.Lister()
+	p.podsSynced, p.nsSynced = pods.Informer().HasSynced, nss.Informer().HasSynced
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.Kick() },
+		UpdateFunc: func(any, any) { p.Kick() },
+		DeleteFunc: func(any) { p.Kick() },
+	}
+	if _, err := pods.Informer().AddEventHandler(handler); err != nil {
+		return nil, fmt.Errorf("pod index: watch pods: %w", err)
+	}
+	if _, err := nss.Informer().AddEventHandler(handler); err != nil {
+		return nil, fmt.Errorf("pod index: watch namespaces: %w", err)
+	}
+	return p, nil
+}
+
+// Kick asks for an allow-list sync soon.
+func (p *PodIndex) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts the informers, waits for their caches and keeps the allow-list
+// in sync until ctx ends. It returns an error only if the caches never sync.
+func (p *PodIndex) Run(ctx context.Context) error {
+	p.factory.Start(ctx.Done())
+	p.nsFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), p.podsSynced, p.nsSynced) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("pod index: pod and namespace caches did not sync for node %q: %w", p.node, ctx.Err())
+	}
+	p.Sync()
+	t := time.NewTicker(p.resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.factory.Shutdown()
+			p.nsFactory.Shutdown()
+			return nil
+		case <-p.kick:
+		case <-t.C:
+		}
+		p.Sync()
+	}
+}
+
+// Synced reports whether the informers have their first full listing.
+func (p *PodIndex) Synced() bool { return p.podsSynced() && p.nsSynced() }
+
+// Sync recomputes the allow-list from the informers' caches and applies the
+// difference to the source.
+func (p *PodIndex) Sync() {
+	pods, err := p.podLister.List(labels.Everything())
+	if err != nil {
+		p.log.Error(err, "list pods from cache")
+		return
+	}
+	enabled := map[string]bool{}
+	nss, err := p.nsLister.List(labels.Everything())
+	if err != nil {
+		p.log.Error(err, "list namespaces from cache")
+		return
+	}
+	for _, ns := range nss {
+		enabled[ns.Name] = NamespaceOptedIn(ns)
+	}
+	want := map[uint64]*PodContainer{}
+	pending := 0
+	for _, pod := range pods {
+		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
+			continue
+		}
+		for _, c := range ContainerIDs(pod) {
+			es, ok := p.resolver.ContainerCgroups(c.ID)
+			if !ok {
+				pending++
+				continue
+			}
+			if es[0].PodUID != string(pod.UID) {
+				p.log.Info("container cgroup belongs to another pod; ignoring it", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "cgroup", es[0].Path)
+				continue
+			}
+			for _, e := range es {
+				want[e.ID] = &PodContainer{Pod: pod, Container: c.Name, ContainerID: c.ID, CgroupID: e.ID}
+			}
+		}
+	}
+
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending = pending
+	for id, pc := range want {
+		if _, ok := p.allowed[id]; !ok {
+			if err := p.source.Allow(id); err != nil {
+				p.log.Error(err, "allow cgroup", "cgroupID", id, "pod", pc.Pod.Namespace+"/"+pc.Pod.Name, "container", pc.Container)
+				continue
+			}
+			p.log.V(1).Info("observing container", "pod", pc.Pod.Namespace+"/"+pc.Pod.Name, "container", pc.Container, "cgroupID", id)
+		}
+		p.allowed[id] = pc
+		delete(p.retired, id)
+	}
+	for id, pc := range p.allowed {
+		if _, ok := want[id]; ok {
+			continue
+		}
+		if err := p.source.Disallow(id); err != nil {
+			p.log.Error(err, "disallow cgroup", "cgroupID", id)
+			continue
+		}
+		p.log.V(1).Info("no longer observing container", "pod", pc.Pod.Namespace+"/"+pc.Pod.Name, "container", pc.Container, "cgroupID", id)
+		delete(p.allowed, id)
+		p.retired[id] = retiredContainer{pc: pc, since: now}
+	}
+	for id, r := range p.retired {
+		if now.Sub(r.since) > p.retain {
+			delete(p.retired, id)
+		}
+	}
+}
+
+// Lookup returns the container whose cgroup has the given id, including
+// containers that left the allow-list less than Retain ago.
+func (p *PodIndex) Lookup(cgroupID uint64) (*PodContainer, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if pc, ok := p.allowed[cgroupID]; ok {
+		return pc, true
+	}
+	if r, ok := p.retired[cgroupID]; ok {
+		return r.pc, true
+	}
+	return nil, false
+}
+
+// Observed implements Attributor: the cgroups on the allow-list, and the
+// opted-in containers that had no cgroup on this node at the last sync
+// (starting, or already gone).
+func (p *PodIndex) Observed() (observed, pending int) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.allowed), p.pending
+}
+
+// NamespaceOptedIn reports whether the namespace asks for autotuning.
+func NamespaceOptedIn(ns *corev1.Namespace) bool {
+	return ns.Labels[AutotuneLabel] == AutotuneEnabled
+}
+
+// PodOptedIn reports whether a pod in an opted-in namespace is observed: all
+// are, except those labelled eddy.io/autotune=disabled.
+func PodOptedIn(pod *corev1.Pod) bool {
+	return pod.Labels[AutotuneLabel] != AutotuneDisabled
+}
+
+// ContainerRef names a container of a pod and its runtime id.
+type ContainerRef struct{ Name, ID string }
+
+// ContainerIDs returns the runtime ids of a pod's containers (init, regular
+// and ephemeral) that have not terminated, without the "<runtime>://"
+// prefix. A finished pod has none: its cgroups are gone.
+func ContainerIDs(pod *corev1.Pod) []ContainerRef {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil
+	}
+	var out []ContainerRef
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for _, st := range list {
+			if st.ContainerID == "" || st.State.Terminated != nil {
+				continue
+			}
+			if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil {
+				out = append(out, ContainerRef{Name: st.Name, ID: id})
+			}
+		}
+	}
+	return out
+}

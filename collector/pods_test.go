@@ -1,0 +1,36 @@
+package collector
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestOptIn(t *testing.T) {
+	ns := func(l map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Labels: l}}
+	}
+	pod := func(l map[string]string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}} }
+	assert.True(t, NamespaceOptedIn(ns(map[string]string{AutotuneLabel: "enabled"})))
+	assert.False(t, NamespaceOptedIn(ns(map[string]string{AutotuneLabel: "Enabled"})))
+	assert.False(t, NamespaceOptedIn(ns(nil)))
+	assert.True(t, PodOptedIn(pod(nil)))
+	assert.True(t, PodOptedIn(pod(map[string]string{AutotuneLabel: "enabled"})))
+	assert.False(t, PodOptedIn(pod(map[string]string{AutotuneLabel: "disabled"})))
+}
+
+func TestContainerIDs(t *testing.T) {
+	p := &corev1.Pod{Status: corev1.PodStatus{
+		InitContainerStatuses:      []corev1.ContainerStatus{{Name: "init", ContainerID: "containerd://aaa"}},
+		ContainerStatuses:          []corev1.ContainerStatus{{Name: "main", ContainerID: "cri-o://bbb"}, {Name: "waiting"}},
+		EphemeralContainerStatuses: []corev1.ContainerStatus{{Name: "debug", ContainerID: "docker://ccc"}},
+	}}
+	assert.Equal(t, []ContainerRef{{"init", "aaa"}, {"main", "bbb"}, {"debug", "ccc"}}, ContainerIDs(p))
+
+	p.Status.InitContainerStatuses[0].State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 0}
+	assert.Equal(t, []ContainerRef{{"main", "bbb"}, {"debug", "ccc"}}, ContainerIDs(p), "a finished init container has no cgroup")
+	p.Status.Phase = corev1.PodSucceeded
+	assert.Empty(t, ContainerIDs(p))
+}

@@ -1,0 +1,323 @@
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+)
+
+// analyzer is a stand-in for the analyzer's intake that keeps the protocol's
+// promise: it applies each sequence above its acknowledgement once, in
+// order, and acknowledges the highest applied. It runs as a real gRPC server.
+type analyzer struct {
+	accessv1.UnimplementedAccessIntakeServer
+
+	mu       sync.Mutex
+	acked    map[string]uint64
+	applied  map[string][]*accessv1.AccessWindow
+	received int
+	// loseReply, when it returns true, makes a call apply its windows and
+	// then fail, as when the reply is lost on the way back.
+	loseReply func() bool
+	delay     time.Duration
+}
+
+func (a *analyzer) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
+	if a.delay > 0 {
+		time.Sleep(a.delay)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, w := range req.Windows {
+		a.received++
+		if w.Sequence <= a.acked[req.Collector] {
+			continue
+		}
+		a.applied[req.Collector] = append(a.applied[req.Collector], w)
+		a.acked[req.Collector] = w.Sequence
+	}
+	if a.loseReply != nil && a.loseReply() {
+		return nil, status.Error(codes.Unavailable, "reply lost")
+	}
+	return &accessv1.ShipReply{AckedSequence: a.acked[req.Collector]}, nil
+}
+
+func (a *analyzer) sequences(collector string) []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []uint64
+	for _, w := range a.applied[collector] {
+		out = append(out, w.Sequence)
+	}
+	return out
+}
+
+func (a *analyzer) windows(collector string) []*accessv1.AccessWindow {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*accessv1.AccessWindow(nil), a.applied[collector]...)
+}
+
+func startAnalyzer(t *testing.T, a *analyzer) (addr string) {
+	t.Helper()
+	a.acked = map[string]uint64{}
+	a.applied = map[string][]*accessv1.AccessWindow{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	accessv1.RegisterAccessIntakeServer(srv, a)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+func dial(t testing.TB, addr string) accessv1.AccessIntakeClient {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return accessv1.NewAccessIntakeClient(conn)
+}
+
+func window(node string) *accessv1.AccessWindow {
+	return &accessv1.AccessWindow{Node: node, Files: []*accessv1.FileAccess{{Pod: "p", ReadBytes: 4096, ReadOps: 1}}}
+}
+
+func seqs(from, to uint64) []uint64 {
+	var out []uint64
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+func waitAcked(t *testing.T, s *Shipper, seq uint64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return s.Stats().Acked >= seq }, 10*time.Second, 5*time.Millisecond,
+		"acked %d, want %d (last error: %v)", s.Stats().Acked, seq, s.LastError())
+}
+
+func TestShipsInOrderAndRetriesLostReplies(t *testing.T) {
+	calls := 0
+	a := &analyzer{loseReply: func() bool { calls++; return calls%3 == 1 }}
+	addr := startAnalyzer(t, a)
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", BatchSize: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+
+	for range 10 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	waitAcked(t, s, 10)
+	assert.Equal(t, seqs(1, 10), a.sequences(s.Collector()))
+	assert.Greater(t, a.received, 10, "lost replies must have caused resends")
+	st := s.Stats()
+	assert.Equal(t, 0, st.Buffered)
+	assert.Equal(t, uint64(10), st.Shipped)
+	assert.NotZero(t, st.Failures)
+	entries, _ := os.ReadDir(filepath.Join(s.opts.Dir, windowsDir))
+	assert.Empty(t, entries, "acknowledged windows must be deleted from the state directory")
+}
+
+func TestRestartResendsUnackedUnderSameID(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Node: "n1"})
+	require.NoError(t, err)
+	id := s.Collector()
+	for range 5 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	_, err = Open(Options{Dir: dir, Node: "n1"})
+	assert.ErrorContains(t, err, "in use", "a second collector must not share the state directory")
+	require.NoError(t, s.Close())
+
+	a := &analyzer{}
+	addr := startAnalyzer(t, a)
+	s2, err := Open(Options{Dir: dir, Node: "n1"})
+	require.NoError(t, err)
+	defer s2.Close()
+	assert.Equal(t, id, s2.Collector())
+	assert.Equal(t, 5, s2.Stats().Buffered)
+	assert.Equal(t, uint64(6), s2.Stats().Next)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s2.Run(ctx, dial(t, addr))
+	waitAcked(t, s2, 5)
+	seq, err := s2.Enqueue(window("n1"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(6), seq)
+	waitAcked(t, s2, 6)
+	assert.Equal(t, seqs(1, 6), a.sequences(id))
+}
+
+func TestFullBufferDropsOldestAndReportsIt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Node: "n1", MaxBuffered: 3})
+	require.NoError(t, err)
+	for range 6 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	st := s.Stats()
+	assert.Equal(t, 3, st.Buffered)
+	assert.Equal(t, uint64(3), st.Dropped)
+	require.NoError(t, s.Close())
+
+	// The count survives a restart, on disk with the window that carries it.
+	a := &analyzer{}
+	addr := startAnalyzer(t, a)
+	s, err = Open(Options{Dir: dir, Node: "n1", MaxBuffered: 3})
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Equal(t, uint64(3), s.Stats().Dropped)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	waitAcked(t, s, 6)
+	got := a.windows(s.Collector())
+	require.Len(t, got, 3)
+	assert.Equal(t, uint64(4), got[0].Sequence)
+	assert.Equal(t, uint64(3), got[0].GetDropped().GetWindows(), "first window after the loss reports it")
+	assert.Zero(t, got[1].GetDropped().GetWindows())
+}
+
+func TestAnalyzerDownThenUp(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	lis.Close()
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, CallTimeout: time.Second})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	for range 3 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return s.Stats().Failures >= 2 }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 3, s.Stats().Buffered)
+
+	a := &analyzer{acked: map[string]uint64{}, applied: map[string][]*accessv1.AccessWindow{}}
+	lis, err = net.Listen("tcp", addr)
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	accessv1.RegisterAccessIntakeServer(srv, a)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	waitAcked(t, s, 3)
+	assert.Equal(t, seqs(1, 3), a.sequences(s.Collector()))
+}
+
+const (
+	childDirEnv   = "EDDY_SHIP_CHILD_DIR"
+	childAddrEnv  = "EDDY_SHIP_CHILD_ADDR"
+	childTotalEnv = "EDDY_SHIP_CHILD_TOTAL"
+)
+
+// TestShipperChild is the collector side of TestKilledCollectorLosesAndRepeatsNothing,
+// run in a child process; it does nothing on its own.
+func TestShipperChild(t *testing.T) {
+	dir := os.Getenv(childDirEnv)
+	if dir == "" {
+		t.Skip("helper process for TestKilledCollectorLosesAndRepeatsNothing")
+	}
+	total, _ := strconv.ParseUint(os.Getenv(childTotalEnv), 10, 64)
+	s, err := Open(Options{Dir: dir, Node: "child", BatchSize: 3, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	go s.Run(context.Background(), dial(t, os.Getenv(childAddrEnv)))
+	for s.Stats().Next <= total {
+		w := window("child")
+		// The payload names the sequence the window must get, so the
+		// analyzer can tell a window's content from its number.
+		w.EndUnixNano = int64(s.Stats().Next)
+		if _, err := s.Enqueue(w); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for s.Stats().Acked < total {
+		time.Sleep(time.Millisecond)
+	}
+	os.Exit(0)
+}
+
+// TestKilledCollectorLosesAndRepeatsNothing kills a collector process
+// (SIGKILL, no chance to clean up) twice while it streams windows, restarts
+// it from its state directory each time, and checks that the analyzer
+// applied every window exactly once and in order.
+func TestKilledCollectorLosesAndRepeatsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	const total = 60
+	a := &analyzer{delay: 3 * time.Millisecond}
+	addr := startAnalyzer(t, a)
+	dir := t.TempDir()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestShipperChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), childDirEnv+"="+dir, childAddrEnv+"="+addr, childTotalEnv+"="+strconv.Itoa(total))
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		return cmd
+	}
+	appliedCount := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		n := 0
+		for _, ws := range a.applied {
+			n += len(ws)
+		}
+		return n
+	}
+	for _, killAt := range []int{12, 35} {
+		cmd := start()
+		require.Eventually(t, func() bool { return appliedCount() >= killAt }, 20*time.Second, time.Millisecond)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		err := cmd.Wait()
+		var exit *exec.ExitError
+		require.True(t, errors.As(err, &exit), "child must have been killed, got %v", err)
+	}
+	cmd := start()
+	require.NoError(t, cmd.Wait(), "restarted collector must finish shipping")
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	require.Len(t, a.applied, 1, "restarts must keep the collector id")
+	for id, ws := range a.applied {
+		got := make([]uint64, 0, len(ws))
+		for _, w := range ws {
+			got = append(got, w.Sequence)
+			assert.Equal(t, int64(w.Sequence), w.EndUnixNano, "window %d carries another window's content", w.Sequence)
+		}
+		assert.Equal(t, seqs(1, total), got, "collector %s", id)
+	}
+	t.Logf("windows applied: %d, received (with resends): %d", total, a.received)
+}

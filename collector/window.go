@@ -1,0 +1,160 @@
+package collector
+
+import (
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	"github.com/eddy-autotune/eddy/bpf"
+)
+
+// attributed is one drained record with what attribution found for it.
+type attributed struct {
+	rec       bpf.Record
+	pod       *corev1.Pod
+	container string
+	workload  *accessv1.WorkloadRef
+	dataset   *accessv1.DatasetRef
+	// path is relative to the dataset root, or absolute inside the
+	// container when there is no dataset, or empty when unknown.
+	path string
+}
+
+// clockOffset converts the kernel's CLOCK_MONOTONIC nanoseconds to wall-clock
+// Unix nanoseconds: it is wall minus monotonic, sampled together.
+type clockOffset int64
+
+// sampleClockOffset reads both clocks back to back.
+func sampleClockOffset() clockOffset {
+	var ts unix.Timespec
+	wall := time.Now().UnixNano()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return clockOffset(wall - ts.Nano())
+}
+
+// wall converts a monotonic time; 0 (never) stays 0.
+func (o clockOffset) wall(mono uint64) int64 {
+	if mono == 0 {
+		return 0
+	}
+	return int64(mono) + int64(o)
+}
+
+type fileAccessKey struct {
+	podUID, container string
+	dev, ino          uint64
+}
+
+// buildWindow aggregates attributed records into one window: one FileAccess
+// per (pod, container, file), files sorted by pod, container and path.
+func buildWindow(node string, start, end time.Time, off clockOffset, recs []attributed, dropped *accessv1.Dropped) *accessv1.AccessWindow {
+	byKey := map[fileAccessKey]*accessv1.FileAccess{}
+	var files []*accessv1.FileAccess
+	for _, a := range recs {
+		k := fileAccessKey{string(a.pod.UID), a.container, a.rec.Key.Dev, a.rec.Key.Ino}
+		fa, ok := byKey[k]
+		if !ok {
+			fa = &accessv1.FileAccess{
+				Workload:        a.workload,
+				Pod:             a.pod.Name,
+				PodUid:          string(a.pod.UID),
+				Container:       a.container,
+				Dataset:         a.dataset,
+				Path:            a.path,
+				Dev:             a.rec.Key.Dev,
+				Ino:             a.rec.Key.Ino,
+				ReadSizeLog2:    make([]uint64, bpf.ReadSizeBuckets),
+				ReadLatencyLog2: make([]uint64, bpf.LatencyBuckets),
+			}
+			byKey[k] = fa
+			files = append(files, fa)
+		}
+		addRecord(fa, &a.rec, off)
+	}
+	for _, fa := range files {
+		fa.ReadSizeLog2 = trimZeros(fa.ReadSizeLog2)
+		fa.ReadLatencyLog2 = trimZeros(fa.ReadLatencyLog2)
+	}
+	sort.Slice(files, func(i, j int) bool {
+		a, b := files[i], files[j]
+		if a.Workload.GetNamespace() != b.Workload.GetNamespace() {
+			return a.Workload.GetNamespace() < b.Workload.GetNamespace()
+		}
+		if a.Pod != b.Pod {
+			return a.Pod < b.Pod
+		}
+		if a.Container != b.Container {
+			return a.Container < b.Container
+		}
+		if a.Path != b.Path {
+			return a.Path < b.Path
+		}
+		if a.Dev != b.Dev {
+			return a.Dev < b.Dev
+		}
+		return a.Ino < b.Ino
+	})
+	return &accessv1.AccessWindow{
+		Node:          node,
+		StartUnixNano: start.UnixNano(),
+		EndUnixNano:   end.UnixNano(),
+		Files:         files,
+		Dropped:       dropped,
+	}
+}
+
+// addRecord folds one record into a FileAccess. Two records meet in one
+// FileAccess only when a container's processes run in nested cgroups.
+func addRecord(fa *accessv1.FileAccess, r *bpf.Record, off clockOffset) {
+	fa.ReadOps += r.ReadOps
+	fa.ReadBytes += r.ReadBytes
+	fa.WriteOps += r.WriteOps
+	fa.WriteBytes += r.WriteBytes
+	fa.SeqSteps += r.SeqSteps
+	fa.RandSteps += r.RandSteps
+	for i, n := range r.ReadSizeLog2 {
+		fa.ReadSizeLog2[i] += n
+	}
+	for i, n := range r.ReadLatencyLog2 {
+		fa.ReadLatencyLog2[i] += n
+	}
+	fa.ReadWaitNano += r.ReadWaitNs
+	fa.PagesRequested += r.PagesRequested
+	fa.PagesAdded += r.PagesAdded
+	fa.MmapFaults += r.MmapFaults
+	fa.DirectReads += r.DirectReads
+	fa.Opens += r.Opens
+	fa.Passes += r.Passes
+	if first := off.wall(r.FirstNs); first != 0 && (fa.FirstAccessUnixNano == 0 || first < fa.FirstAccessUnixNano) {
+		fa.FirstAccessUnixNano = first
+	}
+	if last := off.wall(r.LastNs); last > fa.LastAccessUnixNano {
+		fa.LastAccessUnixNano = last
+		fa.FileSize = int64(r.FileSize)
+	}
+	if lp := off.wall(r.LastPassNs); lp > fa.LastPassUnixNano {
+		fa.LastPassUnixNano = lp
+	}
+	fa.MaxOffset = max(fa.MaxOffset, r.MaxOffset)
+	if fa.FileSize == 0 {
+		fa.FileSize = int64(r.FileSize)
+	}
+}
+
+// trimZeros drops trailing empty histogram buckets; the protocol's buckets
+// are positional, so the meaning is unchanged.
+func trimZeros(h []uint64) []uint64 {
+	n := len(h)
+	for n > 0 && h[n-1] == 0 {
+		n--
+	}
+	if n == 0 {
+		return nil
+	}
+	return h[:n]
+}

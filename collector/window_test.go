@@ -1,0 +1,165 @@
+package collector
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	"github.com/eddy-autotune/eddy/bpf"
+	"github.com/eddy-autotune/eddy/collector/ship"
+)
+
+// staticPods attributes cgroups from a fixed table.
+type staticPods map[uint64]*PodContainer
+
+func (s staticPods) Lookup(id uint64) (*PodContainer, bool) { pc, ok := s[id]; return pc, ok }
+
+func (s staticPods) Observed() (int, int) { return len(s), 0 }
+
+func openShipper(t testing.TB) *ship.Shipper {
+	s, err := ship.Open(ship.Options{Dir: t.TempDir(), Node: "node-1", MaxBuffered: 4})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func monoNow(t *testing.T) uint64 {
+	var ts unix.Timespec
+	require.NoError(t, unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts))
+	return uint64(ts.Nano())
+}
+
+func TestWindowAssembly(t *testing.T) {
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "web-7d9f8b6c5d-x2x9z", UID: types.UID("uid-a"),
+			OwnerReferences: []metav1.OwnerReference{ctrl("apps/v1", "ReplicaSet", "web-7d9f8b6c5d")}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "main", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+			Volumes:    []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "imagenet"}}}},
+		},
+	}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "debug", UID: types.UID("uid-b")}}
+	// Cgroups 101 and 102 are one container (a nested cgroup), 201 another pod.
+	pods := staticPods{
+		101: {Pod: pod, Container: "main", CgroupID: 101},
+		102: {Pod: pod, Container: "main", CgroupID: 102},
+		201: {Pod: other, Container: "sh", CgroupID: 201},
+	}
+	src := NewReplaySource()
+	for _, id := range []uint64{101, 102, 201, 999} {
+		require.NoError(t, src.Allow(id))
+	}
+	calls := 0
+	sink := openShipper(t)
+	c, err := New(Options{
+		Node: "node-1", Source: src, Pods: pods, Sink: sink,
+		Workloads: NewWorkloadResolver(owners{"ReplicaSet/web-7d9f8b6c5d": {ctrl("apps/v1", "Deployment", "web")}}.lookup(&calls), 0),
+		Datasets:  NewDatasetResolver(nil, nil, 0),
+		Metrics:   NewMetrics(0),
+	})
+	require.NoError(t, err)
+
+	cwd, err := os.Getwd()
+	require.NoError(t, err)
+	now := monoNow(t)
+	file := bpf.FileKey{CgroupID: 101, Dev: 0x800001, Ino: 10}
+	nested := bpf.FileKey{CgroupID: 102, Dev: 0x800001, Ino: 10}
+	rel := bpf.FileKey{CgroupID: 201, Dev: 0x800001, Ino: 77}
+	nopath := bpf.FileKey{CgroupID: 201, Dev: 0x800001, Ino: 78}
+	r1 := bpf.Record{Key: file, ReadOps: 4, ReadBytes: 4 << 20, SeqSteps: 3, RandSteps: 1, ReadWaitNs: 2e6,
+		PagesRequested: 1024, PagesAdded: 1000, Opens: 1, Passes: 1,
+		FirstNs: now - 2e9, LastNs: now - 1e9, LastPassNs: now - 2e9, MaxOffset: 4 << 20, FileSize: 8 << 20}
+	r1.ReadSizeLog2[20] = 4
+	r1.ReadLatencyLog2[19] = 4
+	r2 := bpf.Record{Key: nested, ReadOps: 2, ReadBytes: 2 << 20, SeqSteps: 2, FirstNs: now - 3e9, LastNs: now - 5e8,
+		MaxOffset: 6 << 20, FileSize: 9 << 20}
+	r2.ReadSizeLog2[20] = 2
+	src.Push([]bpf.Record{
+		r1, r2,
+		{Key: rel, ReadOps: 1, ReadBytes: 100},
+		{Key: nopath, ReadOps: 1, ReadBytes: 1},
+		{Key: bpf.FileKey{CgroupID: 999, Ino: 5}, ReadOps: 9},
+		{Key: bpf.FileKey{CgroupID: 555, Ino: 6}, ReadOps: 9}, // not allowed: the kernel never counts it
+	}, []bpf.FileEvent{
+		{Key: file, Path: "/data/train/a.JPEG", Pid: 1},
+		{Key: rel, Path: "notes.txt", Pid: uint32(os.Getpid())},
+	})
+	src.SetStats(SourceStats{EventsLost: 5, MapFull: 1})
+
+	w, err := c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), w.Sequence)
+	assert.Equal(t, 1, sink.Stats().Buffered, "the window is stored for shipping")
+	assert.Equal(t, "node-1", w.Node)
+	assert.Less(t, w.StartUnixNano, w.EndUnixNano)
+	assertProto(t, &accessv1.Dropped{RingbufEvents: 5, MapFull: 1, UnattributedRecords: 1}, w.Dropped)
+	require.Len(t, w.Files, 3)
+
+	// Sorted by namespace, pod, container, path: "debug" before "web-...".
+	assert.Equal(t, "debug", w.Files[0].Pod)
+	assert.Empty(t, w.Files[0].Path, "a file without an event has no path")
+	assert.Nil(t, w.Files[0].Dataset)
+	assert.Equal(t, cwd+"/notes.txt", w.Files[1].Path, "relative paths resolve against the process's cwd")
+	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Pod", ApiVersion: "v1", Name: "debug"}, w.Files[1].Workload)
+
+	fa := w.Files[2]
+	assert.Equal(t, "web-7d9f8b6c5d-x2x9z", fa.Pod)
+	assert.Equal(t, "uid-a", fa.PodUid)
+	assert.Equal(t, "main", fa.Container)
+	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", ApiVersion: "apps/v1", Name: "web"}, fa.Workload)
+	assertProto(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "pvc", Pvc: "imagenet"}, fa.Dataset)
+	assert.Equal(t, "train/a.JPEG", fa.Path)
+	assert.Equal(t, uint64(0x800001), fa.Dev)
+	assert.Equal(t, uint64(10), fa.Ino)
+	// The nested cgroup's record is merged into the container's.
+	assert.Equal(t, uint64(6), fa.ReadOps)
+	assert.Equal(t, uint64(6<<20), fa.ReadBytes)
+	assert.Equal(t, uint64(5), fa.SeqSteps)
+	assert.Equal(t, uint64(1), fa.RandSteps)
+	assert.Equal(t, uint64(2e6), fa.ReadWaitNano)
+	assert.Equal(t, uint64(1000), fa.PagesAdded)
+	assert.Equal(t, uint64(6<<20), fa.MaxOffset)
+	assert.Equal(t, int64(9<<20), fa.FileSize, "size from the latest record")
+	assert.Len(t, fa.ReadSizeLog2, 21, "trailing empty buckets are trimmed")
+	assert.Equal(t, uint64(6), fa.ReadSizeLog2[20])
+	assert.Equal(t, uint64(4), fa.ReadLatencyLog2[19])
+	// Monotonic times become wall-clock times.
+	wallNow := time.Now().UnixNano()
+	assert.InDelta(t, wallNow-3e9, fa.FirstAccessUnixNano, 0.2e9)
+	assert.InDelta(t, wallNow-5e8, fa.LastAccessUnixNano, 0.2e9)
+	assert.InDelta(t, wallNow-2e9, fa.LastPassUnixNano, 0.2e9)
+
+	// The next window starts where this one ended and reports only new losses.
+	src.SetStats(SourceStats{EventsLost: 7, MapFull: 1})
+	w2, err := c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, w.EndUnixNano, w2.StartUnixNano)
+	assert.Empty(t, w2.Files)
+	assertProto(t, &accessv1.Dropped{RingbufEvents: 2}, w2.Dropped)
+	assert.Equal(t, 1, calls, "workload owners are looked up once")
+}
+
+func TestClockOffsetKeepsZero(t *testing.T) {
+	off := clockOffset(1_000)
+	assert.Zero(t, off.wall(0))
+	assert.Equal(t, int64(1_005), off.wall(5))
+}
+
+// assertProto compares messages by content (marshalling leaves size caches
+// behind that a field-by-field comparison would trip on).
+func assertProto(t *testing.T, want, got proto.Message) {
+	t.Helper()
+	assert.True(t, proto.Equal(want, got), "want %v\ngot  %v", prototext.Format(want), prototext.Format(got))
+}
