@@ -114,6 +114,8 @@ func (t *Tracker) Observe(w *accessv1.AccessWindow) {
 			t.hist[k] = h
 		}
 		h.Observe(w.StartUnixNano, w.EndUnixNano, g)
+		// Keep the group's storage but not the window's records.
+		clear(g)
 	}
 }
 

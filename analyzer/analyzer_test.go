@@ -301,3 +301,21 @@ func TestObserveSplitsByWorkloadAndDataset(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 20.0, a.Features.BytesRead)
 }
+
+func TestEpochsWithinOneWindow(t *testing.T) {
+	// A small dataset read from the page cache: five epochs in one 10 s
+	// window. Only each file's first and latest pass are dated.
+	files := simulate.Files(200, 64*kib)
+	sim := simulate.New(files)
+	sim.Latency, sim.Compute = 50*time.Microsecond, 50*time.Microsecond
+
+	shuffled := run(t, sim, simulate.Shuffled(files, 64*kib, 5, rand.New(rand.NewPCG(9, 9))), 0)
+	assert.Equal(t, uint64(1), shuffled.Features.Windows)
+	assert.Equal(t, classify.ShuffledEpochs, shuffled.Decision.Class)
+	assert.Equal(t, 200, shuffled.Features.OrderFiles)
+	assert.InDelta(t, 0, shuffled.Features.OrderCorrelation, 0.25)
+
+	fixed := run(t, sim, simulate.Scan(files, 64*kib, 5), 0)
+	assert.Equal(t, classify.SequentialScan, fixed.Decision.Class)
+	assert.InDelta(t, 1, fixed.Features.OrderCorrelation, 1e-9)
+}

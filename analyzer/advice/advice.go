@@ -156,8 +156,10 @@ type Evidence struct {
 	Confidence float64        `json:"confidence"`
 	Reason     string         `json:"reason"`
 	// Explanation says in words how the parameters follow from the features.
-	Explanation string  `json:"explanation"`
-	Benefit     Benefit `json:"expectedBenefit"`
+	Explanation string `json:"explanation"`
+	// Inputs are the feature values the formulas used, by Features JSON name.
+	Inputs  map[string]float64 `json:"inputs"`
+	Benefit Benefit            `json:"expectedBenefit"`
 }
 
 // Recommendation is one action with its parameters (exactly one of the
@@ -255,11 +257,21 @@ type advisor struct {
 func (a *advisor) evidence(hit float64, explanation string) Evidence {
 	w := a.f.ReadWaitShare
 	hit = math.Min(math.Max(hit, 0), 1)
+	f := a.f
 	return Evidence{
 		Class:       a.d.Class,
 		Confidence:  a.d.Confidence,
 		Reason:      a.d.Reason,
 		Explanation: explanation,
+		Inputs: map[string]float64{
+			"throughputBytesPerSec": f.ThroughputBytesPerSec,
+			"readWaitShare":         f.ReadWaitShare,
+			"readLatencyP90Seconds": f.ReadLatencyP90Sec,
+			"datasetBytes":          f.DatasetBytes,
+			"workingSetBytes":       f.WorkingSetBytes,
+			"medianFileBytes":       f.MedianFileBytes,
+			"idleSeconds":           f.IdleSeconds,
+		},
 		Benefit: Benefit{
 			ReadWaitShareBefore: w,
 			ReadWaitShareAfter:  w * (1 - hit),

@@ -35,7 +35,8 @@
 //     w · h. h is 1 for a dataset warmed whole, min(1, B / T_d) for
 //     streaming prefetch (Sequential, Ordered), and 1 − MRC(cache) for
 //     HotSet and cache scaling, MRC being the miss-ratio curve at the cache
-//     size that results.
+//     size that results; for ShuffledEpochs a cache that holds the whole
+//     dataset is taken to miss nothing (every epoch rereads all of it).
 //
 // # Actions by class
 //

@@ -59,6 +59,9 @@ const (
 	MinShuffledCoverage = 0.7
 	// MaxShuffledOrderCorrelation: a new order each epoch.
 	MaxShuffledOrderCorrelation = 0.5
+	// MaxShuffledHotSetShare: every epoch reads every file once, so the
+	// densest 10% of bytes get about 10% of reads, far from a hot set.
+	MaxShuffledHotSetShare = 0.3
 	// MinStableOrderCorrelation: a scan repeated over epochs keeps its order.
 	MinStableOrderCorrelation = 0.8
 	// MinHotSetShare: the densest 10% of bytes get this share of reads.
@@ -240,6 +243,7 @@ func Classify(f *features.Features, opt Options) Decision {
 	sh.atLeast("epochs", f.Epochs, MinShuffledEpochs, 1)
 	sh.atLeast("wholeFileRatio", f.WholeFileRatio, MinShuffledWholeFileRatio, 0.2)
 	sh.atLeast("coverage", f.Coverage, MinShuffledCoverage, 0.3)
+	sh.atMost("hotSetShare", f.HotSetShare, MaxShuffledHotSetShare, 0.2)
 	if f.OrderKnown {
 		sh.atMost("orderCorrelation", f.OrderCorrelation, MaxShuffledOrderCorrelation, 0.4)
 	} else {
@@ -258,10 +262,15 @@ func Classify(f *features.Features, opt Options) Decision {
 
 	var sc ruleSet
 	sc.atLeast("sequentialRatio", f.SequentialRatio, MinSequentialRatio, 0.2)
-	if f.Epochs >= 2 && f.OrderKnown {
+	switch {
+	case f.Epochs < 2:
+		sc.skip("orderCorrelation", "one pass: no order to compare")
+	case f.OrderKnown:
 		sc.atLeast("orderCorrelation", f.OrderCorrelation, MinStableOrderCorrelation, 0.2)
-	} else {
-		sc.skip("orderCorrelation", "fewer than two comparable epochs: one pass")
+	case f.Files < features.MinOrderFiles:
+		sc.skip("orderCorrelation", "too few files for their order to matter")
+	default:
+		sc.fail("orderCorrelation", "unknown: the data is read again, in an order that could not be compared")
 	}
 	if try(SequentialScan, &sc, readEv) {
 		return finish(d)

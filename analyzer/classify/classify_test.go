@@ -43,7 +43,7 @@ func TestShuffledNeedsEpochsAndOrder(t *testing.T) {
 	d := Classify(&f, Options{})
 	assert.Equal(t, ShuffledEpochs, d.Class)
 	assert.InDelta(t, 0.86, d.Confidence, 0.01, "1 − e^(−(3−1))")
-	assert.Len(t, d.Rules(), 4)
+	assert.Len(t, d.Rules(), 5)
 	assert.Contains(t, d.Reason, "orderCorrelation 0.02 <= 0.50")
 
 	f.OrderCorrelation = 0.95
@@ -51,7 +51,10 @@ func TestShuffledNeedsEpochsAndOrder(t *testing.T) {
 	f.OrderKnown = false
 	d = Classify(&f, Options{})
 	assert.Equal(t, SequentialScan, d.Class)
-	assert.Contains(t, d.Candidates[2].Rules[3].String(), "unknown")
+	assert.Contains(t, d.Candidates[2].Rules[4].String(), "unknown")
+
+	f.OrderKnown, f.OrderCorrelation, f.HotSetShare = true, 0.02, 0.9
+	assert.NotEqual(t, ShuffledEpochs, Classify(&f, Options{}).Class, "repeated reads of a few hot files are no epochs")
 }
 
 func TestUnknownExplainsEveryMiss(t *testing.T) {

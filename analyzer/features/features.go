@@ -61,7 +61,8 @@ type Features struct {
 	Files        float64 `json:"files"`
 	DatasetBytes float64 `json:"datasetBytes"`
 
-	// Shape of reads.
+	// Shape of reads. Read sizes leave out reads that returned at most one
+	// byte (end-of-file probes).
 	SequentialRatio float64 `json:"sequentialRatio"`
 	WholeFileRatio  float64 `json:"wholeFileRatio"`
 	MedianReadBytes float64 `json:"medianReadBytes"`
@@ -69,17 +70,23 @@ type Features struct {
 	MedianFileBytes float64 `json:"medianFileBytes"`
 	P90FileBytes    float64 `json:"p90FileBytes"`
 
-	// Epochs and order.
+	// Epochs and order. Epochs is the median number of passes (reads that
+	// began at offset 0) over the files read from the start; Coverage is the
+	// mean share of the dataset's bytes read per epoch (each file counting in
+	// min(passes, Epochs) epochs with its covered bytes).
 	Coverage float64 `json:"coverage"`
 	Epochs   float64 `json:"epochs"`
-	// OrderCorrelation is Spearman's rank correlation between the first-access
-	// order of files in two consecutive epochs (1 fixed order, ~0 shuffled);
-	// meaningful only when OrderKnown.
+	// OrderCorrelation is Spearman's rank correlation between the orders in
+	// which files began a pass in two epochs (1 fixed order, ~0 shuffled),
+	// over OrderFiles files; meaningful only when OrderKnown.
 	OrderCorrelation float64 `json:"orderCorrelation"`
 	OrderKnown       bool    `json:"orderKnown"`
 	OrderFiles       int     `json:"orderFiles"`
 
-	// Reuse and caching. WorkingSetBytes is the knee of the sampled LRU
+	// Reuse and caching. Reuse is the share of bytes read that were read
+	// before (1 − distinct/read); HotSetShare the share of bytes read from
+	// the densest files making up HotSetFraction of the dataset's bytes
+	// (0 with fewer than MinHotSetFiles files). WorkingSetBytes is the knee of the sampled LRU
 	// miss-ratio curve when it has a clear one (MinKneeGain), else the
 	// smallest cache within WorkingSetSlack of the lowest miss ratio.
 	Reuse           float64    `json:"reuse"`
@@ -87,7 +94,12 @@ type Features struct {
 	WorkingSetBytes float64    `json:"workingSetBytes"`
 	MissRatioCurve  []MRCPoint `json:"missRatioCurve,omitempty"`
 
-	// Speed and waiting.
+	// Speed and waiting. Throughput is over the union of the windows' time;
+	// ReadWaitShare is time inside read syscalls over the wall time of the
+	// readers (window time × distinct pod containers reading), clamped to 1
+	// since parallel readers in one container can wait longer than the wall
+	// time; PageCacheMissRatio is pages added over pages looked up (read-ahead
+	// counts as added).
 	ThroughputBytesPerSec float64 `json:"throughputBytesPerSec"`
 	ReadLatencyP50Sec     float64 `json:"readLatencyP50Seconds"`
 	ReadLatencyP90Sec     float64 `json:"readLatencyP90Seconds"`
@@ -129,6 +141,8 @@ type Extractor struct {
 	ranksA []float64
 	ranksB []float64
 	pairs  []pair
+	keys   []uint64
+	pc     []passPair
 }
 
 // pair is a value and the index it came from, sorted by value.
@@ -137,21 +151,15 @@ type pair struct {
 	i int32
 }
 
-func sortPairs(ps []pair, descending bool) {
+func sortPairs(ps []pair) {
 	slices.SortFunc(ps, func(a, b pair) int {
-		c := 0
 		switch {
 		case a.v < b.v:
-			c = -1
+			return -1
 		case a.v > b.v:
-			c = 1
-		default:
-			return int(a.i - b.i)
+			return 1
 		}
-		if descending {
-			return -c
-		}
-		return c
+		return int(a.i - b.i)
 	})
 }
 
@@ -182,11 +190,13 @@ func (e *Extractor) Extract(h *history.History, now int64, f *Features) {
 
 	seq := t.SeqSteps + t.Passes
 	f.SequentialRatio = ratio(seq, seq+t.RandSteps)
-	f.MedianReadBytes = log2Quantile(h.ReadSize[:], 0.5, false)
-	f.P90ReadBytes = log2Quantile(h.ReadSize[:], 0.9, false)
-	f.ReadLatencyP50Sec = log2Quantile(h.ReadLatency[:], 0.5, true) / 1e9
-	f.ReadLatencyP90Sec = log2Quantile(h.ReadLatency[:], 0.9, true) / 1e9
-	f.ReadLatencyP99Sec = log2Quantile(h.ReadLatency[:], 0.99, true) / 1e9
+	// Bucket 0 holds reads that returned 0 or 1 byte: end-of-file probes
+	// after a whole-file read, not the reader's read size.
+	f.MedianReadBytes = log2Quantile(h.ReadSize[:], 1, 0.5, false)
+	f.P90ReadBytes = log2Quantile(h.ReadSize[:], 1, 0.9, false)
+	f.ReadLatencyP50Sec = log2Quantile(h.ReadLatency[:], 0, 0.5, true) / 1e9
+	f.ReadLatencyP90Sec = log2Quantile(h.ReadLatency[:], 0, 0.9, true) / 1e9
+	f.ReadLatencyP99Sec = log2Quantile(h.ReadLatency[:], 0, 0.99, true) / 1e9
 	f.ThroughputBytesPerSec = ratio(t.ReadBytes, t.ActiveSeconds)
 	f.PageCacheMissRatio = min(ratio(t.PagesAdded, t.PagesRequested), 1)
 	f.ReadWaitShare = min(ratio(t.ReadWaitSec, t.ReaderSeconds), 1)
@@ -216,10 +226,11 @@ func ratio(a, b float64) float64 {
 // [2^i, 2^(i+1)), bucket 0 values 0..1). With interpolate it is interpolated
 // geometrically within the bucket (latencies spread out); without, it is the
 // bucket's lower bound (read sizes cluster on powers of two, which this
-// reports exactly). It is 0 for an empty histogram.
-func log2Quantile(hist []float64, q float64, interpolate bool) float64 {
+// reports exactly). Buckets below first are left out. It is 0 for an empty
+// histogram.
+func log2Quantile(hist []float64, first int, q float64, interpolate bool) float64 {
 	var total float64
-	for _, c := range hist {
+	for _, c := range hist[first:] {
 		total += c
 	}
 	if total <= 0 {
@@ -227,7 +238,8 @@ func log2Quantile(hist []float64, q float64, interpolate bool) float64 {
 	}
 	target := q * total
 	var acc float64
-	for i, c := range hist {
+	for i := first; i < len(hist); i++ {
+		c := hist[i]
 		if c <= 0 {
 			continue
 		}
@@ -338,16 +350,38 @@ func (e *Extractor) hotSet(h *history.History, d, sizeSum, readSum float64, f *F
 	if len(files) < MinHotSetFiles || readSum <= 0 || sizeSum <= 0 {
 		return
 	}
-	e.pairs = e.pairs[:0]
+	// Densities are non-negative, so their IEEE bits sort like them; the
+	// low 16 bits carry the file's index (ranking needs no more precision).
+	e.keys = e.keys[:0]
+	packable := len(files) <= 1<<16
 	for i := range files {
 		fs := &files[i]
-		e.pairs = append(e.pairs, pair{v: fs.ReadBytes / float64(max(fs.Size, fs.MaxOffset, 1)), i: int32(i)})
+		d := fs.ReadBytes / float64(max(fs.Size, fs.MaxOffset, 1))
+		if packable {
+			e.keys = append(e.keys, math.Float64bits(max(d, 0))&^0xffff|uint64(i))
+		}
 	}
-	sortPairs(e.pairs, true)
+	if !packable {
+		e.pairs = e.pairs[:0]
+		for i := range files {
+			fs := &files[i]
+			e.pairs = append(e.pairs, pair{v: fs.ReadBytes / float64(max(fs.Size, fs.MaxOffset, 1)), i: int32(i)})
+		}
+		sortPairs(e.pairs)
+		e.keys = e.keys[:0]
+		for _, p := range e.pairs {
+			e.keys = append(e.keys, uint64(p.i))
+		}
+	} else {
+		slices.Sort(e.keys)
+		for j := range e.keys {
+			e.keys[j] &= 0xffff
+		}
+	}
 	budget := HotSetFraction * sizeSum
 	var hot float64
-	for _, p := range e.pairs {
-		fs := &files[p.i]
+	for j := len(e.keys) - 1; j >= 0; j-- {
+		fs := &files[e.keys[j]]
 		size := float64(max(fs.Size, fs.MaxOffset, 1))
 		rb := fs.ReadBytes * d
 		if size >= budget {
@@ -360,40 +394,50 @@ func (e *Extractor) hotSet(h *history.History, d, sizeSum, readSum float64, f *F
 	f.HotSetShare = min(hot/readSum, 1)
 }
 
-// order compares the first-access order of files in two consecutive epochs:
-// epochs m-1 and m, where m is the median pass count among files read at
-// least twice; files at pass m or m+1 remember both start times.
+// order compares the order in which files began a pass in two epochs: the
+// pair of pass numbers that most files have both start times of (usually two
+// consecutive epochs; the first and the latest when several epochs fit in one
+// window).
 func (e *Extractor) order(h *history.History, f *Features) {
 	files := h.Files
-	e.ws = e.ws[:0]
+	e.pc = e.pc[:0]
 	for i := range files {
-		if files[i].Passes >= 2 {
-			e.ws = append(e.ws, float64(files[i].Passes))
+		fs := &files[i]
+		if fs.PassN[0] == 0 || fs.PassT[0] == 0 || fs.PassT[1] == 0 {
+			continue
+		}
+		found := false
+		for j := range e.pc {
+			if e.pc[j].a == fs.PassN[0] && e.pc[j].b == fs.PassN[1] {
+				e.pc[j].n++
+				found = true
+				break
+			}
+		}
+		if !found && len(e.pc) < maxPassPairs {
+			e.pc = append(e.pc, passPair{a: fs.PassN[0], b: fs.PassN[1], n: 1})
 		}
 	}
-	if len(e.ws) < MinOrderFiles {
+	best := passPair{}
+	for _, c := range e.pc {
+		if c.n > best.n || (c.n == best.n && c.b > best.b) {
+			best = c
+		}
+	}
+	if best.n < MinOrderFiles {
 		return
 	}
-	slices.Sort(e.ws)
-	m := uint32(stat.Quantile(0.5, stat.Empirical, e.ws, nil))
 	e.ranksA = e.ranksA[:0]
 	e.ranksB = e.ranksB[:0]
 	for i := range files {
 		fs := &files[i]
-		if fs.Passes != m && fs.Passes != m+1 {
+		if fs.PassN[0] != best.a || fs.PassN[1] != best.b || fs.PassT[0] == 0 || fs.PassT[1] == 0 {
 			continue
 		}
-		a, b := fs.PassTime(m-1), fs.PassTime(m)
-		if a == 0 || b == 0 {
-			continue
-		}
-		e.ranksA = append(e.ranksA, float64(a))
-		e.ranksB = append(e.ranksB, float64(b))
+		e.ranksA = append(e.ranksA, float64(fs.PassT[0]))
+		e.ranksB = append(e.ranksB, float64(fs.PassT[1]))
 	}
 	n := len(e.ranksA)
-	if n < MinOrderFiles {
-		return
-	}
 	e.rank(e.ranksA)
 	e.rank(e.ranksB)
 	f.OrderCorrelation = stat.Correlation(e.ranksA, e.ranksB, nil)
@@ -404,6 +448,15 @@ func (e *Extractor) order(h *history.History, f *Features) {
 	f.OrderFiles = n
 }
 
+// maxPassPairs bounds the distinct pass-number pairs order counts; files
+// with rarer pairs are left out.
+const maxPassPairs = 32
+
+type passPair struct {
+	a, b uint32
+	n    int
+}
+
 // rank replaces xs by their ranks (ties get their mean rank), so that the
 // Pearson correlation of ranks is Spearman's.
 func (e *Extractor) rank(xs []float64) {
@@ -411,7 +464,7 @@ func (e *Extractor) rank(xs []float64) {
 	for i, x := range xs {
 		e.pairs = append(e.pairs, pair{v: x, i: int32(i)})
 	}
-	sortPairs(e.pairs, false)
+	e.sortByValue()
 	ps := e.pairs
 	for i := 0; i < len(ps); {
 		j := i
@@ -423,6 +476,38 @@ func (e *Extractor) rank(xs []float64) {
 			xs[ps[k].i] = r
 		}
 		i = j + 1
+	}
+}
+
+// sortByValue sorts e.pairs by value. Pass times are whole nanoseconds: when
+// their spread fits 47 bits (39 hours) and there are at most 2^16 of them,
+// they are packed with their index into integers, which sort much faster
+// than through a comparison function.
+func (e *Extractor) sortByValue() {
+	ps := e.pairs
+	if len(ps) == 0 {
+		return
+	}
+	lo, hi := ps[0].v, ps[0].v
+	for _, p := range ps {
+		lo, hi = min(lo, p.v), max(hi, p.v)
+	}
+	if len(ps) > 1<<16 || hi-lo >= 1<<47 {
+		sortPairs(ps)
+		return
+	}
+	e.keys = e.keys[:0]
+	for _, p := range ps {
+		d := p.v - lo
+		if d != math.Trunc(d) {
+			sortPairs(ps)
+			return
+		}
+		e.keys = append(e.keys, uint64(d)<<16|uint64(p.i))
+	}
+	slices.Sort(e.keys)
+	for j, k := range e.keys {
+		ps[j] = pair{v: lo + float64(k>>16), i: int32(k & 0xffff)}
 	}
 }
 

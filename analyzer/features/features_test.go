@@ -13,11 +13,15 @@ func TestLog2Quantile(t *testing.T) {
 	var h [32]float64
 	h[12] = 90 // 4 KiB reads
 	h[17] = 10 // 128 KiB reads
-	assert.Equal(t, 4096.0, log2Quantile(h[:], 0.5, false))
-	assert.Equal(t, 4096.0, log2Quantile(h[:], 0.9, false))
-	assert.Equal(t, 131072.0, log2Quantile(h[:], 0.95, false))
-	assert.InDelta(t, math.Exp2(12.5), log2Quantile(h[:], 0.45, true), 1e-6, "geometric interpolation")
-	assert.Equal(t, 0.0, log2Quantile(make([]float64, 4), 0.5, true))
+	assert.Equal(t, 4096.0, log2Quantile(h[:], 1, 0.5, false))
+	assert.Equal(t, 4096.0, log2Quantile(h[:], 1, 0.9, false))
+	assert.Equal(t, 131072.0, log2Quantile(h[:], 1, 0.95, false))
+	assert.InDelta(t, math.Exp2(12.5), log2Quantile(h[:], 0, 0.45, true), 1e-6, "geometric interpolation")
+	assert.Equal(t, 0.0, log2Quantile(make([]float64, 4), 0, 0.5, true))
+	h[0] = 1000 // end-of-file probes
+	assert.Equal(t, 4096.0, log2Quantile(h[:], 1, 0.5, false), "bucket 0 left out")
+	h[1] = 1e6
+	assert.Equal(t, 2.0, log2Quantile(h[:], 1, 0.5, false))
 }
 
 func TestRankGivesSpearman(t *testing.T) {

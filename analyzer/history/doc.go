@@ -16,12 +16,12 @@
 //     FileThreshold; when more than Config.MaxFiles are tracked the largest
 //     hash is dropped and the threshold lowered to exclude it). Sums over the
 //     sampled files divided by FileRate estimate sums over all files.
-//   - Pass times per file: the start of each of the last three passes (reads
-//     that began at offset 0), indexed by pass number. A window reports only
-//     the number of passes and the latest one's time, so when a file starts
-//     two or more passes in one window the first is dated by the window's
-//     first access to the file, the latest by last_pass_unix_nano, and any in
-//     between stay unknown (zero) and are left out of order comparisons.
+//   - Pass times per file: the numbers and start times of the two latest
+//     passes (reads that began at offset 0) whose start is known. A window
+//     reports only how many passes began and when the latest did, so a
+//     single new pass follows the previous latest, while two or more in one
+//     window give the first (dated by the window's first access to the file)
+//     and the latest; the ones in between stay unknown.
 //   - A sampled reuse-distance histogram (SHARDS with a fixed sample size) over
 //     the reference stream the windows imply: one reference per (window,
 //     chunk) in first-access order, where a file of up to ChunkBytes is one

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"sync"
 	"time"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -107,9 +108,6 @@ func (t *Totals) scale(f float64) {
 	t.Opens *= f
 }
 
-// PassRing is the number of pass start times kept per file.
-const PassRing = 3
-
 // FileState is what is kept about one sampled file. Float fields are stored
 // weighted (multiply by History.DecayFactor for their worth now).
 type FileState struct {
@@ -123,19 +121,13 @@ type FileState struct {
 	RandSteps float64 `json:"x,omitempty"`
 	// Passes counts every pass over the file (not decayed).
 	Passes uint32 `json:"p,omitempty"`
-	// PassTimes[n%PassRing] is when pass n began (unix ns; 0 unknown).
-	PassTimes [PassRing]int64 `json:"t"`
-	FirstRead int64           `json:"f,omitempty"`
-	LastRead  int64           `json:"l,omitempty"`
-}
-
-// PassTime returns when pass n (1-based) began, or 0 when that pass is not
-// remembered (older than PassRing passes, or started mid-window unseen).
-func (f *FileState) PassTime(n uint32) int64 {
-	if n == 0 || n > f.Passes || f.Passes-n >= PassRing {
-		return 0
-	}
-	return f.PassTimes[n%PassRing]
+	// PassN and PassT are the numbers (1-based) and start times (unix ns) of
+	// the two latest passes whose start is known, the latest in [1]; a zero
+	// number means none.
+	PassN     [2]uint32 `json:"pn"`
+	PassT     [2]int64  `json:"pt"`
+	FirstRead int64     `json:"f,omitempty"`
+	LastRead  int64     `json:"l,omitempty"`
 }
 
 // History is the decaying state of one (workload, dataset). Its exported
@@ -162,8 +154,6 @@ type History struct {
 	FileThreshold uint64      `json:"fileThreshold"`
 	Files         []FileState `json:"files"`
 	Reuse         Sampler     `json:"reuse"`
-
-	order []orderEntry // scratch: record order within a window
 }
 
 // New returns an empty History.
@@ -186,6 +176,15 @@ func Restore(data []byte) (*History, error) {
 	if !slices.IsSortedFunc(h.Files, func(a, b FileState) int { return cmpU64(a.Key, b.Key) }) {
 		return nil, fmt.Errorf("restore history: files are not sorted by key")
 	}
+	// A checkpoint written under larger caps is sampled down to these, the
+	// way Observe would have: the largest keys go and the thresholds drop.
+	if n := h.Config.MaxFiles; len(h.Files) > n {
+		h.FileThreshold = below(h.Files[n].Key)
+		h.Files = slices.Clip(h.Files[:n])
+	}
+	for len(h.Reuse.Items) > h.Config.MaxSampledChunks {
+		h.Reuse.dropLargest()
+	}
 	return h, nil
 }
 
@@ -202,11 +201,17 @@ func cmpU64(a, b uint64) int {
 // FileRate is the share of files tracked per file (1 when all are).
 func (h *History) FileRate() float64 { return rate(h.FileThreshold) }
 
+// rate is the share of 64-bit keys at or below threshold: (threshold+1)/2^64.
 func rate(threshold uint64) float64 {
-	if threshold == math.MaxUint64 {
-		return 1
+	return (float64(threshold) + 1) / (1 << 64)
+}
+
+// below is the threshold that excludes key and keeps every smaller key.
+func below(key uint64) uint64 {
+	if key == 0 {
+		return 0
 	}
-	return float64(threshold) / math.MaxUint64
+	return key - 1
 }
 
 // DecayFactor converts stored weighted values to their decayed worth at now.
@@ -256,7 +261,7 @@ func (h *History) Observe(start, end int64, recs []*accessv1.FileAccess) {
 	if len(recs) == 0 || end <= 0 {
 		return
 	}
-	if start > end {
+	if start > end || start <= 0 {
 		start = end
 	}
 	h.rebase(end)
@@ -278,16 +283,22 @@ func (h *History) Observe(start, end int64, recs []*accessv1.FileAccess) {
 
 	var rr rereads
 	sorted := true
-	h.order = h.order[:0]
+	op := orderPool.Get().(*[]orderEntry)
+	defer orderPool.Put(op)
+	order := (*op)[:0]
 	for i, r := range recs {
+		if r == nil {
+			continue
+		}
 		rr.add(r, h.Config.ChunkBytes)
-		h.order = append(h.order, orderEntry{at: r.FirstAccessUnixNano, i: int32(i)})
-		if i > 0 && h.order[i-1].at > h.order[i].at {
+		if n := len(order); n > 0 && order[n-1].at > r.FirstAccessUnixNano {
 			sorted = false
 		}
+		order = append(order, orderEntry{at: r.FirstAccessUnixNano, i: int32(i)})
 	}
+	*op = order
 	if !sorted {
-		slices.SortFunc(h.order, func(a, b orderEntry) int {
+		slices.SortFunc(order, func(a, b orderEntry) int {
 			switch {
 			case a.at < b.at:
 				return -1
@@ -297,7 +308,7 @@ func (h *History) Observe(start, end int64, recs []*accessv1.FileAccess) {
 			return int(a.i - b.i)
 		})
 	}
-	for _, o := range h.order {
+	for _, o := range order {
 		r := recs[o.i]
 		key := h.observeRecord(r, w, end)
 		if r.Passes >= 2 && fileSize(r) <= h.Config.ChunkBytes {
@@ -310,6 +321,10 @@ type orderEntry struct {
 	at int64
 	i  int32
 }
+
+// orderPool holds the scratch for ordering a window's records, shared by all
+// histories so that none carries it between windows.
+var orderPool = sync.Pool{New: func() any { return new([]orderEntry) }}
 
 // rereads estimates the reuse distance of re-reads inside one window, which
 // the window's aggregates hide: a small file read whole p times in a window
@@ -355,7 +370,7 @@ func countReaders(recs []*accessv1.FileAccess) int {
 	var seen [8]*accessv1.FileAccess
 	n := 0
 	for _, r := range recs {
-		if r.ReadOps == 0 {
+		if r == nil || r.ReadOps == 0 {
 			continue
 		}
 		dup := false
@@ -424,7 +439,7 @@ func (h *History) observeFile(key uint64, r *accessv1.FileAccess, w float64) {
 		if len(h.Files) > h.Config.MaxFiles {
 			// Drop the largest key and sample below it from now on.
 			last := len(h.Files) - 1
-			h.FileThreshold = h.Files[last].Key - 1
+			h.FileThreshold = below(h.Files[last].Key)
 			h.Files = h.Files[:last]
 			if i == last {
 				return
@@ -444,16 +459,16 @@ func (h *History) observeFile(key uint64, r *accessv1.FileAccess, w float64) {
 	}
 	f.LastRead = max(f.LastRead, r.LastAccessUnixNano)
 	if p := r.Passes; p > 0 {
-		for j := uint64(max(int64(p)-PassRing+1, 1)); j <= p; j++ {
-			var at int64
-			switch j {
-			case p:
-				at = r.LastPassUnixNano
-			case 1:
-				at = r.FirstAccessUnixNano
-			}
-			f.PassTimes[(uint64(f.Passes)+j)%PassRing] = at
+		// A window dates only its first access to the file and its latest
+		// pass: with one new pass, that pass follows the previous latest;
+		// with several, the first and the latest are known.
+		latest := uint32(min(uint64(f.Passes)+p, math.MaxUint32))
+		if p == 1 {
+			f.PassN[0], f.PassT[0] = f.PassN[1], f.PassT[1]
+		} else {
+			f.PassN[0], f.PassT[0] = f.Passes+1, r.FirstAccessUnixNano
 		}
+		f.PassN[1], f.PassT[1] = latest, r.LastPassUnixNano
 		f.Passes += uint32(min(p, math.MaxUint32-uint64(f.Passes)))
 	}
 }

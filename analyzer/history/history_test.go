@@ -2,6 +2,7 @@ package history
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -30,26 +31,24 @@ func TestRebaseKeepsDecayedValues(t *testing.T) {
 	assert.False(t, math.IsInf(h.Files[0].ReadBytes, 0))
 }
 
-func TestPassTimesKeepTheLastThree(t *testing.T) {
+func TestPassTimesKeepTheLatestTwo(t *testing.T) {
 	h := New(Config{})
 	for i := int64(1); i <= 5; i++ {
 		h.Observe(i*1e9, i*1e9+1, []*accessv1.FileAccess{rec("a", 10, 1, i*1e9)})
 	}
 	f := h.Files[0]
 	assert.Equal(t, uint32(5), f.Passes)
-	assert.Equal(t, int64(5e9), f.PassTime(5))
-	assert.Equal(t, int64(3e9), f.PassTime(3))
-	assert.Equal(t, int64(0), f.PassTime(2), "forgotten")
+	assert.Equal(t, [2]uint32{4, 5}, f.PassN)
+	assert.Equal(t, [2]int64{4e9, 5e9}, f.PassT)
 
-	// Three passes in one window: first and last dated, the middle unknown.
-	r := rec("b", 10, 3, 7e9)
+	// Three passes in one window: the first and the latest are dated.
+	r := rec("a", 10, 3, 7e9)
 	r.FirstAccessUnixNano = 6e9
 	h.Observe(6e9, 7e9, []*accessv1.FileAccess{r})
-	b := h.Files[0]
-	if b.Passes != 3 {
-		b = h.Files[1]
-	}
-	assert.Equal(t, []int64{6e9, 0, 7e9}, []int64{b.PassTime(1), b.PassTime(2), b.PassTime(3)})
+	f = h.Files[0]
+	assert.Equal(t, uint32(8), f.Passes)
+	assert.Equal(t, [2]uint32{6, 8}, f.PassN)
+	assert.Equal(t, [2]int64{6e9, 7e9}, f.PassT)
 }
 
 func TestSamplerDistances(t *testing.T) {
@@ -108,8 +107,49 @@ func TestJSONRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	back, err := Restore(data)
 	require.NoError(t, err)
-	back.order = h.order
 	assert.Equal(t, h, back)
 	_, err = Restore([]byte("{"))
 	assert.ErrorContains(t, err, "restore history")
+}
+
+func TestBadInputDoesNotPanic(t *testing.T) {
+	h := New(Config{})
+	huge := &accessv1.FileAccess{Path: "x", FileSize: -5, ReadOps: 1, ReadBytes: math.MaxUint64, MaxOffset: math.MaxUint64,
+		Passes: math.MaxUint64, RandSteps: 7, ReadSizeLog2: make([]uint64, 100), ReadLatencyLog2: []uint64{1, 2}}
+	huge.ReadSizeLog2[99] = 1
+	h.Observe(5e9, 1e9, []*accessv1.FileAccess{nil, huge, {}, {Ino: 3, ReadOps: 1, FileSize: 1 << 62, MaxOffset: 1 << 62, SeqSteps: 1}})
+	h.Observe(0, 0, nil)
+	assert.Equal(t, 1.0, h.ReadSize[ReadSizeBuckets-1], "long histograms fold into the last bucket")
+	var passes []uint32
+	for _, f := range h.Files {
+		passes = append(passes, f.Passes)
+	}
+	assert.Contains(t, passes, uint32(math.MaxUint32), "pass counts saturate")
+
+	s := Sampler{Threshold: math.MaxUint64}
+	s.Access(0, 1, 1, 1)
+	s.Access(5, 1, 1, 1)
+	s.Access(0, 1, 1, 1)
+	assert.False(t, math.IsInf(s.Refs, 0) || math.IsNaN(s.Refs))
+}
+
+func TestRestoreAppliesSmallerCaps(t *testing.T) {
+	h := New(Config{MaxFiles: 100})
+	var recs []*accessv1.FileAccess
+	for i := range 50 {
+		recs = append(recs, rec(fmt.Sprint("f", i), 10, 1, 1e9))
+	}
+	h.Observe(0, 1e9, recs)
+	require.Len(t, h.Files, 50)
+	h.Config.MaxFiles, h.Config.MaxSampledChunks = 10, 5
+	data, err := json.Marshal(h)
+	require.NoError(t, err)
+	back, err := Restore(data)
+	require.NoError(t, err)
+	assert.Len(t, back.Files, 10)
+	assert.Len(t, back.Reuse.Items, 5)
+	for _, f := range back.Files {
+		assert.LessOrEqual(t, f.Key, back.FileThreshold)
+	}
+	assert.Less(t, back.FileRate(), 1.0)
 }

@@ -65,15 +65,21 @@ func (s *Sampler) Access(key uint64, size int64, w float64, maxItems int) {
 	s.Cold += w / r
 	s.Items = insertBounded(s.Items, 0, Item{Key: key, Size: size}, maxItems+1)
 	if len(s.Items) > maxItems {
-		big := 0
-		for j := range s.Items {
-			if s.Items[j].Key > s.Items[big].Key {
-				big = j
-			}
-		}
-		s.Threshold = s.Items[big].Key - 1
-		s.Items = append(s.Items[:big], s.Items[big+1:]...)
+		s.dropLargest()
 	}
+}
+
+// dropLargest stops following the chunk with the largest key and lowers
+// Threshold below it.
+func (s *Sampler) dropLargest() {
+	big := 0
+	for j := range s.Items {
+		if s.Items[j].Key > s.Items[big].Key {
+			big = j
+		}
+	}
+	s.Threshold = below(s.Items[big].Key)
+	s.Items = append(s.Items[:big], s.Items[big+1:]...)
 }
 
 // Repeat records n re-references of chunk key at an estimated reuse distance

@@ -122,11 +122,11 @@ func (s *Sim) Run(ops []Op) ([]*accessv1.AccessWindow, time.Time) {
 		}
 		r.ReadOps++
 		r.ReadBytes += uint64(op.Len)
-		switch {
-		case op.Off == 0:
+		switch op.Off {
+		case 0:
 			r.Passes++
 			r.LastPassUnixNano = t
-		case op.Off == f.lastEnd:
+		case f.lastEnd:
 			r.SeqSteps++
 		default:
 			r.RandSteps++

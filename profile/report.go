@@ -1,0 +1,112 @@
+package profile
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/eddy-autotune/eddy/analyzer/advice"
+	"github.com/eddy-autotune/eddy/analyzer/classify"
+)
+
+func sortTop(fs []FileSummary) {
+	slices.SortFunc(fs, func(a, b FileSummary) int {
+		if c := cmp.Compare(b.ReadBytes, a.ReadBytes); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Path, b.Path)
+	})
+}
+
+// classWords says what each class means, for people.
+var classWords = map[classify.Class]string{
+	classify.SequentialScan: "reads its data front to back in a stable order (a scan)",
+	classify.ShuffledEpochs: "reads whole files in a new random order each epoch, covering the whole dataset",
+	classify.RandomReads:    "makes small reads at random offsets of large files",
+	classify.HotSet:         "reads a small subset of its data again and again",
+	classify.WriteMostly:    "mostly writes",
+	classify.Idle:           "did not read or write any data file",
+	classify.Unknown:        "does not fit a known pattern",
+}
+
+var actionWords = map[advice.Action]string{
+	advice.Prefetch:     "Prefetch",
+	advice.InjectSDK:    "Inject the SDK",
+	advice.ScaleCache:   "Scale the cache",
+	advice.EvictDataset: "Evict the dataset",
+}
+
+// WriteText writes the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	f := &r.Features
+	var b strings.Builder
+	fmt.Fprintf(&b, "\neddy profile: %s\n", strings.Join(r.Command, " "))
+	fmt.Fprintf(&b, "  ran %s, exit status %d\n\n", advice.Seconds(r.WallSeconds), r.ExitCode)
+	fmt.Fprintf(&b, "Access pattern: %s (confidence %.2f)\n", r.Class, r.Confidence)
+	fmt.Fprintf(&b, "  The command %s.\n", classWords[r.Class])
+	fmt.Fprintf(&b, "  Why: %s\n\n", r.Decision.Reason)
+
+	fmt.Fprintf(&b, "What it read:\n")
+	fmt.Fprintf(&b, "  %s in %.0f reads from %.0f files (%s of files seen); %s written\n",
+		advice.Bytes(f.BytesRead), f.ReadOps, f.Files, advice.Bytes(f.DatasetBytes), advice.Bytes(f.BytesWritten))
+	fmt.Fprintf(&b, "  sequential %s, whole files %s, coverage %s per epoch, %.0f epoch(s)",
+		advice.Percent(f.SequentialRatio), advice.Percent(f.WholeFileRatio), advice.Percent(f.Coverage), f.Epochs)
+	if f.OrderKnown {
+		fmt.Fprintf(&b, ", order correlation between epochs %.2f", f.OrderCorrelation)
+	}
+	fmt.Fprintf(&b, "\n  median read %s, median file %s, reuse %s, hot-set share %s, working set %s\n",
+		advice.Bytes(f.MedianReadBytes), advice.Bytes(f.MedianFileBytes), advice.Percent(f.Reuse), advice.Percent(f.HotSetShare), advice.Bytes(f.WorkingSetBytes))
+	fmt.Fprintf(&b, "  throughput %s/s, read latency p50 %s p99 %s, page-cache misses %s\n",
+		advice.Bytes(f.ThroughputBytesPerSec), advice.Seconds(f.ReadLatencyP50Sec), advice.Seconds(f.ReadLatencyP99Sec), advice.Percent(f.PageCacheMissRatio))
+	fmt.Fprintf(&b, "  time waiting on reads: %s of the run\n", advice.Percent(f.ReadWaitShare))
+	if len(r.TopFiles) > 0 {
+		fmt.Fprintf(&b, "  most read:")
+		for _, t := range r.TopFiles {
+			name := t.Path
+			if name == "" {
+				name = "(path unknown)"
+			}
+			fmt.Fprintf(&b, " %s (%s)", name, advice.Bytes(float64(t.ReadBytes)))
+		}
+		b.WriteString("\n")
+	}
+	if r.FilesExcluded > 0 {
+		fmt.Fprintf(&b, "  %d system files (programs, libraries) left out\n", r.FilesExcluded)
+	}
+
+	fmt.Fprintf(&b, "\nWhat eddy would do:\n")
+	if len(r.Recommendations) == 0 {
+		fmt.Fprintf(&b, "  nothing: %s\n", r.Withheld)
+	}
+	for _, rec := range r.Recommendations {
+		fmt.Fprintf(&b, "  - %s", actionWords[rec.Action])
+		switch {
+		case rec.Prefetch != nil:
+			p := rec.Prefetch
+			fmt.Fprintf(&b, " (%s): %s blocks, %d in flight, up to %s/s, budget %s", p.Strategy, advice.Bytes(float64(p.BlockBytes)), p.Concurrency, advice.Bytes(float64(p.BandwidthBytesPerSec)), advice.Bytes(float64(p.BudgetBytes)))
+			if p.WarmBeforeStart {
+				b.WriteString(", warmed before the job starts")
+			}
+		case rec.Cache != nil:
+			fmt.Fprintf(&b, ": %d cache worker(s)", rec.Cache.Workers)
+		case rec.Evict != nil:
+			fmt.Fprintf(&b, ": scale cache workers to %d", rec.Evict.ScaleWorkersTo)
+		}
+		fmt.Fprintf(&b, "\n      %s\n", rec.Evidence.Explanation)
+		if ben := rec.Evidence.Benefit; ben.WallTimeReduction > 0 {
+			fmt.Fprintf(&b, "      expected: read wait %s → %s of the run (about %s less wall time)\n",
+				advice.Percent(ben.ReadWaitShareBefore), advice.Percent(ben.ReadWaitShareAfter), advice.Percent(ben.WallTimeReduction))
+		}
+	}
+	if d := r.Dropped; d.RingBuffer+d.StatsMapFull+d.TaskState+d.OpenFileState+d.SeenMap > 0 {
+		fmt.Fprintf(&b, "\nNote: the recorder lost some data (events %d, full file map %d, thread state %d, open-file state %d, seen map %d); figures may be low\n",
+			d.RingBuffer, d.StatsMapFull, d.TaskState, d.OpenFileState, d.SeenMap)
+	}
+	if len(r.MissingHooks) > 0 {
+		fmt.Fprintf(&b, "\nNote: kernel hooks not attached: %s (their counters are zero)\n", strings.Join(r.MissingHooks, ", "))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
