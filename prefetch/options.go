@@ -1,0 +1,181 @@
+// Package prefetch is the program the admission webhook injects into pods
+// (`eddy prefetch`): it reads a dataset ahead of the application through the
+// pod's own dataset mounts, with the strategy and numbers a Recommendation
+// carries.
+//
+// Strategies decide the order: WholeDataset reads everything under the roots
+// (or the manifest's files) in parallel; Sequential reads in first-access
+// order (the manifest's, else lexical) with a window of reads in flight that
+// starts at one block and doubles; Ordered follows the manifest's exact
+// order and, per epoch, the SDK's hints (see Hint); HotSet reads the
+// manifest's hot files, hottest first. Hints reorder the queue of any
+// strategy.
+//
+// Whatever the strategy, reads are at most BlockSize bytes, pass through a
+// token bucket (MaxBandwidth), stop at BudgetBytes, and run with a
+// concurrency that adapts to the remote (see adaptive). Files are opened
+// through os.Root, beneath their root: a manifest or hint path that leads
+// outside the roots, by "..", an absolute path elsewhere or a symbolic link,
+// is rejected and logged, never read.
+package prefetch
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Well-known locations inside an injected pod, shared by the webhook (which
+// creates the volumes and mounts) and the prefetcher and SDK (which use them).
+const (
+	// DataMountRoot is where the webhook mounts each dataset volume into the
+	// prefetch sidecar, read-only: DataMountRoot/<volume name>.
+	DataMountRoot = "/eddy/data"
+	// SDKMountPath is the emptyDir shared by the SDK init container, the
+	// application containers and the prefetcher.
+	SDKMountPath = "/eddy/sdk"
+	// HintSocketName is the unix socket, under SDKMountPath, on which the
+	// prefetcher receives read-order hints from the SDK.
+	HintSocketName = "prefetch.sock"
+	// StatusPort serves /status (JSON progress), /warm (200 once the warm
+	// threshold is reached: the startup probe) and /metrics.
+	StatusPort = 9471
+)
+
+// Options are the prefetcher's parameters. Args renders them as the
+// command-line flags `eddy prefetch` parses, so the webhook and the program
+// cannot disagree on spelling.
+type Options struct {
+	// Strategy is WholeDataset, Sequential, Ordered or HotSet.
+	Strategy string
+	// Roots are the dataset mount points the prefetcher may read under;
+	// nothing outside them is ever read.
+	Roots []string
+	// BlockSize is the size of each read, in bytes.
+	BlockSize int64
+	// Concurrency is the starting number of reads in flight; it adapts.
+	Concurrency int
+	// MaxBandwidth caps the read rate in bytes per second (0: no cap).
+	MaxBandwidth int64
+	// BudgetBytes caps the bytes read ahead (0: no cap).
+	BudgetBytes int64
+	// WarmThresholdPercent is the share of the selection that must be warm
+	// before /warm answers 200 (0: at once).
+	WarmThresholdPercent int
+	// ManifestURL is where the ordered file list (or hot set) is fetched from.
+	ManifestURL string
+	// HintSocket is the unix socket path for SDK hints ("" disables it).
+	HintSocket string
+	// StatusAddr is the listen address of the status server.
+	StatusAddr string
+	// Interval between progress reports in the log.
+	ReportInterval time.Duration
+	// MaxConcurrency bounds the adaptive concurrency (0: the larger of 64
+	// and 4 × Concurrency).
+	MaxConcurrency int
+	// PathAliases map a path as the application containers see it to the
+	// root the prefetcher sees it under, as "APP_PATH=ROOT" (for example
+	// "/data/train=/eddy/data/train"), so SDK hints, which carry the
+	// application's paths, can be followed. ROOT must be one of Roots.
+	PathAliases []string
+}
+
+// Args returns the flags for `eddy prefetch`, zero values omitted.
+func (o Options) Args() []string {
+	args := []string{"prefetch", "--strategy=" + o.Strategy}
+	for _, r := range o.Roots {
+		args = append(args, "--root="+r)
+	}
+	add := func(name string, v int64) {
+		if v != 0 {
+			args = append(args, "--"+name+"="+strconv.FormatInt(v, 10))
+		}
+	}
+	add("block-size", o.BlockSize)
+	add("concurrency", int64(o.Concurrency))
+	add("max-bandwidth", o.MaxBandwidth)
+	add("budget", o.BudgetBytes)
+	add("warm-threshold", int64(o.WarmThresholdPercent))
+	if o.ManifestURL != "" {
+		args = append(args, "--manifest-url="+o.ManifestURL)
+	}
+	if o.HintSocket != "" {
+		args = append(args, "--hint-socket="+o.HintSocket)
+	}
+	if o.StatusAddr != "" {
+		args = append(args, "--status-addr="+o.StatusAddr)
+	}
+	if o.ReportInterval != 0 {
+		args = append(args, "--report-interval="+o.ReportInterval.String())
+	}
+	add("max-concurrency", int64(o.MaxConcurrency))
+	for _, a := range o.PathAliases {
+		args = append(args, "--path-alias="+a)
+	}
+	return args
+}
+
+// Validate reports the first problem with o, naming the flag.
+func (o Options) Validate() error {
+	switch o.Strategy {
+	case "WholeDataset", "Sequential", "Ordered", "HotSet":
+	default:
+		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet", o.Strategy)
+	}
+	if len(o.Roots) == 0 {
+		return fmt.Errorf("--root: at least one dataset mount is required")
+	}
+	for _, r := range o.Roots {
+		if !strings.HasPrefix(r, "/") {
+			return fmt.Errorf("--root %q: must be an absolute path", r)
+		}
+	}
+	if o.BlockSize < 0 || o.Concurrency < 0 || o.MaxBandwidth < 0 || o.BudgetBytes < 0 {
+		return fmt.Errorf("--block-size, --concurrency, --max-bandwidth and --budget must not be negative")
+	}
+	if o.WarmThresholdPercent < 0 || o.WarmThresholdPercent > 100 {
+		return fmt.Errorf("--warm-threshold %d: want 0..100", o.WarmThresholdPercent)
+	}
+	if o.MaxConcurrency < 0 {
+		return fmt.Errorf("--max-concurrency %d: must not be negative", o.MaxConcurrency)
+	}
+	if o.MaxConcurrency > 0 && o.Concurrency > o.MaxConcurrency {
+		return fmt.Errorf("--concurrency %d is above --max-concurrency %d", o.Concurrency, o.MaxConcurrency)
+	}
+	if o.ReportInterval < 0 {
+		return fmt.Errorf("--report-interval %s: must not be negative", o.ReportInterval)
+	}
+	switch o.Strategy {
+	case "Ordered":
+		if o.ManifestURL == "" && o.HintSocket == "" {
+			return fmt.Errorf("--strategy Ordered needs --manifest-url or --hint-socket to learn the order")
+		}
+	case "HotSet":
+		if o.ManifestURL == "" {
+			return fmt.Errorf("--strategy HotSet needs --manifest-url listing the hot files")
+		}
+	}
+	for _, a := range o.PathAliases {
+		if _, _, err := parseAlias(a, o.Roots); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseAlias splits an "APP_PATH=ROOT" alias and checks both sides.
+func parseAlias(alias string, roots []string) (app, root string, err error) {
+	app, root, ok := strings.Cut(alias, "=")
+	if !ok || !filepath.IsAbs(app) || !filepath.IsAbs(root) {
+		return "", "", fmt.Errorf("--path-alias %q: want APP_PATH=ROOT with both paths absolute", alias)
+	}
+	app, root = filepath.Clean(app), filepath.Clean(root)
+	for _, r := range roots {
+		if filepath.Clean(r) == root {
+			return app, root, nil
+		}
+	}
+	return "", "", fmt.Errorf("--path-alias %q: %s is not one of the --root paths %v", alias, root, roots)
+}

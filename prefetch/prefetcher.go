@@ -1,0 +1,577 @@
+package prefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+)
+
+// readChunk is the largest single read(2): large enough for FUSE to forward
+// big requests, small enough that the rate limiter stays smooth.
+const readChunk = 1 << 20
+
+type fileState int
+
+const (
+	fileQueued fileState = iota
+	fileActive
+	fileDone
+	fileFailed
+)
+
+// file is one file of the plan and how far it has been read.
+type file struct {
+	ref      fileRef
+	size     int64 // -1 until the first read learns it
+	next     int64 // next offset to hand out
+	pending  int   // blocks in flight
+	sizing   bool  // the first block of a file of unknown size is in flight
+	state    fileState
+	selected bool // counts towards the warm ratio
+}
+
+// block is one read handed to a worker.
+type block struct {
+	f      *file
+	off, n int64
+	sizing bool
+}
+
+// readFunc reads [off, off+n) of ref and returns the bytes read, the file's
+// size, and the time spent reading (rate-limit waits excluded).
+type readFunc func(ctx context.Context, ref fileRef, off, n int64) (read, size int64, busy time.Duration, err error)
+
+// Prefetcher reads a dataset ahead of the application, in the order its
+// strategy (and SDK hints) give, within a bandwidth cap and a byte budget.
+// Create one with New, run it with Run, and serve Handler for progress.
+type Prefetcher struct {
+	opts    Options
+	log     logr.Logger
+	scope   *scope
+	metrics *metrics
+	limiter *rate.Limiter
+	chunk   int64
+	bufs    sync.Pool
+
+	// serviceAccountDir holds the token and CA used to fetch the manifest.
+	serviceAccountDir  string
+	httpClient         *http.Client
+	manifestRetryDelay time.Duration
+	read               readFunc
+	onFileStart        func(path string)
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	queue     []*file
+	qhead     int
+	active    []*file
+	files     map[string]*file
+	adapt     *adaptive
+	window    int // Sequential: blocks allowed in flight; doubles as they complete
+	windowUse int
+	inflight  int
+	reserved  int64
+	budgetHit bool
+	bytes     int64
+	filesDone int64
+	errs      int64
+	rejected  int64
+	hints     int64
+	epoch     int
+	selBytes  int64
+	selFiles  int
+	selDone   int64
+	planned   bool
+	// selectionDone: the files the warm ratio measures are all known (the
+	// plan may still list more to read after them).
+	selectionDone bool
+	hintOnly      bool
+	failure       string
+	warm          bool
+	drained       bool
+	rate          float64
+	started       time.Time
+}
+
+// serviceAccountDir is where Kubernetes mounts the pod's token and CA.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// New checks opts and opens the roots. Close releases them.
+func New(opts Options, log logr.Logger) (*Prefetcher, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	sc, err := newScope(opts.Roots, opts.PathAliases)
+	if err != nil {
+		return nil, err
+	}
+	p := &Prefetcher{
+		opts:               opts,
+		log:                log,
+		scope:              sc,
+		metrics:            newMetrics(),
+		chunk:              min(opts.BlockSize, readChunk),
+		serviceAccountDir:  serviceAccountDir,
+		manifestRetryDelay: time.Second,
+		files:              map[string]*file{},
+		adapt:              newAdaptive(opts.Concurrency, 1, opts.MaxConcurrency, time.Now()),
+	}
+	if opts.MaxBandwidth > 0 {
+		p.chunk = max(min(p.chunk, opts.MaxBandwidth/8), 64<<10)
+		p.limiter = rate.NewLimiter(rate.Limit(opts.MaxBandwidth), int(p.chunk))
+	}
+	if opts.Strategy == "Sequential" {
+		p.window = 1
+	}
+	p.bufs.New = func() any { b := make([]byte, p.chunk); return &b }
+	p.read = p.readFile
+	p.cond = sync.NewCond(&p.mu)
+	p.metrics.concurrency.Set(float64(p.adapt.limit))
+	return p, nil
+}
+
+// Close releases the dataset roots.
+func (p *Prefetcher) Close() { p.scope.close() }
+
+// Run plans the selection, reads it ahead, and returns when everything is
+// read, the budget is spent, or ctx ends. Call it once. With a hint socket it keeps
+// following hints until ctx ends. Failures to plan (an unreachable manifest)
+// are logged and reported in Status, and the prefetcher counts as warm so it
+// never holds the application back.
+func (p *Prefetcher) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.mu.Lock()
+	p.started = time.Now()
+	p.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	go p.report(ctx)
+	if p.opts.HintSocket != "" {
+		hs, err := listenHints(p.opts.HintSocket, p.log, p.applyHint)
+		if err != nil {
+			p.log.Error(err, "SDK hints disabled")
+		} else {
+			defer hs.Close()
+			go hs.serve()
+		}
+	}
+	planned := make(chan struct{})
+	go func() {
+		defer close(planned)
+		p.plan(ctx)
+	}()
+	p.dispatch(ctx)
+	cancel() // the budget may end the work before the listing ends
+	<-planned
+	p.logProgress("prefetch finished")
+	return nil
+}
+
+// plan fills the queue from the manifest or by listing the roots. Files are
+// queued as they are found, so reading starts while a large dataset is still
+// being listed; the selection is complete (and the warm ratio meaningful)
+// once planned is set.
+func (p *Prefetcher) plan(ctx context.Context) {
+	defer func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.planned, p.selectionDone = true, true
+		p.log.Info("plan ready", "strategy", p.opts.Strategy, "files", p.selFiles, "bytes", p.selBytes,
+			"hintOnly", p.hintOnly, "rejected", p.rejected, "failure", p.failure)
+		p.updateWarmLocked()
+		p.cond.Broadcast()
+	}()
+	var entries []string
+	if p.opts.ManifestURL != "" {
+		var err error
+		entries, err = p.fetchManifest(ctx)
+		if err != nil {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.opts.Strategy == "Ordered" && p.opts.HintSocket != "" {
+				p.log.Error(err, "manifest unavailable; following SDK hints only")
+				p.hintOnly = true
+			} else {
+				p.log.Error(err, "manifest unavailable; nothing to prefetch, reporting warm so the pod is not held")
+				p.failure = err.Error()
+			}
+			return
+		}
+	}
+	// add queues a file; selected files make up the selection the warm
+	// ratio measures.
+	add := func(ref fileRef, size int64, selected bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		k := ref.key()
+		if f, dup := p.files[k]; dup {
+			// A hint may have queued the file before the listing reached it.
+			if selected && !f.selected {
+				f.selected = true
+				p.selBytes += size
+				p.selFiles++
+				if f.state == fileDone {
+					p.selDone += size
+				}
+			}
+			return
+		}
+		f := &file{ref: ref, size: size, selected: selected}
+		p.files[k] = f
+		p.queue = append(p.queue, f)
+		if selected {
+			p.selBytes += size
+			p.selFiles++
+			p.metrics.selectionBytes.Set(float64(p.selBytes))
+		}
+		p.cond.Broadcast()
+	}
+	selectionDone := func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.selectionDone = true
+		p.updateWarmLocked()
+	}
+	reject := func(ref fileRef, err error) { p.rejectPath(p.scope.display(ref), err) }
+	walk := func(selected bool) {
+		for i := range p.scope.roots {
+			visit := func(ref fileRef, size int64) { add(ref, size, selected) }
+			if err := p.scope.walk(ctx, i, visit, reject); err != nil {
+				p.log.Error(err, "listing a dataset root failed", "root", p.scope.paths[i])
+			}
+		}
+	}
+	switch {
+	case entries != nil:
+		for _, e := range entries {
+			if ctx.Err() != nil {
+				return
+			}
+			ref, err := p.scope.resolve(e)
+			if err != nil {
+				p.rejectPath(e, err)
+				continue
+			}
+			size, err := p.scope.stat(ref)
+			if err != nil {
+				reject(ref, err)
+				continue
+			}
+			add(ref, size, true)
+		}
+		selectionDone()
+		// HotSet: with a budget to bound it, the rest of the dataset follows
+		// the hot files; without one, only the hot files are read, so cold
+		// files never push hot ones out of the cache.
+		if p.opts.Strategy == "HotSet" && p.opts.BudgetBytes > 0 {
+			walk(false)
+		}
+	case p.opts.Strategy == "Ordered":
+		p.mu.Lock()
+		p.hintOnly = true
+		p.mu.Unlock()
+	default:
+		walk(true)
+	}
+}
+
+// rejectPath logs and counts a path that is not read.
+func (p *Prefetcher) rejectPath(path string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if errors.Is(err, errOutsideRoots) {
+		p.rejected++
+		p.metrics.rejected.Inc()
+		p.log.Info("rejected path outside the dataset roots", "path", path, "reason", err.Error())
+		return
+	}
+	p.errs++
+	p.metrics.errors.Inc()
+	p.log.Info("skipping unreadable path", "path", path, "error", err.Error())
+}
+
+// dispatch hands blocks to workers while the concurrency limit allows, until
+// the work is done or ctx ends, then waits for reads in flight.
+func (p *Prefetcher) dispatch(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ctx.Err() == nil {
+		if p.inflight < p.limitLocked() {
+			if b, ok := p.nextBlockLocked(); ok {
+				p.inflight++
+				p.metrics.inflight.Set(float64(p.inflight))
+				go p.work(ctx, b)
+				continue
+			}
+		}
+		if p.inflight == 0 && p.idleLocked() {
+			p.drained = true
+			p.updateWarmLocked()
+			if p.opts.HintSocket == "" || p.budgetHit {
+				break
+			}
+		}
+		p.cond.Wait()
+	}
+	for p.inflight > 0 {
+		p.cond.Wait()
+	}
+}
+
+func (p *Prefetcher) limitLocked() int {
+	if p.window > 0 {
+		return min(p.adapt.limit, p.window)
+	}
+	return p.adapt.limit
+}
+
+// idleLocked reports whether nothing is left to hand out, and nothing more
+// will come from the plan.
+func (p *Prefetcher) idleLocked() bool {
+	if p.budgetHit {
+		return true
+	}
+	return p.planned && p.qhead >= len(p.queue) && len(p.active) == 0
+}
+
+// nextBlockLocked picks the next read: first the remaining blocks of files
+// already started (in start order), then the next file in the queue.
+func (p *Prefetcher) nextBlockLocked() (block, bool) {
+	if p.budgetHit {
+		return block{}, false
+	}
+	for _, f := range p.active {
+		if f.state == fileActive && !f.sizing && f.size >= 0 && f.next < f.size {
+			return p.takeLocked(f, min(p.opts.BlockSize, f.size-f.next), false)
+		}
+	}
+	for p.qhead < len(p.queue) {
+		f := p.queue[p.qhead]
+		p.queue[p.qhead] = nil
+		p.qhead++
+		if f.state != fileQueued {
+			continue
+		}
+		f.state = fileActive
+		if p.onFileStart != nil {
+			p.onFileStart(p.scope.display(f.ref))
+		}
+		if f.size == 0 {
+			p.finishLocked(f)
+			continue
+		}
+		p.active = append(p.active, f)
+		if f.size < 0 {
+			f.sizing = true
+			return p.takeLocked(f, p.opts.BlockSize, true)
+		}
+		return p.takeLocked(f, min(p.opts.BlockSize, f.size), false)
+	}
+	if p.qhead > 0 && p.qhead == len(p.queue) {
+		p.queue, p.qhead = p.queue[:0], 0
+	}
+	return block{}, false
+}
+
+// takeLocked reserves n bytes of f against the budget and returns the block.
+func (p *Prefetcher) takeLocked(f *file, n int64, sizing bool) (block, bool) {
+	if p.opts.BudgetBytes > 0 {
+		left := p.opts.BudgetBytes - p.reserved
+		if left <= 0 {
+			p.budgetHit = true
+			p.log.Info("byte budget spent; stopping", "budget", p.opts.BudgetBytes)
+			f.sizing = false
+			return block{}, false
+		}
+		n = min(n, left)
+	}
+	p.reserved += n
+	b := block{f: f, off: f.next, n: n, sizing: sizing}
+	f.next += n
+	f.pending++
+	return b, true
+}
+
+func (p *Prefetcher) work(ctx context.Context, b block) {
+	n, size, busy, err := p.read(ctx, b.f.ref, b.off, b.n)
+	p.complete(b, n, size, busy, err)
+}
+
+// complete records the outcome of one read and wakes the dispatcher.
+func (p *Prefetcher) complete(b block, n, size int64, busy time.Duration, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	defer p.cond.Broadcast()
+	f := b.f
+	p.inflight--
+	p.metrics.inflight.Set(float64(p.inflight))
+	f.pending--
+	p.reserved -= b.n - n
+	if b.sizing {
+		f.sizing = false
+		if err == nil {
+			f.size = size
+		}
+	}
+	switch {
+	case err != nil && isCanceled(err):
+		f.state = fileFailed
+	case err != nil:
+		f.state = fileFailed
+		if errors.Is(err, errOutsideRoots) {
+			p.rejected++
+			p.metrics.rejected.Inc()
+			p.log.Info("rejected path outside the dataset roots", "path", p.scope.display(f.ref), "reason", err.Error())
+		} else {
+			p.errs++
+			p.metrics.errors.Inc()
+			p.log.Info("read failed; skipping the file", "path", p.scope.display(f.ref), "offset", b.off, "error", err.Error())
+		}
+	default:
+		p.bytes += n
+		p.metrics.bytes.Add(float64(n))
+		p.metrics.readLatency.Observe(busy.Seconds())
+		if f.selected {
+			p.selDone += n
+		}
+		if n < b.n && b.off+n < f.size {
+			f.size = b.off + n // the file shrank since it was listed
+		}
+		p.adapt.observe(n, busy)
+		before := p.adapt.limit
+		if limit := p.adapt.tick(time.Now()); limit != before {
+			p.metrics.concurrency.Set(float64(limit))
+			p.log.V(1).Info("concurrency limit changed", "from", before, "to", limit,
+				"baseLatency", p.adapt.base.String(), "throughput", int64(p.adapt.prevThr))
+		}
+		if p.window > 0 {
+			p.windowUse++
+			if p.windowUse >= p.window {
+				p.window, p.windowUse = min(2*p.window, p.opts.MaxConcurrency), 0
+			}
+		}
+	}
+	if f.state == fileFailed || (f.size >= 0 && f.next >= f.size) {
+		if f.pending == 0 && !f.sizing {
+			p.finishLocked(f)
+		}
+	}
+	p.updateWarmLocked()
+}
+
+func isCanceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// finishLocked retires f from the active list.
+func (p *Prefetcher) finishLocked(f *file) {
+	if f.state != fileFailed {
+		f.state = fileDone
+		p.filesDone++
+		p.metrics.files.Inc()
+	}
+	for i, a := range p.active {
+		if a == f {
+			p.active = append(p.active[:i], p.active[i+1:]...)
+			break
+		}
+	}
+}
+
+// warmRatioLocked is the share of the selection read, against the budget
+// when the budget is smaller than the selection.
+func (p *Prefetcher) warmRatioLocked() float64 {
+	target := p.selBytes
+	if p.opts.BudgetBytes > 0 && p.opts.BudgetBytes < target {
+		target = p.opts.BudgetBytes
+	}
+	if target <= 0 {
+		if p.selectionDone {
+			return 1
+		}
+		return 0
+	}
+	return min(1, float64(p.selDone)/float64(target))
+}
+
+// updateWarmLocked latches warm once the threshold is reached. It is also
+// reached when nothing more can be read (all done, or errors), when the plan
+// failed, and when the order comes from SDK hints only: hints arrive only
+// once the application runs, so holding it back would deadlock.
+func (p *Prefetcher) updateWarmLocked() {
+	ratio := p.warmRatioLocked()
+	p.metrics.warmRatio.Set(ratio)
+	if p.warm {
+		return
+	}
+	switch {
+	case p.opts.WarmThresholdPercent == 0,
+		p.planned && (p.failure != "" || p.hintOnly || p.drained),
+		p.selectionDone && ratio*100 >= float64(p.opts.WarmThresholdPercent):
+		p.warm = true
+		p.log.Info("warm", "warmPercent", int(ratio*100), "threshold", p.opts.WarmThresholdPercent)
+	}
+}
+
+// readFile reads [off, off+n) of ref in large chunks, after advising the
+// kernel to start reading the whole range, so that the page cache (and any
+// cache below the mount) holds it.
+func (p *Prefetcher) readFile(ctx context.Context, ref fileRef, off, n int64) (read, size int64, busy time.Duration, err error) {
+	start := time.Now()
+	var waited time.Duration
+	defer func() { busy = time.Since(start) - waited }()
+	fh, err := p.scope.open(ref)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("stat %s: %w", p.scope.display(ref), err)
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, 0, 0, fmt.Errorf("%s is not a regular file (%s)", p.scope.display(ref), fi.Mode().Type())
+	}
+	size = fi.Size()
+	if off >= size {
+		return 0, size, 0, nil
+	}
+	n = min(n, size-off)
+	_ = unix.Fadvise(int(fh.Fd()), off, n, unix.FADV_WILLNEED) // advisory: a refusal changes nothing
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
+	for read < n {
+		c := min(int64(len(buf)), n-read)
+		if p.limiter != nil {
+			w := time.Now()
+			if err := p.limiter.WaitN(ctx, int(c)); err != nil {
+				return read, size, 0, err
+			}
+			waited += time.Since(w)
+		}
+		r, err := fh.ReadAt(buf[:c], off+read)
+		read += int64(r)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return read, size, 0, fmt.Errorf("read %s at offset %d: %w", p.scope.display(ref), off+read, err)
+		}
+	}
+	return read, size, 0, nil
+}
