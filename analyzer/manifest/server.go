@@ -21,8 +21,9 @@ import (
 const MaxLimit = 100_000
 
 // Handler serves GET /v1/manifests/{namespace}/{kind}/{workload}/{dataset}
-// with optional ?limit=N (≤ MaxLimit, default MaxLimit) and ?hotShare=F
-// (default 0.8). The caller sends a Kubernetes bearer token: service
+// with optional ?limit=N (≤ MaxLimit, default MaxLimit), ?hotShare=F
+// (default 0.8) and ?order=hot, which puts the hot set, hottest first, in
+// Files (what a HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
 // accounts of the manifest's namespace may read it; anyone else needs `get`
 // on accessprofiles.eddy.io in that namespace.
 type Handler struct {
@@ -66,6 +67,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		hot = f
 	}
+	order := r.URL.Query().Get("order")
+	if order != "" && order != "access" && order != "hot" {
+		http.Error(w, fmt.Sprintf("order %q: want access (default) or hot", order), http.StatusBadRequest)
+		return
+	}
 	if status, why := h.authorize(r.Context(), r.Header.Get("Authorization"), ns); status != http.StatusOK {
 		h.Log.V(1).Info("manifest request refused", "namespace", ns, "why", why)
 		http.Error(w, why, status)
@@ -75,6 +81,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		http.Error(w, fmt.Sprintf("no manifest for %s/%s in %s reading %s", kind, name, ns, dataset), http.StatusNotFound)
 		return
+	}
+	if order == "hot" {
+		m.Files = m.Hot
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(m)

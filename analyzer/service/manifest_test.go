@@ -94,6 +94,11 @@ func TestManifestEndpoint(t *testing.T) {
 	assert.Len(t, m.Files, 10)
 	assert.True(t, m.Truncated)
 
+	code, m, _ = get(svc.ManifestAddr(), mlToken, "?order=hot&hotShare=0.5")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, m.Hot, m.Files, "order=hot serves the hot set as the file list")
+	assert.InDelta(t, 100, len(m.Files), 2, "half the bytes of 200 equally read files are in ~100 files")
+
 	code, _, body = get(svc.ManifestAddr(), otherToken, "")
 	assert.Equal(t, http.StatusForbidden, code, body)
 	assert.Contains(t, body, "system:serviceaccount:other:reader")
