@@ -12,6 +12,9 @@ PROTOC_GEN_GO_VERSION ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.1
 # KUBE_VERSION is set by tools/kube/go.mod; the stamp file makes a pin change rebuild.
 KUBE_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' tools/kube/go.mod)
+# Stamp the real version into the binaries: clients (the webhook's native
+# sidecar check among them) read it from /version.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION))) -X k8s.io/component-base/version.gitTreeState=clean
 
 .PHONY: deps bin-tools all build generate generate-go generate-crd generate-proto generate-bpf test test-short lint vet tools kube-binaries demo clean help
 
@@ -63,8 +66,8 @@ kube-binaries: $(BIN)/kube-apiserver ## Build the pinned control plane into bin/
 
 $(BIN)/.kube-$(KUBE_VERSION):
 	@mkdir -p $(BIN)
-	@echo "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet $(KUBE_VERSION) (cold: ~5-10 min)"
-	cd tools/kube && GOBIN=$(BIN) go install k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
+	@echo "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $(KUBE_VERSION) (cold: ~5-10 min)"
+	cd tools/kube && GOBIN=$(BIN) go install -ldflags "$(KUBE_LDFLAGS)" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 	rm -f $(BIN)/.kube-v*; touch $@
 
 $(BIN)/kube-apiserver: $(BIN)/.kube-$(KUBE_VERSION)
@@ -100,3 +103,41 @@ demo: deps build tools ## The local demo (see README).
 
 clean:
 	rm -rf $(BIN)
+
+# --- real node ---
+# A kubelet, containerd and kube-proxy beside the control plane (test/node).
+CLUSTER_DIR ?= /tmp/eddy-cluster
+COREDNS_VERSION ?= v1.14.7
+
+.PHONY: node-binaries images cluster cluster-down test-node
+
+node-binaries: $(BIN)/kubelet $(BIN)/kube-proxy $(BIN)/coredns ## kubelet, kube-proxy (pinned module) and CoreDNS into bin/.
+
+$(BIN)/kubelet: $(BIN)/.kube-$(KUBE_VERSION)
+	@test -x $@ || { cd tools/kube && GOBIN=$(BIN) go install -ldflags "$(KUBE_LDFLAGS)" k8s.io/kubernetes/cmd/kubelet; }
+	@touch $@
+
+$(BIN)/kube-proxy: $(BIN)/.kube-$(KUBE_VERSION)
+	@test -x $@ || { cd tools/kube && GOBIN=$(BIN) go install -ldflags "$(KUBE_LDFLAGS)" k8s.io/kubernetes/cmd/kube-proxy; }
+	@touch $@
+
+$(BIN)/coredns:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install github.com/coredns/coredns@$(COREDNS_VERSION)
+
+$(BIN)/eddy-cluster: FORCE
+	go build -o $@ ./test/node/cmd/eddy-cluster
+
+images: $(BIN)/eddy-cluster ## Image tarballs (eddy, pause, workload) into bin/images; only changed ones are rewritten.
+	$(BIN)/eddy-cluster images --out $(BIN)/images
+
+cluster: deps tools node-binaries $(BIN)/eddy-cluster ## Control plane + a real node (containerd, kubelet, kube-proxy, CoreDNS) + 2 kwok nodes.
+	$(BIN)/eddy-cluster up --dir $(CLUSTER_DIR)
+
+cluster-down: $(BIN)/eddy-cluster ## Stop `make cluster` and check nothing is left behind.
+	$(BIN)/eddy-cluster down --dir $(CLUSTER_DIR)
+
+test-node: deps tools node-binaries ## The real-node test (root).
+	go test -count=1 -v -timeout 20m ./test/node/...
+
+FORCE:

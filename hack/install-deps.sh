@@ -11,6 +11,8 @@ packages=(
   rclone fuse3                     # a slow remote behind a FUSE mount
   prometheus                       # scraping and rule checks
   jq
+  containerd runc containernetworking-plugins  # the real node (test/node)
+  busybox-static iptables conntrack iproute2   #   workload image, Services
 )
 missing=()
 for p in "${packages[@]}"; do

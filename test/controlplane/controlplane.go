@@ -44,6 +44,12 @@ type Options struct {
 	Nodes int
 	// APIServerFlags are extra kube-apiserver flags, name → value.
 	APIServerFlags map[string]string
+	// RealNode prepares the control plane for a kubelet on this machine
+	// (package test/node starts it): an API server reachable from pods with
+	// ServiceAccount and NodeRestriction admission and Node authorization,
+	// and kube-scheduler and kube-controller-manager (with its service-account
+	// token controller) even when Nodes is 0. See RealNodeConfig.
+	RealNode bool
 }
 
 // Env is a running control plane.
@@ -63,6 +69,7 @@ type Env struct {
 	procs     []*exec.Cmd
 	ownDir    bool
 	nodeNames []string
+	realNode  *RealNodeConfig
 }
 
 // NodeNames are the kwok fake nodes created.
@@ -86,7 +93,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	need := []string{"kube-apiserver", "etcd", "kubectl"}
-	if opts.Nodes > 0 {
+	if opts.Nodes > 0 || opts.RealNode {
 		need = append(need, "kube-scheduler", "kube-controller-manager", "kwok")
 	}
 	if err := checkBinaries(binDir, need); err != nil {
@@ -119,6 +126,11 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		ControlPlaneStartTimeout: 90 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
+	if opts.RealNode {
+		if err := env.prepareRealNode(); err != nil {
+			return nil, fmt.Errorf("prepare the API server for a real node: %w", err)
+		}
+	}
 	args := env.testEnv.ControlPlane.GetAPIServer().Configure()
 	// The scheduler and controller-manager authenticate with the admin
 	// kubeconfig; service-account tokens for pods are signed with envtest's key.
@@ -144,7 +156,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 
-	if opts.Nodes > 0 {
+	if opts.Nodes > 0 || opts.RealNode {
 		if err := env.startNodes(ctx, binDir, opts.Nodes); err != nil {
 			return nil, err
 		}

@@ -25,16 +25,12 @@ func (e *Env) startNodes(ctx context.Context, binDir string, n int) error {
 		name string
 		args []string
 	}{
-		{"kube-controller-manager", []string{
+		{"kube-controller-manager", append([]string{
 			"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
-			// The token controller needs the API server's signing key, which
-			// envtest keeps to itself; pods in kwok nodes do not need tokens.
-			"--controllers=*,-serviceaccount-token",
-			"--use-service-account-credentials=false",
 			"--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port=0",
 			"--concurrent-statefulset-syncs=5",
-		}},
+		}, e.controllerManagerServiceAccountArgs()...)},
 		{"kube-scheduler", []string{
 			"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
 			"--leader-elect=false",
