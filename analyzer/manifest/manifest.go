@@ -130,6 +130,18 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 	}
 }
 
+// Find returns a key held that match accepts.
+func (s *Store) Find(match func(analyzer.Key) bool) (analyzer.Key, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.keys {
+		if match(k) {
+			return k, true
+		}
+	}
+	return analyzer.Key{}, false
+}
+
 // Get returns k's manifest with at most limit files (0: no limit) and the
 // hot set covering hotShare of bytes read.
 func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (Manifest, bool) {

@@ -20,7 +20,9 @@ import (
 // MaxLimit bounds the files one response carries.
 const MaxLimit = 100_000
 
-// Handler serves GET /v1/manifests/{namespace}/{kind}/{workload}/{dataset}
+// Handler serves GET /v1/manifests/{namespace}/{profile} (the AccessProfile's
+// name, as the webhook renders it) or
+// /v1/manifests/{namespace}/{kind}/{workload}/{dataset},
 // with optional ?limit=N (≤ MaxLimit, default MaxLimit), ?hotShare=F
 // (default 0.8) and ?order=hot, which puts the hot set, hottest first, in
 // Files (what a HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
@@ -30,6 +32,8 @@ type Handler struct {
 	Store  *Store
 	Client client.Client
 	Log    logr.Logger
+	// ProfileName names a key's AccessProfile, for the short form of the path.
+	ProfileName func(analyzer.Key) string
 }
 
 func sha256Sum(s string) []byte {
@@ -44,11 +48,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/manifests/"), "/")
-	if !strings.HasPrefix(r.URL.Path, "/v1/manifests/") || len(parts) != 4 || anyEmpty(parts) {
-		http.Error(w, "want /v1/manifests/{namespace}/{workloadKind}/{workloadName}/{dataset}", http.StatusNotFound)
+	if !strings.HasPrefix(r.URL.Path, "/v1/manifests/") || (len(parts) != 2 && len(parts) != 4) || anyEmpty(parts) {
+		http.Error(w, "want /v1/manifests/{namespace}/{profile} or /v1/manifests/{namespace}/{workloadKind}/{workloadName}/{dataset}", http.StatusNotFound)
 		return
 	}
-	ns, kind, name, dataset := parts[0], parts[1], parts[2], parts[3]
+	ns := parts[0]
 	limit := MaxLimit
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -77,9 +81,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, status)
 		return
 	}
-	m, ok := h.Store.Get(analyzer.Key{WorkloadNamespace: ns, WorkloadKind: kind, WorkloadName: name, DatasetNamespace: ns, DatasetName: dataset}, limit, hot)
+	var key analyzer.Key
+	if len(parts) == 4 {
+		key = analyzer.Key{WorkloadNamespace: ns, WorkloadKind: parts[1], WorkloadName: parts[2], DatasetNamespace: ns, DatasetName: parts[3]}
+	} else {
+		found := false
+		if h.ProfileName != nil {
+			key, found = h.Store.Find(func(k analyzer.Key) bool { return k.WorkloadNamespace == ns && h.ProfileName(k) == parts[1] })
+		}
+		if !found {
+			http.Error(w, fmt.Sprintf("no manifest for profile %s in %s", parts[1], ns), http.StatusNotFound)
+			return
+		}
+	}
+	m, ok := h.Store.Get(key, limit, hot)
 	if !ok {
-		http.Error(w, fmt.Sprintf("no manifest for %s/%s in %s reading %s", kind, name, ns, dataset), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no manifest for %s/%s in %s reading %s", key.WorkloadKind, key.WorkloadName, ns, key.DatasetName), http.StatusNotFound)
 		return
 	}
 	if order == "hot" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"sort"
@@ -66,8 +65,8 @@ func TestManifestEndpoint(t *testing.T) {
 		// issued for the Service name and verified.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
 	}}
-	get := func(addr, tok, query string) (int, manifest.Manifest, string) {
-		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("https://%s/v1/manifests/ml/Job/train/images%s", addr, query), nil)
+	getPath := func(addr, tok, pathAndQuery string) (int, manifest.Manifest, string) {
+		req, err := http.NewRequest(http.MethodGet, "https://"+addr+pathAndQuery, nil)
 		require.NoError(t, err)
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
@@ -82,12 +81,21 @@ func TestManifestEndpoint(t *testing.T) {
 		}
 		return resp.StatusCode, m, string(body)
 	}
+	get := func(addr, tok, query string) (int, manifest.Manifest, string) {
+		return getPath(addr, tok, "/v1/manifests/ml/Job/train/images"+query)
+	}
 
 	code, m, body := get(svc.ManifestAddr(), mlToken, "")
 	require.Equal(t, http.StatusOK, code, body)
 	require.Len(t, m.Files, 200)
 	lastEpoch := lastEpochOrder(ws)
 	assert.Equal(t, lastEpoch, m.Files, "files come in the order of the latest epoch")
+
+	code, m, body = getPath(svc.ManifestAddr(), mlToken, "/v1/manifests/ml/job-train.images")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, lastEpoch, m.Files, "the webhook's short form (namespace/profile) names the same manifest")
+	code, _, _ = getPath(svc.ManifestAddr(), mlToken, "/v1/manifests/ml/job-other.images")
+	assert.Equal(t, http.StatusNotFound, code)
 
 	code, m, _ = get(svc.ManifestAddr(), mlToken, "?limit=10")
 	assert.Equal(t, http.StatusOK, code)

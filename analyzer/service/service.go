@@ -148,7 +148,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 			return nil, fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest")})
+		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest"), ProfileName: publish.ProfileName})
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return s, nil

@@ -1,0 +1,129 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+)
+
+// MissCounter makes admissions the webhook missed visible: with
+// failurePolicy Ignore the API server admits a pod without calling eddy when
+// eddy is down or slow, and records nothing eddy can read. It periodically
+// counts, from an informer cache of pod metadata, the pods in opted-in
+// namespaces that carry no eddy.io/injected annotation although their
+// workload had an Applied Prefetch or InjectSDK recommendation when they were
+// created. Such a pod was missed, or the recommendation did not fit it (a
+// conflict, a dataset it does not mount: see InjectionSkipped events on the
+// recommendation).
+type MissCounter struct {
+	// Reader lists pod metadata, Namespaces and Recommendations.
+	Reader client.Reader
+	// EddyNamespace is never counted.
+	EddyNamespace string
+	// Gauge receives the count.
+	Gauge prometheus.Gauge
+	// Log receives failed counts.
+	Log logr.Logger
+}
+
+// Run counts now and every interval until ctx ends.
+func (m *MissCounter) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := m.Count(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.Log.Error(err, "counting uninjected pods")
+			}
+		} else {
+			m.Gauge.Set(float64(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Count returns the number of uninjected pods as defined on MissCounter.
+func (m *MissCounter) Count(ctx context.Context) (int, error) {
+	var namespaces corev1.NamespaceList
+	if err := m.Reader.List(ctx, &namespaces, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, fmt.Errorf("list namespaces: %w", err)
+	}
+	n := 0
+	for _, ns := range namespaces.Items {
+		if ns.Labels[eddyv1alpha1.AutotuneLabel] != eddyv1alpha1.AutotuneEnabled || ns.Name == "kube-system" || ns.Name == m.EddyNamespace {
+			continue
+		}
+		var recs eddyv1alpha1.RecommendationList
+		if err := m.Reader.List(ctx, &recs, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+			return 0, fmt.Errorf("list recommendations in %s: %w", ns.Name, err)
+		}
+		since := appliedSince(recs.Items)
+		if len(since) == 0 {
+			continue
+		}
+		pods := &metav1.PartialObjectMetadataList{}
+		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+		if err := m.Reader.List(ctx, pods, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+			return 0, fmt.Errorf("list pods in %s: %w", ns.Name, err)
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if _, ok := p.Annotations[eddyv1alpha1.InjectedAnnotation]; ok || p.Labels[eddyv1alpha1.AutotuneLabel] == eddyv1alpha1.AutotuneDisabled {
+				continue
+			}
+			if _, ok := p.Annotations[MirrorPodAnnotation]; ok {
+				continue
+			}
+			w, _ := ResolveWorkload(ctx, &corev1.Pod{ObjectMeta: p.ObjectMeta}, ns.Name, cacheOwners{m.Reader})
+			if t, ok := since[workloadKey(w)]; ok && !p.CreationTimestamp.Time.Before(t) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// appliedSince maps each workload with an Applied (or Verified) Prefetch or
+// InjectSDK recommendation to when the earliest one took effect: its
+// appliedAt, else its Applied condition, else its creation.
+func appliedSince(recs []eddyv1alpha1.Recommendation) map[string]time.Time {
+	out := map[string]time.Time{}
+	for i := range recs {
+		r := &recs[i]
+		if r.Spec.TargetRef == nil || (r.Spec.Action != eddyv1alpha1.ActionPrefetch && r.Spec.Action != eddyv1alpha1.ActionInjectSDK) ||
+			(r.Status.Phase != eddyv1alpha1.PhaseApplied && r.Status.Phase != eddyv1alpha1.PhaseVerified) {
+			continue
+		}
+		t := r.CreationTimestamp.Time
+		for _, c := range r.Status.Conditions {
+			if c.Type == eddyv1alpha1.ConditionApplied && c.Status == metav1.ConditionTrue {
+				t = c.LastTransitionTime.Time
+			}
+		}
+		if r.Status.AppliedAt != nil {
+			t = r.Status.AppliedAt.Time
+		}
+		k := workloadKey(*r.Spec.TargetRef)
+		if old, ok := out[k]; !ok || t.Before(old) {
+			out[k] = t
+		}
+	}
+	return out
+}
+
+func workloadKey(w eddyv1alpha1.WorkloadReference) string {
+	return apiGroup(w.APIVersion) + "/" + w.Kind + "/" + w.Name
+}
