@@ -64,6 +64,8 @@ type Features struct {
 	// Shape of reads. Read sizes leave out reads that returned at most one
 	// byte (end-of-file probes).
 	SequentialRatio float64 `json:"sequentialRatio"`
+	// WholeFileRatio is the share of bytes read that belong to files read
+	// whole (a pass reaching WholeFileMinCover of the size).
 	WholeFileRatio  float64 `json:"wholeFileRatio"`
 	MedianReadBytes float64 `json:"medianReadBytes"`
 	P90ReadBytes    float64 `json:"p90ReadBytes"`
@@ -289,7 +291,7 @@ func (e *Extractor) files(h *history.History, d float64, f *Features) {
 	e.xs = e.xs[:0]
 	e.ws = e.ws[:0]
 	var sizeSum, readSum, coverSum float64
-	var whole, touched int
+	var wholeRead, touchedRead float64
 	for i := range files {
 		fs := &files[i]
 		size := float64(max(fs.Size, fs.MaxOffset))
@@ -297,10 +299,13 @@ func (e *Extractor) files(h *history.History, d float64, f *Features) {
 		if fs.ReadBytes <= 0 && fs.Passes == 0 {
 			continue
 		}
-		touched++
+		// Weighted by bytes read, so a small file read whole beside a large
+		// file read at random (a config file, an index) does not make the
+		// workload look like a whole-file reader.
+		touchedRead += fs.ReadBytes
 		seq := fs.SeqSteps + float64(fs.Passes)
 		if fs.Passes > 0 && fs.Size > 0 && float64(fs.MaxOffset) >= WholeFileMinCover*float64(fs.Size) && seq >= fs.RandSteps {
-			whole++
+			wholeRead += fs.ReadBytes
 		}
 		e.xs = append(e.xs, size)
 		if fs.Passes > 0 {
@@ -310,7 +315,7 @@ func (e *Extractor) files(h *history.History, d float64, f *Features) {
 	}
 	f.Files = float64(len(files)) / r
 	f.DatasetBytes = sizeSum / r
-	f.WholeFileRatio = ratio(float64(whole), float64(touched))
+	f.WholeFileRatio = ratio(wholeRead, touchedRead)
 	if len(e.xs) > 0 {
 		slices.Sort(e.xs)
 		f.MedianFileBytes = stat.Quantile(0.5, stat.Empirical, e.xs, nil)

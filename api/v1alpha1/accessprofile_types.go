@@ -28,7 +28,8 @@ type AccessFeatures struct {
 	// SequentialRatio is the share of reads that continued where the
 	// previous read of the same open file ended.
 	SequentialRatio float64 `json:"sequentialRatio"`
-	// WholeFileRatio is the share of files read from start to end.
+	// WholeFileRatio is the share of bytes read that belong to files read
+	// from start to end.
 	WholeFileRatio float64 `json:"wholeFileRatio"`
 	// Coverage is the share of the dataset's files read per epoch.
 	Coverage float64 `json:"coverage"`
