@@ -1,0 +1,94 @@
+// Package operator is eddy's actuator for what is not per pod. It reconciles
+// Recommendations through their lifecycle (proposed, approved by a person or
+// by policy, applied, verified from fresh profiles, rolled back when they did
+// not help), keeps each AutotunePolicy's change budget, scales datasets'
+// cache workers through the /scale subresource, and evicts idle datasets.
+//
+// It acts only while the analyzer's heartbeat Lease is fresh, persists what it
+// is about to do in the object's status before doing it, and checks current
+// state before every write, so a restart never repeats an action.
+package operator
+
+import (
+	"time"
+)
+
+// Verification thresholds. An applied recommendation is Verified when fresh
+// profile data, recorded after it was applied, shows the workload's share of
+// wall time spent waiting on reads dropped by at least MinReadWaitDrop
+// relative to the evidence it was made on (0.40 → at most 0.32), or its read
+// throughput rose by at least MinThroughputRise relative (100 MB/s → at least
+// 120 MB/s). Otherwise it is Ineffective.
+const (
+	MinReadWaitDrop   = 0.20
+	MinThroughputRise = 0.20
+)
+
+// Options tune the operator's controllers. The zero value of each field means
+// the documented default.
+type Options struct {
+	// Namespace holds the analyzer's heartbeat Lease and the operator's
+	// leader-election Lease. Default "eddy-system".
+	Namespace string
+	// AnalyzerLease is the name of the Lease the analyzer renews as its
+	// heartbeat. Default "eddy-analyzer".
+	AnalyzerLease string
+	// AnalyzerStaleAfter is how old the Lease's renewTime may be before the
+	// operator stops acting. Default 2m.
+	AnalyzerStaleAfter time.Duration
+	// StaleRetry is how soon an action held back by a stale heartbeat is
+	// tried again. Default 30s.
+	StaleRetry time.Duration
+	// RecommendationTTL is how long a recommendation may stay Proposed before
+	// it is Expired. Default 168h (7 days).
+	RecommendationTTL time.Duration
+	// VerifySettle is how long after a recommendation was applied profile
+	// data must have been recorded to count as fresh evidence of its effect.
+	// Default 10m; a negative value means any data recorded after it was applied.
+	VerifySettle time.Duration
+	// StabilizationWindow is how long a lower cache demand must hold before
+	// cache workers are scaled down. Default 5m; a negative value disables it.
+	StabilizationWindow time.Duration
+	// Workers is how many recommendations, and how many datasets, are
+	// reconciled at once (one dataset's are always handled one at a time).
+	// Default 4.
+	Workers int
+	// DryRun makes every controller record what it would do (events and
+	// conditions) without doing it, in every namespace.
+	DryRun bool
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// withDefaults fills in zero fields; it is idempotent (negative durations,
+// meaning "none", stay negative).
+func (o Options) withDefaults() Options {
+	if o.Namespace == "" {
+		o.Namespace = "eddy-system"
+	}
+	if o.AnalyzerLease == "" {
+		o.AnalyzerLease = "eddy-analyzer"
+	}
+	if o.AnalyzerStaleAfter == 0 {
+		o.AnalyzerStaleAfter = 2 * time.Minute
+	}
+	if o.StaleRetry == 0 {
+		o.StaleRetry = 30 * time.Second
+	}
+	if o.RecommendationTTL == 0 {
+		o.RecommendationTTL = 7 * 24 * time.Hour
+	}
+	if o.VerifySettle == 0 {
+		o.VerifySettle = 10 * time.Minute
+	}
+	if o.StabilizationWindow == 0 {
+		o.StabilizationWindow = 5 * time.Minute
+	}
+	if o.Workers == 0 {
+		o.Workers = 4
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
