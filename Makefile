@@ -23,9 +23,10 @@ all: build
 help: ## Show the targets.
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
 
-build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin).
+build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin) and bin/eddy-workload (the demo's reader).
 	go build -o $(BIN)/eddy ./cmd/eddy
 	ln -sf eddy $(BIN)/kubectl-eddy
+	go build -o $(BIN)/eddy-workload ./test/node/cmd/workload
 
 generate: bin-tools generate-proto generate-bpf generate-go generate-crd ## Regenerate every committed generated file.
 
@@ -98,8 +99,8 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-demo: deps build tools ## The local demo (see README).
-	$(BIN)/eddy dev up --samples
+demo: deps build tools ## The local demo of the whole loop (root; see README).
+	$(BIN)/eddy demo
 
 clean:
 	rm -rf $(BIN)

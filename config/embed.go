@@ -24,6 +24,19 @@ var crdFS embed.FS
 //go:embed samples/*.yaml
 var samplesFS embed.FS
 
+//go:embed webhook/webhooks.yaml
+var webhooksYAML []byte
+
+// WebhookConfigurations returns the mutating and validating webhook
+// configurations of config/webhook/webhooks.yaml.
+func WebhookConfigurations() ([]*unstructured.Unstructured, error) {
+	objs, err := decodeAll(webhooksYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode webhook/webhooks.yaml: %w", err)
+	}
+	return objs, nil
+}
+
 // CRDs returns eddy's CustomResourceDefinitions as generated into config/crd.
 func CRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	var out []*apiextensionsv1.CustomResourceDefinition

@@ -1,0 +1,462 @@
+// Package demo runs eddy's whole loop on one machine: a real control plane,
+// the analyzer, the collector with its kernel programs, the webhook and the
+// operator as separate eddy processes, and a training-style workload whose
+// reads are recorded, classified and turned into a recommendation that is
+// applied to the workload's next pod. `eddy demo` and the end-to-end test
+// both run it.
+//
+// Pods here do not run in containers: the workload runs on this machine in
+// the cgroup a kubelet would have made for its pod
+// (kubepods/besteffort/pod<UID>/<container>), which is all the collector
+// needs to attribute its reads. The real-node cluster (test/node) runs real
+// containers.
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+	"github.com/eddy-autotune/eddy/config"
+	"github.com/eddy-autotune/eddy/internal/cgroupv2"
+	"github.com/eddy-autotune/eddy/test/controlplane"
+)
+
+// Names the demo uses.
+const (
+	Namespace = "eddy-demo"
+	System    = "eddy-system"
+	NodeName  = "eddy-demo-node"
+	JobName   = "train"
+	Dataset   = "imagenet"
+)
+
+// Options configure a run. Zero values are documented defaults.
+type Options struct {
+	// Dir holds the dataset, component state and logs. Default /tmp/eddy-demo.
+	Dir string
+	// EddyBin is the eddy binary the components run from. Default: this executable.
+	EddyBin string
+	// WorkloadBin is the reader (eddy-workload). Default: beside EddyBin.
+	WorkloadBin string
+	// BinDir holds the control-plane binaries (see test/controlplane).
+	BinDir string
+	// Files, FileBytes and Epochs shape the dataset and the training run.
+	// Defaults 256 files of 256 KiB, 4 epochs.
+	Files     int
+	FileBytes int64
+	Epochs    int
+	// Out receives progress. Default io.Discard.
+	Out io.Writer
+	// Keep leaves everything running until ctx ends.
+	Keep bool
+}
+
+func (o *Options) defaults() error {
+	if o.Dir == "" {
+		o.Dir = filepath.Join(os.TempDir(), "eddy-demo")
+	}
+	if o.EddyBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.EddyBin = exe
+	}
+	if o.WorkloadBin == "" {
+		o.WorkloadBin = filepath.Join(filepath.Dir(o.EddyBin), "eddy-workload")
+	}
+	if o.Files <= 0 {
+		o.Files = 256
+	}
+	if o.FileBytes <= 0 {
+		o.FileBytes = 256 << 10
+	}
+	if o.Epochs <= 0 {
+		o.Epochs = 4
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	return nil
+}
+
+// Result is what the run produced.
+type Result struct {
+	Profile         v1.AccessProfile
+	Recommendations []v1.Recommendation
+	// Applied is the recommendation the operator applied (nil when none was).
+	Applied *v1.Recommendation
+	// NextPod is the workload's pod created after the recommendation applied.
+	NextPod *corev1.Pod
+	// ReadSeconds is the wall time of the recorded training run.
+	ReadSeconds float64
+	// ReviewScreen is `kubectl get recommendations` at the end.
+	ReviewScreen string
+}
+
+type run struct {
+	o     Options
+	env   *controlplane.Env
+	procs []*exec.Cmd
+	pods  []*cgroupv2.Group
+	out   io.Writer
+	start time.Time
+}
+
+// Run runs the loop once and returns what it produced; everything it
+// started is stopped before it returns (after ctx ends, with Keep).
+func Run(ctx context.Context, o Options) (res *Result, err error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the demo loads eddy's kernel programs and creates cgroups: run it as root (sudo make demo)")
+	}
+	for _, b := range []string{o.EddyBin, o.WorkloadBin} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("%s not found: build it with `make build` (it builds eddy and eddy-workload into bin/)", b)
+		}
+	}
+	r := &run{o: o, out: o.Out, start: time.Now()}
+	defer r.stop()
+	if err := os.RemoveAll(o.Dir); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"data", "logs", "analyzer", "collector"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(o.Dir, "data")
+	r.step("writing the dataset: %d files of %s in %s", o.Files, resource.NewQuantity(o.FileBytes, resource.BinarySI), data)
+	if err := writeDataset(data, o.Files, o.FileBytes); err != nil {
+		return nil, err
+	}
+
+	r.step("starting kube-apiserver and etcd with eddy's CRDs")
+	if r.env, err = controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(o.Dir, "controlplane"), BinDir: o.BinDir}); err != nil {
+		return nil, err
+	}
+	r.say("  export KUBECONFIG=%s", r.env.Kubeconfig)
+	c := r.env.Client
+	if err := r.setupCluster(ctx); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(8)
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr, manifestAddr, webhookAddr := addr(ports[0]), addr(ports[1]), addr(ports[2])
+	if err := r.installWebhooks(ctx, webhookAddr); err != nil {
+		return nil, err
+	}
+	kc := "--kubeconfig=" + r.env.Kubeconfig
+	r.step("starting the analyzer, collector, webhook and operator (logs in %s)", filepath.Join(o.Dir, "logs"))
+	components := []struct {
+		name string
+		args []string
+	}{
+		{"analyzer", []string{"analyzer", "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
+			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--flush-interval=2s", "--stable-assessments=2", "--lease-namespace=" + System}},
+		{"collector", []string{"collector", kc, "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
+			"--state-dir=" + filepath.Join(o.Dir, "collector"), "--metrics-address=" + addr(ports[4])}},
+		{"webhook", []string{"webhook", kc, "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
+			"--metrics-addr=" + addr(ports[5]), "--image=eddy.local/eddy:dev", "--analyzer-url=https://" + manifestAddr}},
+		{"operator", []string{"operator", kc, "--namespace=" + System, "--leader-elect=false", "--metrics-addr=" + addr(ports[6]),
+			"--health-addr=" + addr(ports[7]), "--verify-settle=-1s"}},
+	}
+	for _, comp := range components {
+		if err := r.startProcess(comp.name, o.EddyBin, comp.args...); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.waitWebhookReady(ctx, "http://"+addr(ports[5])+"/readyz"); err != nil {
+		return nil, err
+	}
+
+	res = &Result{}
+	r.step("creating Job %s/%s and its first pod on %s; the pod reads %s (PVC) in %d shuffled epochs", Namespace, JobName, NodeName, Dataset, o.Epochs)
+	pod1, err := r.createPod(ctx, "train-1")
+	if err != nil {
+		return nil, err
+	}
+	if _, injected := pod1.Annotations[v1.InjectedAnnotation]; injected {
+		return nil, fmt.Errorf("pod %s was injected before any recommendation existed", pod1.Name)
+	}
+	if res.ReadSeconds, err = r.runWorkload(ctx, pod1, data); err != nil {
+		return nil, err
+	}
+	r.say("  the training run read %d files × %d epochs in %.2fs", o.Files, o.Epochs, res.ReadSeconds)
+
+	r.step("waiting for the analyzer's AccessProfile and Recommendations")
+	if err := r.waitProfile(ctx, &res.Profile); err != nil {
+		return nil, err
+	}
+	f := res.Profile.Status.Features
+	r.say("  AccessProfile %s: class %s, confidence %.2f", res.Profile.Name, res.Profile.Status.Class, res.Profile.Status.Confidence)
+	if f != nil {
+		r.say("  features: %d files, %.1f MiB read, sequential %.0f%%, whole files %.0f%%, %.1f epochs, order correlation %s, read wait %.0f%% of wall time",
+			f.Files, float64(f.BytesRead)/(1<<20), f.SequentialRatio*100, f.WholeFileRatio*100, f.Epochs, corr(f.OrderCorrelation), f.ReadWaitShare*100)
+	}
+	if res.Recommendations, err = r.waitRecommendations(ctx); err != nil {
+		return nil, err
+	}
+	for _, rec := range res.Recommendations {
+		r.say("  Recommendation %s: %s (%s)", rec.Name, rec.Spec.Action, summary(&rec))
+	}
+
+	r.step("the policy is Auto for Prefetch and InjectSDK: waiting for the operator to apply")
+	res.Applied, err = r.waitApplied(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.say("  %s is %s", res.Applied.Name, res.Applied.Status.Phase)
+
+	r.step("creating the Job's next pod: the webhook injects what was applied")
+	if res.NextPod, err = r.createPod(ctx, "train-2"); err != nil {
+		return nil, err
+	}
+	r.say("  %s: %s=%q", res.NextPod.Name, v1.InjectedAnnotation, res.NextPod.Annotations[v1.InjectedAnnotation])
+	for _, ctr := range append(append([]corev1.Container{}, res.NextPod.Spec.InitContainers...), res.NextPod.Spec.Containers...) {
+		if strings.HasPrefix(ctr.Name, "eddy-") {
+			r.say("  injected container %s: %s %s", ctr.Name, strings.Join(ctr.Command, " "), strings.Join(ctr.Args, " "))
+		}
+	}
+	if res.ReviewScreen, err = r.env.Kubectl(ctx, "get", "recommendations", "-n", Namespace); err != nil {
+		return nil, err
+	}
+	r.step("review screen: kubectl get recommendations -n %s", Namespace)
+	fmt.Fprint(r.out, res.ReviewScreen)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
+		return nil, err
+	}
+	r.step("done in %.0fs", time.Since(r.start).Seconds())
+	if o.Keep {
+		r.say("running; Ctrl-C to stop (KUBECONFIG=%s)", r.env.Kubeconfig)
+		<-ctx.Done()
+	}
+	return res, nil
+}
+
+func (r *run) step(format string, args ...any) {
+	fmt.Fprintf(r.out, "[%5.1fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (r *run) say(format string, args ...any) {
+	fmt.Fprintf(r.out, "         %s\n", fmt.Sprintf(format, args...))
+}
+
+func corr(c *float64) string {
+	if c == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", *c)
+}
+
+func summary(rec *v1.Recommendation) string {
+	if b := rec.Spec.Evidence.ExpectedBenefit; b != nil && b.Summary != "" {
+		return b.Summary
+	}
+	return string(rec.Spec.Evidence.Class)
+}
+
+func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func writeDataset(dir string, n int, size int64) error {
+	buf := make([]byte, size)
+	for i := range n {
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sample-%05d.bin", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// setupCluster creates the namespaces, the policy, the node, the dataset's
+// PVC and the Job.
+func (r *run) setupCluster(ctx context.Context) error {
+	c := r.env.Client
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: System}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{v1.AutotuneLabel: v1.AutotuneEnabled}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{"kubernetes.io/hostname": NodeName}}},
+		&v1.AutotunePolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace},
+			Spec: v1.AutotunePolicySpec{
+				Mode:          v1.ModeAuto,
+				AutoApply:     []v1.Action{v1.ActionPrefetch, v1.ActionInjectSDK},
+				MinConfidence: ptr.To(0.5),
+				Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
+			},
+		},
+		&corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: Dataset, Namespace: Namespace},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadOnlyMany},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		},
+		&batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: JobName, Namespace: Namespace},
+			Spec: batchv1.JobSpec{
+				// No job controller runs here: the demo creates the Job's pods
+				// itself, as the controller would.
+				Suspend: ptr.To(true),
+				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					Containers:    []corev1.Container{{Name: "trainer", Image: "eddy.local/workload:dev"}},
+				}},
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// installWebhooks registers config/webhook's configurations, pointed at the
+// webhook process on loopback instead of a Service.
+func (r *run) installWebhooks(ctx context.Context, webhookAddr string) error {
+	objs, err := config.WebhookConfigurations()
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		hooks, _, _ := unstructuredSlice(o.Object, "webhooks")
+		for _, h := range hooks {
+			cc := h["clientConfig"].(map[string]any)
+			svc := cc["service"].(map[string]any)
+			cc["url"] = "https://" + webhookAddr + svc["path"].(string)
+			delete(cc, "service")
+		}
+		if err := r.env.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func unstructuredSlice(obj map[string]any, field string) ([]map[string]any, bool, error) {
+	raw, ok := obj[field].([]any)
+	if !ok {
+		return nil, false, nil
+	}
+	out := make([]map[string]any, 0, len(raw))
+	for _, x := range raw {
+		if m, ok := x.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out, true, nil
+}
+
+// startProcess runs `bin args...` with its output in logs/<name>.log.
+func (r *run) startProcess(name, bin string, args ...string) error {
+	logPath := filepath.Join(r.o.Dir, "logs", name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+r.env.Kubeconfig)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	r.procs = append(r.procs, cmd)
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
+	select {
+	case <-exited:
+		out, _ := os.ReadFile(logPath)
+		return fmt.Errorf("%s exited at start; its log %s:\n%s", name, logPath, tail(out, 3000))
+	case <-time.After(700 * time.Millisecond):
+		return nil
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func (r *run) stop() {
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		p := r.procs[i].Process
+		_ = syscall.Kill(-p.Pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, cmd := range r.procs {
+		for time.Now().Before(deadline) && syscall.Kill(cmd.Process.Pid, 0) == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	for _, g := range r.pods {
+		parent := &cgroupv2.Group{Path: filepath.Dir(g.Path)}
+		if err := parent.Remove(); err != nil {
+			fmt.Fprintf(r.out, "eddy demo: remove cgroup %s: %v\n", parent.Path, err)
+		}
+	}
+	if r.env != nil {
+		if err := r.env.Stop(); err != nil {
+			fmt.Fprintf(r.out, "eddy demo: stop control plane: %v\n", err)
+		}
+	}
+}
