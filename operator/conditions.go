@@ -50,10 +50,6 @@ func setCondition(rec *eddyv1alpha1.Recommendation, typ string, status metav1.Co
 	})
 }
 
-func conditionTrue(rec *eddyv1alpha1.Recommendation, typ string) bool {
-	return meta.IsStatusConditionTrue(rec.Status.Conditions, typ)
-}
-
 // recorder emits events regarding an object; a nil events.EventRecorder
 // records nothing.
 type recorder struct{ events.EventRecorder }

@@ -51,7 +51,7 @@ func Scheme() *runtime.Scheme {
 // New returns a manager with the operator's controllers registered; start it
 // with Start.
 func New(cfg *rest.Config, c Config) (ctrl.Manager, error) {
-	c.Options = c.Options.withDefaults()
+	c.Options = c.withDefaults()
 	if c.LeaderElectionID == "" {
 		c.LeaderElectionID = "eddy-operator"
 	}

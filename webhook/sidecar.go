@@ -23,7 +23,7 @@ func DetectNativeSidecars(ctx context.Context, cs kubernetes.Interface, namespac
 			return native, fmt.Sprintf("API server version %s.%s", v.Major, v.Minor)
 		}
 	}
-	why := "version unknown"
+	var why string
 	if err != nil {
 		why = fmt.Sprintf("version unavailable: %v", err)
 	} else {
