@@ -8,6 +8,7 @@ package kubectlplugin
 import (
 	"context"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"io"
 	"sort"
 	"strings"
@@ -124,7 +125,7 @@ func evidence(f *eddyv1alpha1.AccessFeatures) string {
 	if f == nil {
 		return "-"
 	}
-	return fmt.Sprintf("wait %.0f%%, %s/s, ws %s, seq %.0f%%", 100*f.ReadWaitShare, bytes(f.ThroughputBytesPerSecond), bytes(float64(f.WorkingSetBytes)), 100*f.SequentialRatio)
+	return fmt.Sprintf("wait %.0f%%, %s/s, ws %s, seq %.0f%%", 100*f.ReadWaitShare, iBytes(f.ThroughputBytesPerSecond), iBytes(float64(f.WorkingSetBytes)), 100*f.SequentialRatio)
 }
 
 func expected(r *eddyv1alpha1.Recommendation) string {
@@ -142,19 +143,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func bytes(b float64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%.0fB", b)
-	}
-	div, exp := float64(unit), 0
-	for n := b / unit; n >= unit && exp < 4; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", b/div, "KMGTP"[exp])
 }
 
 func age(now, t time.Time) string {
@@ -251,10 +239,10 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 		fmt.Fprintln(w, ")")
 		if f := st.Features; f != nil {
 			fmt.Fprintf(w, "  Reads:       %s in %d ops over %d files; throughput %s/s; read wait %.0f%% of wall time; latency p50 %s p99 %s\n",
-				bytes(float64(f.BytesRead)), f.ReadOps, f.Files, bytes(f.ThroughputBytesPerSecond), 100*f.ReadWaitShare,
+				iBytes(float64(f.BytesRead)), f.ReadOps, f.Files, iBytes(f.ThroughputBytesPerSecond), 100*f.ReadWaitShare,
 				seconds(f.ReadLatencyP50Seconds), seconds(f.ReadLatencyP99Seconds))
 			fmt.Fprintf(w, "  Pattern:     sequential %.0f%%, whole-file %.0f%%, coverage %.0f%%/epoch, %.1f epochs, reuse %.0f%%, hot set %.0f%%, working set %s, page-cache miss %.0f%%\n",
-				100*f.SequentialRatio, 100*f.WholeFileRatio, 100*f.Coverage, f.Epochs, 100*f.Reuse, 100*f.HotSetShare, bytes(float64(f.WorkingSetBytes)), 100*f.PageCacheMissRatio)
+				100*f.SequentialRatio, 100*f.WholeFileRatio, 100*f.Coverage, f.Epochs, 100*f.Reuse, 100*f.HotSetShare, iBytes(float64(f.WorkingSetBytes)), 100*f.PageCacheMissRatio)
 		}
 		if len(st.Decisions) > 0 {
 			fmt.Fprintln(w, "  Decided by:")
@@ -455,3 +443,6 @@ func ptrString(s *string) string {
 	}
 	return *s
 }
+
+// iBytes renders a byte amount for people, in binary units.
+func iBytes(b float64) string { return humanize.IBytes(uint64(max(b, 0))) }

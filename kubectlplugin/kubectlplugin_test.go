@@ -94,7 +94,7 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, kubectlplugin.Recommendations(ctx, c, &out, kubectlplugin.ListOptions{Namespace: "ml"}))
 	table := out.String()
-	for _, want := range []string{"NAME", "EVIDENCE", "imagenet-cache", "Proposed", "4 cache workers", "Job/train", "ShuffledEpochs", "0.93", "wait 42%", "300.0MiB/s", "ws 140.0GiB", "working set 140Gi fits 4 workers"} {
+	for _, want := range []string{"NAME", "EVIDENCE", "imagenet-cache", "Proposed", "4 cache workers", "Job/train", "ShuffledEpochs", "0.93", "wait 42%", "300 MiB/s", "ws 140 GiB", "working set 140Gi fits 4 workers"} {
 		require.Contains(t, table, want)
 	}
 	require.NotContains(t, table, "imagenet-prefetch", "closed (Verified) recommendations are hidden without --all")
@@ -135,7 +135,7 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	require.NoError(t, kubectlplugin.Explain(ctx, c, &out, "ml", "Job/train"))
 	explain := out.String()
 	for _, want := range []string{"Job/train reading dataset imagenet (Fluid)", "ShuffledEpochs (confidence 0.93, 4 pods", "read wait 42% of wall time",
-		"working set 140.0GiB", "✓ whole files: wholeFileRatio = 0.98 (threshold 0.9)", "imagenet-prefetch: Prefetch Ordered 8Mi×16 — Verified, applied",
+		"working set 140 GiB", "✓ whole files: wholeFileRatio = 0.98 (threshold 0.9)", "imagenet-prefetch: Prefetch Ordered 8Mi×16 — Verified, applied",
 		"helped: read wait 42% → 9%", "imagenet-cache: ScaleCache 4 cache workers — Proposed"} {
 		require.Contains(t, explain, want)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -81,24 +82,11 @@ func judge(base, after *eddyv1alpha1.AccessFeatures) (bool, string) {
 	waitDropped := base.ReadWaitShare > 0 && after.ReadWaitShare <= base.ReadWaitShare*(1-MinReadWaitDrop)
 	rose := base.ThroughputBytesPerSecond > 0 && after.ThroughputBytesPerSecond >= base.ThroughputBytesPerSecond*(1+MinThroughputRise)
 	summary := fmt.Sprintf("read wait %.0f%% → %.0f%% of wall time, throughput %s/s → %s/s",
-		100*base.ReadWaitShare, 100*after.ReadWaitShare, bytesHuman(base.ThroughputBytesPerSecond), bytesHuman(after.ThroughputBytesPerSecond))
+		100*base.ReadWaitShare, 100*after.ReadWaitShare, iBytes(base.ThroughputBytesPerSecond), iBytes(after.ThroughputBytesPerSecond))
 	if waitDropped || rose {
 		return true, "helped: " + summary
 	}
 	return false, fmt.Sprintf("did not help: %s (needs read wait −%.0f%% or throughput +%.0f%%)", summary, 100*MinReadWaitDrop, 100*MinThroughputRise)
-}
-
-func bytesHuman(b float64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%.0fB", b)
-	}
-	div, exp := float64(unit), 0
-	for n := b / unit; n >= unit && exp < 4; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", b/div, "KMGTP"[exp])
 }
 
 func (r *RecommendationReconciler) setVerified(ctx context.Context, rec *eddyv1alpha1.Recommendation, status metav1.ConditionStatus, reason, msg string, requeue time.Duration) (ctrl.Result, error) {
@@ -263,3 +251,6 @@ func mergePatchAnnotations(ann map[string]any) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// iBytes renders a byte amount for people, in binary units.
+func iBytes(b float64) string { return humanize.IBytes(uint64(max(b, 0))) }
