@@ -29,6 +29,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HintSocket, "hint-socket", o.HintSocket, "unix socket on which SDK read-order hints arrive (empty: none)")
 	fs.StringVar(&o.StatusAddr, "status-addr", o.StatusAddr, "listen address of /status, /warm, /metrics and /healthz (empty: :9471)")
 	fs.DurationVar(&o.ReportInterval, "report-interval", o.ReportInterval, "interval between progress lines in the log (0: 30s)")
+	fs.StringVar(&o.ServiceAccountDir, "service-account-dir", o.ServiceAccountDir, "folder with the token and ca.crt for --manifest-url (empty: the pod's service account; for running outside a pod)")
 	fs.StringArrayVar(&o.PathAliases, "path-alias", o.PathAliases, "APP_PATH=ROOT: where the application sees a root, to follow SDK hints (repeatable)")
 }
 
@@ -45,6 +46,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReportInterval == 0 {
 		o.ReportInterval = DefaultReportInterval
+	}
+	if o.ServiceAccountDir == "" {
+		o.ServiceAccountDir = serviceAccountDir
 	}
 	if o.StatusAddr == "" {
 		o.StatusAddr = ":" + strconv.Itoa(StatusPort)

@@ -80,6 +80,11 @@ type Options struct {
 	// "/data/train=/eddy/data/train"), so SDK hints, which carry the
 	// application's paths, can be followed. ROOT must be one of Roots.
 	PathAliases []string
+	// ServiceAccountDir holds the token and ca.crt sent and trusted when
+	// fetching the manifest ("": where Kubernetes mounts the pod's service
+	// account). Set it only to run the prefetcher outside a pod, as the
+	// demo does on its host.
+	ServiceAccountDir string
 }
 
 // Args returns the flags for `eddy prefetch`, zero values omitted.
@@ -113,6 +118,9 @@ func (o Options) Args() []string {
 	add("max-concurrency", int64(o.MaxConcurrency))
 	for _, a := range o.PathAliases {
 		args = append(args, "--path-alias="+a)
+	}
+	if o.ServiceAccountDir != "" {
+		args = append(args, "--service-account-dir="+o.ServiceAccountDir)
 	}
 	return args
 }

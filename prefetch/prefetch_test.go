@@ -93,7 +93,7 @@ func TestArgsRoundTrip(t *testing.T) {
 		BlockSize: 4 << 20, Concurrency: 6, MaxBandwidth: 100 << 20, BudgetBytes: 1 << 30,
 		WarmThresholdPercent: 80, ManifestURL: "https://analyzer.eddy-system.svc:8443/manifest?w=a&d=b",
 		HintSocket: "/eddy/sdk/prefetch.sock", StatusAddr: ":9471", ReportInterval: 10 * time.Second,
-		MaxConcurrency: 32, PathAliases: []string{"/data/a=/eddy/data/a"},
+		MaxConcurrency: 32, PathAliases: []string{"/data/a=/eddy/data/a"}, ServiceAccountDir: "/run/eddy/sa",
 	}
 	for _, o := range []Options{want, {Strategy: "WholeDataset", Roots: []string{"/x"}}} {
 		args := o.Args()

@@ -120,7 +120,7 @@ func New(opts Options, log logr.Logger) (*Prefetcher, error) {
 		scope:              sc,
 		metrics:            newMetrics(),
 		chunk:              min(opts.BlockSize, readChunk),
-		serviceAccountDir:  serviceAccountDir,
+		serviceAccountDir:  opts.ServiceAccountDir,
 		manifestRetryDelay: time.Second,
 		files:              map[string]*file{},
 		adapt:              newAdaptive(opts.Concurrency, 1, opts.MaxConcurrency, time.Now()),

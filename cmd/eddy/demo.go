@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,11 +27,19 @@ func newDemoCmd() *cobra.Command {
   3. a namespace opted in with an Auto policy, a Job whose pod reads a
      dataset PVC in shuffled epochs — run on this machine in the cgroup a
      kubelet would give the pod, so the kernel programs attribute its reads;
+     the dataset sits behind a slow remote (rclone over WebDAV through a
+     proxy adding --latency and capping --bandwidth, mounted with rclone's
+     file cache), and this first run is cold;
   4. the AccessProfile and Recommendations the analyzer writes, the operator
-     applying one, and the webhook injecting it into the Job's next pod.
+     applying one, and the webhook injecting it into the Job's next pod;
+  5. that next pod run as a kubelet would: the injected prefetcher warms the
+     mount's cache, then the same training run is timed again, and the two
+     job times are printed side by side.
 
-It prints each step with timings and the review screen, then stops
-everything (or keeps it running with --keep). Logs are in DIR/logs.`,
+It needs rclone and fuse3 (or --local: the dataset on local disk, no
+before/after measurement). It prints each step with timings and the review
+screen, then stops everything (or keeps it running with --keep). Logs are in
+DIR/logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -44,9 +53,12 @@ everything (or keeps it running with --keep). Logs are in DIR/logs.`,
 	f.StringVar(&o.Dir, "dir", "", "folder for the dataset, state and logs (default /tmp/eddy-demo; emptied first)")
 	f.StringVar(&o.BinDir, "bin-dir", "", "folder with kube-apiserver, etcd, kubectl (default: bin/ of the eddy checkout)")
 	f.StringVar(&o.WorkloadBin, "workload", "", "the eddy-workload reader (default: beside this binary; make build makes it)")
-	f.IntVar(&o.Files, "files", 256, "files in the demo dataset")
+	f.IntVar(&o.Files, "files", 128, "files in the demo dataset")
 	f.Int64Var(&o.FileBytes, "file-bytes", 256<<10, "size of each file")
-	f.IntVar(&o.Epochs, "epochs", 4, "passes of the training run over the dataset")
+	f.IntVar(&o.Epochs, "epochs", 3, "passes of the training run over the dataset")
+	f.BoolVar(&o.Local, "local", false, "read the dataset from local disk instead of the slow remote (no before/after measurement)")
+	f.DurationVar(&o.Latency, "latency", 15*time.Millisecond, "one-way latency of the link to the remote")
+	f.Int64Var(&o.Bandwidth, "bandwidth", 32<<20, "bandwidth of the link to the remote, bytes per second")
 	f.BoolVar(&o.Keep, "keep", false, "keep everything running after the loop until Ctrl-C")
 	return cmd
 }

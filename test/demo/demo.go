@@ -5,6 +5,12 @@
 // applied to the workload's next pod. `eddy demo` and the end-to-end test
 // both run it.
 //
+// By default the dataset sits behind a slow remote (rclone serving it over
+// WebDAV through a proxy that adds latency and caps bandwidth, mounted with
+// rclone's file cache, the shape of a Fluid runtime), and the demo measures
+// the job twice: its first pod cold, its next pod after the injected
+// prefetcher warmed the mount's cache.
+//
 // Pods here do not run in containers: the workload runs on this machine in
 // the cgroup a kubelet would have made for its pod
 // (kubepods/besteffort/pod<UID>/<container>), which is all the collector
@@ -39,6 +45,7 @@ import (
 	"github.com/eddy-autotune/eddy/config"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
+	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
 // Names the demo uses.
@@ -61,10 +68,17 @@ type Options struct {
 	// BinDir holds the control-plane binaries (see test/controlplane).
 	BinDir string
 	// Files, FileBytes and Epochs shape the dataset and the training run.
-	// Defaults 256 files of 256 KiB, 4 epochs.
+	// Defaults 128 files of 256 KiB, 3 epochs.
 	Files     int
 	FileBytes int64
 	Epochs    int
+	// Local reads the dataset from local disk instead of the slow remote,
+	// and skips the before/after measurement.
+	Local bool
+	// Latency (one way) and Bandwidth (bytes/s, shared by all connections)
+	// shape the link to the remote. Defaults 15ms, 32 MiB/s.
+	Latency   time.Duration
+	Bandwidth int64
 	// Out receives progress. Default io.Discard.
 	Out io.Writer
 	// Keep leaves everything running until ctx ends.
@@ -86,13 +100,19 @@ func (o *Options) defaults() error {
 		o.WorkloadBin = filepath.Join(filepath.Dir(o.EddyBin), "eddy-workload")
 	}
 	if o.Files <= 0 {
-		o.Files = 256
+		o.Files = 128
 	}
 	if o.FileBytes <= 0 {
 		o.FileBytes = 256 << 10
 	}
 	if o.Epochs <= 0 {
-		o.Epochs = 4
+		o.Epochs = 3
+	}
+	if o.Latency <= 0 {
+		o.Latency = 15 * time.Millisecond
+	}
+	if o.Bandwidth <= 0 {
+		o.Bandwidth = 32 << 20
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -108,8 +128,18 @@ type Result struct {
 	Applied *v1.Recommendation
 	// NextPod is the workload's pod created after the recommendation applied.
 	NextPod *corev1.Pod
-	// ReadSeconds is the wall time of the recorded training run.
-	ReadSeconds float64
+	// ColdSeconds is the wall time of the first pod's training run, the one
+	// recorded (from a fresh mount and cache of the remote, unless Local).
+	ColdSeconds float64
+	// ColdReadWaitShare is the profile's read-wait share of wall time for
+	// that run.
+	ColdReadWaitShare float64
+	// With the remote: WarmSeconds is the next pod's training run after its
+	// injected prefetcher finished, PrefetchSeconds the prefetcher's run
+	// before it, and Speedup ColdSeconds / WarmSeconds.
+	WarmSeconds     float64
+	PrefetchSeconds float64
+	Speedup         float64
 	// ReviewScreen is `kubectl get recommendations` at the end.
 	ReviewScreen string
 }
@@ -121,6 +151,11 @@ type run struct {
 	pods  []*cgroupv2.Group
 	out   io.Writer
 	start time.Time
+	// dataPath is where pods read the dataset: the remote's mount, or the
+	// local folder with Local.
+	dataPath string
+	remote   *slowremote.Remote
+	mount    *slowremote.Mount
 }
 
 // Run runs the loop once and returns what it produced; everything it
@@ -132,6 +167,11 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the demo loads eddy's kernel programs and creates cgroups: run it as root (sudo make demo)")
 	}
+	if !o.Local {
+		if why := slowremote.Unavailable(); why != "" {
+			return nil, fmt.Errorf("the slow remote cannot run here (%s); --local reads the dataset from local disk", why)
+		}
+	}
 	for _, b := range []string{o.EddyBin, o.WorkloadBin} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("%s not found: build it with `make build` (it builds eddy and eddy-workload into bin/)", b)
@@ -139,10 +179,13 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	r := &run{o: o, out: o.Out, start: time.Now()}
 	defer r.stop()
+	// A demo killed before its cleanup may have left its mount behind, which
+	// would make the folder impossible to empty.
+	slowremote.CleanStale(o.Dir + "/")
 	if err := os.RemoveAll(o.Dir); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"data", "logs", "analyzer", "collector"} {
+	for _, d := range []string{"data", "logs", "analyzer", "collector", "tls"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -150,6 +193,23 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	data := filepath.Join(o.Dir, "data")
 	r.step("writing the dataset: %d files of %s in %s", o.Files, resource.NewQuantity(o.FileBytes, resource.BinarySI), data)
 	if err := writeDataset(data, o.Files, o.FileBytes); err != nil {
+		return nil, err
+	}
+	r.dataPath = data
+	if !o.Local {
+		remoteDir := filepath.Join(o.Dir, "remote")
+		if r.remote, err = slowremote.Start(data, remoteDir, o.Latency, o.Bandwidth); err != nil {
+			return nil, err
+		}
+		if r.mount, err = r.remote.Mount(remoteDir); err != nil {
+			return nil, err
+		}
+		r.dataPath = r.mount.Path
+		r.say("remote: rclone serve webdav %s behind a link of %s each way and %s/s; mounted with rclone's file cache at %s",
+			data, o.Latency, resource.NewQuantity(o.Bandwidth, resource.BinarySI), r.dataPath)
+	}
+	certFile, keyFile, err := writeServingCert(filepath.Join(o.Dir, "tls"))
+	if err != nil {
 		return nil, err
 	}
 
@@ -177,7 +237,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		args []string
 	}{
 		{"analyzer", []string{"analyzer", "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
-			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--flush-interval=2s", "--stable-assessments=2", "--lease-namespace=" + System}},
+			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--manifest-tls-cert=" + certFile, "--manifest-tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--lease-namespace=" + System}},
 		{"collector", []string{"collector", kc, "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
 			"--state-dir=" + filepath.Join(o.Dir, "collector"), "--metrics-address=" + addr(ports[4])}},
 		{"webhook", []string{"webhook", kc, "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
@@ -203,22 +263,33 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if _, injected := pod1.Annotations[v1.InjectedAnnotation]; injected {
 		return nil, fmt.Errorf("pod %s was injected before any recommendation existed", pod1.Name)
 	}
-	if res.ReadSeconds, err = r.runWorkload(ctx, pod1, data); err != nil {
+	groups, err := r.startPod(ctx, pod1, "trainer")
+	if err != nil {
 		return nil, err
 	}
-	r.say("  the training run read %d files × %d epochs in %.2fs", o.Files, o.Epochs, res.ReadSeconds)
+	if res.ColdSeconds, err = r.runReader(ctx, pod1, groups["trainer"], r.dataPath); err != nil {
+		return nil, err
+	}
+	from := "from local disk"
+	if !o.Local {
+		from = "from a cold mount of the remote"
+	}
+	r.say("  the training run read %d files × %d epochs %s in %.2fs", o.Files, o.Epochs, from, res.ColdSeconds)
 
 	r.step("waiting for the analyzer's AccessProfile and Recommendations")
 	if err := r.waitProfile(ctx, &res.Profile); err != nil {
 		return nil, err
 	}
 	f := res.Profile.Status.Features
+	if f != nil {
+		res.ColdReadWaitShare = f.ReadWaitShare
+	}
 	r.say("  AccessProfile %s: class %s, confidence %.2f", res.Profile.Name, res.Profile.Status.Class, res.Profile.Status.Confidence)
 	if f != nil {
 		r.say("  features: %d files, %.1f MiB read, sequential %.0f%%, whole files %.0f%%, %.1f epochs, order correlation %s, read wait %.0f%% of wall time",
 			f.Files, float64(f.BytesRead)/(1<<20), f.SequentialRatio*100, f.WholeFileRatio*100, f.Epochs, corr(f.OrderCorrelation), f.ReadWaitShare*100)
 	}
-	if res.Recommendations, err = r.waitRecommendations(ctx); err != nil {
+	if res.Recommendations, err = r.waitRecommendations(ctx, res.Profile.Status.Class); err != nil {
 		return nil, err
 	}
 	for _, rec := range res.Recommendations {
@@ -226,7 +297,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	r.step("the policy is Auto for Prefetch and InjectSDK: waiting for the operator to apply")
-	res.Applied, err = r.waitApplied(ctx)
+	res.Applied, err = r.waitApplied(ctx, res.Profile.Status.Class)
 	if err != nil {
 		return nil, err
 	}
@@ -247,6 +318,18 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	r.step("review screen: kubectl get recommendations -n %s", Namespace)
 	fmt.Fprint(r.out, res.ReviewScreen)
+	if !o.Local {
+		if err := r.measureWarm(ctx, res, certFile); err != nil {
+			return nil, err
+		}
+		r.step("the job before and after eddy (%d files × %d epochs over the remote)", o.Files, o.Epochs)
+		r.say("%-34s %8s", "", "job time")
+		r.say("%-34s %7.2fs   read wait %.0f%% of wall time (profile)", "cold ("+pod1.Name+")", res.ColdSeconds, res.ColdReadWaitShare*100)
+		r.say("%-34s %7.2fs   after %.2fs of prefetch", "with eddy's prefetch ("+res.NextPod.Name+")", res.WarmSeconds, res.PrefetchSeconds)
+		r.say("%-34s %7.1f×", "speedup", res.Speedup)
+		total := res.PrefetchSeconds + res.WarmSeconds
+		r.say("counting the prefetch as part of the job (a pod held until warm): %.2fs, %.1f×", total, res.ColdSeconds/total)
+	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
 		return nil, err
 	}
@@ -448,6 +531,15 @@ func (r *run) stop() {
 		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+	// The prefetcher, which holds the mount open, is gone by now.
+	if r.mount != nil {
+		if err := r.mount.Close(); err != nil {
+			fmt.Fprintf(r.out, "eddy demo: unmount %s: %v\n", r.mount.Path, err)
+		}
+	}
+	if r.remote != nil {
+		r.remote.Close()
+	}
 	for _, g := range r.pods {
 		parent := &cgroupv2.Group{Path: filepath.Dir(g.Path)}
 		if err := parent.Remove(); err != nil {
@@ -459,4 +551,56 @@ func (r *run) stop() {
 			fmt.Fprintf(r.out, "eddy demo: stop control plane: %v\n", err)
 		}
 	}
+}
+
+// measureWarm runs the next pod as a kubelet would: its injected prefetch
+// sidecar first, until it has read everything, then the training reader
+// over the same mount, whose cache the sidecar warmed. The mount is first
+// remounted at the same path with an empty cache: the first pod's run
+// filled rclone's cache, and without this the second run would be fast
+// with or without eddy (as if it ran on another node, or after the cache
+// was evicted). The page cache is dropped before the reader, so what it
+// gains is the remote's cache, not this machine's memory.
+func (r *run) measureWarm(ctx context.Context, res *Result, caFile string) error {
+	pod := res.NextPod
+	var sidecar *corev1.Container
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == "eddy-prefetch" {
+			sidecar = &pod.Spec.InitContainers[i]
+		}
+	}
+	if sidecar == nil {
+		return fmt.Errorf("pod %s has no eddy-prefetch sidecar to measure", pod.Name)
+	}
+	r.step("starting %s: its prefetch sidecar warms the mount's cache, then the trainer runs", pod.Name)
+	if err := r.mount.Close(); err != nil {
+		return err
+	}
+	mount, err := r.remote.Mount(filepath.Dir(r.mount.Path))
+	r.mount = mount
+	if err != nil {
+		return err
+	}
+	r.say("  remounted %s with an empty cache: the first run's reads are not cached any more", r.mount.Path)
+	groups, err := r.startPod(ctx, pod, sidecar.Name, "trainer")
+	if err != nil {
+		return err
+	}
+	saDir, err := r.writeServiceAccount(ctx, pod, caFile)
+	if err != nil {
+		return err
+	}
+	pre, err := r.runSidecar(ctx, pod, sidecar, groups[sidecar.Name], saDir)
+	if err != nil {
+		return err
+	}
+	res.PrefetchSeconds = pre.Seconds
+	r.say("  %s read %d files (%.1f MiB) in %.2fs, concurrency %d, %d errors",
+		sidecar.Name, pre.Status.Files, float64(pre.Status.Bytes)/(1<<20), pre.Seconds, pre.Status.Concurrency, pre.Status.Errors)
+	if res.WarmSeconds, err = r.runReader(ctx, pod, groups["trainer"], r.dataPath); err != nil {
+		return err
+	}
+	res.Speedup = res.ColdSeconds / res.WarmSeconds
+	r.say("  the training run read %d files × %d epochs in %.2fs", r.o.Files, r.o.Epochs, res.WarmSeconds)
+	return nil
 }

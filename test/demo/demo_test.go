@@ -15,20 +15,26 @@ import (
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/demo"
+	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
 // TestWholeLoop is eddy's end-to-end test: real API server, the analyzer,
 // collector (real kernel programs), webhook and operator as separate eddy
 // processes, and a workload reading a dataset in shuffled epochs from its
-// pod's cgroup. The loop must close: the reads are classified, a Prefetch
-// recommendation is proposed and auto-applied, and the workload's next pod
-// comes out of admission with the prefetch sidecar.
+// pod's cgroup, over a slow remote (rclone behind a proxy adding latency and
+// capping bandwidth). The loop must close: the reads are classified, a
+// Prefetch recommendation is proposed and auto-applied, the workload's next
+// pod comes out of admission with the prefetch sidecar, and with that
+// sidecar run first the same training run is much faster than the cold one.
 func TestWholeLoop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane and loads kernel programs; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for the kernel programs and cgroups")
+	}
+	if why := slowremote.Unavailable(); why != "" {
+		t.Skip("the demo's slow remote cannot run: " + why)
 	}
 	bin := t.TempDir()
 	for pkg, out := range map[string]string{"../../cmd/eddy": "eddy", "../node/cmd/workload": "eddy-workload"} {
@@ -44,10 +50,11 @@ func TestWholeLoop(t *testing.T) {
 	t.Log("\n" + progress.String())
 	require.NoError(t, err)
 
-	assert.Equal(t, v1.ClassShuffledEpochs, res.Profile.Status.Class, "256 small files read whole in a new order each of 4 epochs")
+	assert.Equal(t, v1.ClassShuffledEpochs, res.Profile.Status.Class, "128 small files read whole in a new order each of 3 epochs")
 	require.NotNil(t, res.Profile.Status.Features)
-	assert.EqualValues(t, 256, res.Profile.Status.Features.Files)
-	assert.InDelta(t, 4, res.Profile.Status.Features.Epochs, 0.5)
+	assert.EqualValues(t, 128, res.Profile.Status.Features.Files)
+	assert.GreaterOrEqual(t, res.Profile.Status.Features.Epochs, 2.5, "the cold run's 3 epochs, and the next pod's if already recorded")
+	assert.Greater(t, res.ColdReadWaitShare, 0.5, "cold over the slow remote, the run mostly waits on reads (about 90%)")
 
 	var prefetch *v1.Recommendation
 	for i := range res.Recommendations {
@@ -77,4 +84,8 @@ func TestWholeLoop(t *testing.T) {
 	assert.Contains(t, args, "--strategy="+string(res.Applied.Spec.Prefetch.Strategy))
 	assert.Contains(t, args, "--manifest-url=https://127.0.0.1:")
 	assert.Contains(t, res.ReviewScreen, "Applied")
+
+	t.Logf("job time cold %.2fs, after the injected prefetcher (%.2fs) %.2fs: %.1fx", res.ColdSeconds, res.PrefetchSeconds, res.WarmSeconds, res.Speedup)
+	assert.Greater(t, res.PrefetchSeconds, 0.0)
+	assert.Greater(t, res.Speedup, 2.0, "with the mount's cache warmed by the prefetcher the job is much faster (4.2-7.0x in four runs on this 2-core VM)")
 }

@@ -29,7 +29,7 @@ func (r *run) createPod(ctx context.Context, name string) (*corev1.Pod, error) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: JobName}, job); err != nil {
 		return nil, err
 	}
-	data := filepath.Join(r.o.Dir, "data")
+	data := r.dataPath
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: Namespace,
@@ -42,6 +42,9 @@ func (r *run) createPod(ctx context.Context, name string) (*corev1.Pod, error) {
 		Spec: corev1.PodSpec{
 			NodeName:      NodeName,
 			RestartPolicy: corev1.RestartPolicyNever,
+			// What ServiceAccount admission sets; the prefetcher's token is
+			// bound to the pod and must name the pod's service account.
+			ServiceAccountName: "default",
 			Containers: []corev1.Container{{
 				Name: "trainer", Image: "eddy.local/workload:dev",
 				// The dataset is mounted where the workload reads it on this
@@ -59,35 +62,53 @@ func (r *run) createPod(ctx context.Context, name string) (*corev1.Pod, error) {
 	return pod, nil
 }
 
-// runWorkload marks the pod Running with a container id, creates that
-// container's cgroup as a kubelet would, and runs the reader in it from a
-// cold page cache. It returns the reader's wall time.
-func (r *run) runWorkload(ctx context.Context, pod *corev1.Pod, data string) (float64, error) {
-	ctrID := randomID()
+// startPod marks the pod Running with the given containers (init
+// containers first, as the pod spec lists them) each under a fresh container
+// id, and creates each container's cgroup as a kubelet would. It returns the
+// cgroups by container name.
+func (r *run) startPod(ctx context.Context, pod *corev1.Pod, containers ...string) (map[string]*cgroupv2.Group, error) {
 	now := metav1.Now()
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning,
-		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: "trainer", ContainerID: "containerd://" + ctrID, Ready: true, Image: "eddy.local/workload:dev", ImageID: "sha256:" + randomID(),
+	isInit := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		isInit[c.Name] = true
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning}
+	groups := map[string]*cgroupv2.Group{}
+	for _, name := range containers {
+		ctrID := randomID()
+		st := corev1.ContainerStatus{
+			Name: name, ContainerID: "containerd://" + ctrID, Ready: true, Started: ptr.To(true), Image: "eddy.local/workload:dev", ImageID: "sha256:" + randomID(),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		}},
+		}
+		if isInit[name] {
+			pod.Status.InitContainerStatuses = append(pod.Status.InitContainerStatuses, st)
+		} else {
+			pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, st)
+		}
+		g, err := cgroupv2.Create("kubepods/besteffort/pod"+string(pod.UID), ctrID)
+		if err != nil {
+			return nil, err
+		}
+		r.pods = append(r.pods, g)
+		groups[name] = g
 	}
 	if err := r.env.Client.Status().Update(ctx, pod); err != nil {
-		return 0, fmt.Errorf("set pod %s Running: %w", pod.Name, err)
+		return nil, fmt.Errorf("set pod %s Running: %w", pod.Name, err)
 	}
-	g, err := cgroupv2.Create("kubepods/besteffort/pod"+string(pod.UID), ctrID)
-	if err != nil {
-		return 0, err
-	}
-	r.pods = append(r.pods, g)
 	// The collector allow-lists the container's cgroup when its informer sees
 	// the Running pod; reads before that are not recorded. A fixed pause
 	// covers it here (the informer reacts within a second).
 	select {
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	case <-time.After(3 * time.Second):
 	}
+	return groups, nil
+}
+
+// runReader runs the training reader over data in the container's cgroup
+// g, from a cold page cache, and returns its wall time.
+func (r *run) runReader(ctx context.Context, pod *corev1.Pod, g *cgroupv2.Group, data string) (float64, error) {
 	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
 	cmd := exec.CommandContext(ctx, r.o.WorkloadBin, "read", "--dir", data, "--pattern", "smallfiles",
 		"--epochs", fmt.Sprint(r.o.Epochs), "--seed", "7")
@@ -124,8 +145,11 @@ func (r *run) waitProfile(ctx context.Context, out *v1.AccessProfile) error {
 		if err := r.env.Client.List(ctx, &list, client.InNamespace(Namespace)); err != nil {
 			return false, err
 		}
+		// Over a slow remote the analyzer may settle on a class during the
+		// first epoch; the profile is taken once it holds the whole run.
+		want := 0.9 * float64(r.o.Files) * float64(r.o.FileBytes) * float64(r.o.Epochs)
 		for _, p := range list.Items {
-			if p.Status.Class != "" && p.Status.Class != v1.ClassUnknown {
+			if p.Status.Class != "" && p.Status.Class != v1.ClassUnknown && p.Status.Features != nil && float64(p.Status.Features.BytesRead) >= want {
 				*out = p
 				return true, nil
 			}
@@ -134,7 +158,9 @@ func (r *run) waitProfile(ctx context.Context, out *v1.AccessProfile) error {
 	})
 }
 
-func (r *run) waitRecommendations(ctx context.Context) ([]v1.Recommendation, error) {
+// waitRecommendations waits for a recommendation made from the profile's
+// class (earlier ones, from a partial view of the run, may exist too).
+func (r *run) waitRecommendations(ctx context.Context, class v1.AccessClass) ([]v1.Recommendation, error) {
 	var recs []v1.Recommendation
 	err := r.poll(ctx, 60*time.Second, "recommendations", "analyzer", func() (bool, error) {
 		var list v1.RecommendationList
@@ -142,13 +168,20 @@ func (r *run) waitRecommendations(ctx context.Context) ([]v1.Recommendation, err
 			return false, err
 		}
 		recs = list.Items
-		return len(recs) > 0, nil
+		for _, rec := range recs {
+			if rec.Spec.Evidence.Class == class {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Name < recs[j].Name })
 	return recs, err
 }
 
-func (r *run) waitApplied(ctx context.Context) (*v1.Recommendation, error) {
+// waitApplied waits for an applied recommendation made from the profile's
+// class, preferring Prefetch.
+func (r *run) waitApplied(ctx context.Context, class v1.AccessClass) (*v1.Recommendation, error) {
 	var applied *v1.Recommendation
 	err := r.poll(ctx, 90*time.Second, "an applied recommendation", "operator", func() (bool, error) {
 		var list v1.RecommendationList
@@ -157,7 +190,7 @@ func (r *run) waitApplied(ctx context.Context) (*v1.Recommendation, error) {
 		}
 		for i := range list.Items {
 			rec := &list.Items[i]
-			if rec.Status.Phase == v1.PhaseApplied || rec.Status.Phase == v1.PhaseVerified {
+			if rec.Spec.Evidence.Class == class && (rec.Status.Phase == v1.PhaseApplied || rec.Status.Phase == v1.PhaseVerified) {
 				if applied == nil || rec.Spec.Action == v1.ActionPrefetch {
 					applied = rec
 				}

@@ -3,8 +3,9 @@
 // in each direction, and all connections share one bandwidth cap per
 // direction. Unlike a per-connection cap, a shared cap gives the link a
 // bandwidth-delay product that parallel readers must fill, as a real remote
-// does. It exists for the prefetcher's tests and benchmarks (this kernel has
-// no tc netem).
+// does. It exists for the prefetcher's tests and benchmarks and for the
+// demo's remote dataset (this kernel has no tc netem); it lives under test/
+// rather than prefetch/internal so that both can import it.
 package slowlink
 
 import (

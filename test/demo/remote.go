@@ -1,0 +1,235 @@
+package demo
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/eddy-autotune/eddy/internal/cgroupv2"
+	"github.com/eddy-autotune/eddy/prefetch"
+)
+
+// writeServingCert writes a self-signed certificate for 127.0.0.1 and its
+// key as cert.pem and key.pem in dir. The analyzer's own self-signed
+// certificate names no IP, so a prefetcher on this machine could not verify
+// https://127.0.0.1; with this one it can, trusting cert.pem as its CA.
+func writeServingCert(dir string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "eddy-analyzer"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// writeServiceAccount writes what a kubelet projects into the pod at
+// /var/run/secrets/kubernetes.io/serviceaccount: a token of the pod's
+// service account bound to the pod (TokenRequest API), and the CA to trust
+// (here, the analyzer's serving certificate). It returns the folder.
+func (r *run) writeServiceAccount(ctx context.Context, pod *corev1.Pod, caFile string) (string, error) {
+	sa := &corev1.ServiceAccount{}
+	sa.Name, sa.Namespace = pod.Spec.ServiceAccountName, pod.Namespace
+	if sa.Name == "" {
+		sa.Name = "default"
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: ptr.To[int64](3600),
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	if err := r.env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("token for service account %s/%s: %w", sa.Namespace, sa.Name, err)
+	}
+	dir := filepath.Join(r.o.Dir, "pods", pod.Name, "serviceaccount")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca, 0o644); err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "token"), []byte(tr.Status.Token), 0o600)
+}
+
+// hostPaths maps each path a container of the pod sees its volumes at to
+// where that volume is on this machine: a PVC where the application
+// container mounts it (the demo mounts PVCs at their host path), any other
+// volume (the SDK's emptyDir) to a folder of its own under DIR/pods.
+func (r *run) hostPaths(pod *corev1.Pod, ctr *corev1.Container) (map[string]string, error) {
+	pvcAt := map[string]string{}
+	for _, c := range pod.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			pvcAt[m.Name] = m.MountPath
+		}
+	}
+	isPVC := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		isPVC[v.Name] = v.PersistentVolumeClaim != nil
+	}
+	out := map[string]string{}
+	for _, m := range ctr.VolumeMounts {
+		if host, ok := pvcAt[m.Name]; ok && isPVC[m.Name] {
+			out[m.MountPath] = host
+			continue
+		}
+		dir := filepath.Join(r.o.Dir, "pods", pod.Name, "volumes", m.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		out[m.MountPath] = dir
+	}
+	return out, nil
+}
+
+// mapArgs rewrites the container paths in flag values (--root=/eddy/data/v,
+// --path-alias=APP=ROOT, --hint-socket=...) to their host paths; other
+// values (the manifest URL) are left alone.
+func mapArgs(args []string, paths map[string]string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		flag, value, ok := strings.Cut(a, "=")
+		if !ok || !strings.HasPrefix(flag, "--") {
+			out = append(out, a)
+			continue
+		}
+		parts := strings.Split(value, "=")
+		for i, p := range parts {
+			parts[i] = mapPath(p, paths)
+		}
+		out = append(out, flag+"="+strings.Join(parts, "="))
+	}
+	return out
+}
+
+// mapPath maps p by its longest container-path prefix (whole components).
+func mapPath(p string, paths map[string]string) string {
+	best := ""
+	for from := range paths {
+		if (p == from || strings.HasPrefix(p, from+"/")) && len(from) > len(best) {
+			best = from
+		}
+	}
+	if best == "" {
+		return p
+	}
+	return paths[best] + strings.TrimPrefix(p, best)
+}
+
+// prefetchRun is what the injected prefetcher did before the reader ran.
+type prefetchRun struct {
+	Seconds float64
+	Status  prefetch.Status
+}
+
+// runSidecar runs the pod's injected eddy-prefetch container as the pod
+// would, in its cgroup g, and waits until it reports everything read.
+func (r *run) runSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, g *cgroupv2.Group, saDir string) (*prefetchRun, error) {
+	// No container runs here, so the paths the webhook wrote for the
+	// sidecar's mount namespace (/eddy/data/<volume>, /eddy/sdk) do not
+	// exist on this machine: they are mapped to where the volumes are. The
+	// status port is moved to a free loopback port (a pod has its own network
+	// namespace; this machine's :9471 may be taken), and the service-account
+	// folder to the one written for the pod on this machine.
+	paths, err := r.hostPaths(pod, ctr)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	status := addr(ports[0])
+	var args []string
+	for _, a := range mapArgs(ctr.Args, paths) {
+		if !strings.HasPrefix(a, "--status-addr=") && !strings.HasPrefix(a, "--service-account-dir=") {
+			args = append(args, a)
+		}
+	}
+	args = append(args, "--status-addr="+status, "--service-account-dir="+saDir)
+	r.say("  running %s as the pod would: eddy %s", ctr.Name, strings.Join(args, " "))
+	logPath := filepath.Join(r.o.Dir, "logs", ctr.Name+"-"+pod.Name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(r.o.EddyBin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := g.Start(cmd); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	r.procs = append(r.procs, cmd)
+	go func() { _ = cmd.Wait(); logFile.Close() }()
+	var st prefetch.Status
+	err = r.poll(ctx, 2*time.Minute, "finished prefetch", ctr.Name+"-"+pod.Name, func() (bool, error) {
+		resp, err := http.Get("http://" + status + "/status") //nolint:gosec // loopback URL built here
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return false, nil
+		}
+		if st.Error != "" {
+			return false, fmt.Errorf("%s: %s (log in %s)", ctr.Name, st.Error, logPath)
+		}
+		return st.Done, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &prefetchRun{Seconds: time.Since(start).Seconds(), Status: st}, nil
+}
