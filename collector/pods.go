@@ -16,6 +16,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/collector/cgroups"
 )
 
@@ -271,12 +272,21 @@ func PodOptedIn(pod *corev1.Pod) bool {
 	return pod.Labels[AutotuneLabel] != AutotuneDisabled
 }
 
+func injectedByEddy(pod *corev1.Pod, container string) bool {
+	if _, ok := pod.Annotations[eddyv1alpha1.InjectedAnnotation]; !ok {
+		return false
+	}
+	return container == eddyv1alpha1.PrefetchContainerName || container == eddyv1alpha1.SDKInitContainerName
+}
+
 // ContainerRef names a container of a pod and its runtime id.
 type ContainerRef struct{ Name, ID string }
 
 // ContainerIDs returns the runtime ids of a pod's containers (init, regular
 // and ephemeral) that have not terminated, without the "<runtime>://"
-// prefix. A finished pod has none: its cgroups are gone.
+// prefix, leaving out the containers eddy's webhook injected (their reads
+// are eddy's, not the workload's). A finished pod has none: its cgroups are
+// gone.
 func ContainerIDs(pod *corev1.Pod) []ContainerRef {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil
@@ -284,7 +294,7 @@ func ContainerIDs(pod *corev1.Pod) []ContainerRef {
 	var out []ContainerRef
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 		for _, st := range list {
-			if st.ContainerID == "" || st.State.Terminated != nil {
+			if st.ContainerID == "" || st.State.Terminated != nil || injectedByEddy(pod, st.Name) {
 				continue
 			}
 			if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil {

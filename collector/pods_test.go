@@ -34,3 +34,15 @@ func TestContainerIDs(t *testing.T) {
 	p.Status.Phase = corev1.PodSucceeded
 	assert.Empty(t, ContainerIDs(p))
 }
+
+func TestContainerIDsLeaveOutEddysOwnContainers(t *testing.T) {
+	p := &corev1.Pod{}
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{
+		{Name: "eddy-sdk-install", ContainerID: "containerd://aaa"},
+		{Name: "eddy-prefetch", ContainerID: "containerd://bbb"},
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "trainer", ContainerID: "containerd://ccc"}}
+	assert.Len(t, ContainerIDs(p), 3, "without the injected annotation the names are the user's own")
+	p.Annotations = map[string]string{"eddy.io/injected": "prefetch,sdk"}
+	assert.Equal(t, []ContainerRef{{"trainer", "ccc"}}, ContainerIDs(p), "the prefetcher's reads are not the workload's")
+}

@@ -29,9 +29,9 @@ import (
 // them is never injected again.
 const (
 	// PrefetchContainerName is the prefetch sidecar.
-	PrefetchContainerName = "eddy-prefetch"
+	PrefetchContainerName = eddyv1alpha1.PrefetchContainerName
 	// SDKInitContainerName is the init container that copies the SDK.
-	SDKInitContainerName = "eddy-sdk-install"
+	SDKInitContainerName = eddyv1alpha1.SDKInitContainerName
 	// SDKVolumeName is the emptyDir the SDK is copied into.
 	SDKVolumeName = "eddy-sdk"
 	// StatusPortName names the prefetcher's status port.

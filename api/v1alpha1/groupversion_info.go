@@ -47,6 +47,13 @@ const (
 	InjectedAnnotation = "eddy.io/injected"
 	// RecommendationAnnotation names the recommendations applied to a pod.
 	RecommendationAnnotation = "eddy.io/recommendation"
+	// PrefetchContainerName and SDKInitContainerName are the containers the
+	// webhook injects. The collector does not record them: the prefetcher's
+	// reads are eddy's, not the workload's, and counting them would hide the
+	// effect eddy is verified on.
+	PrefetchContainerName = "eddy-prefetch"
+	SDKInitContainerName  = "eddy-sdk-install"
+
 	// CacheTargetAnnotation on a PVC or Fluid Dataset names the scalable
 	// object (kind/name, e.g. "StatefulSet/cache-workers") that serves it.
 	CacheTargetAnnotation = "eddy.io/cache-target"
