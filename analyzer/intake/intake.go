@@ -6,7 +6,6 @@ package intake
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"sync"
 
@@ -141,11 +140,4 @@ func (s *Server) Lock(fn func(received map[string]uint64)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fn(s.received)
-}
-
-// String describes the server's progress for logs.
-func (s *Server) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprintf("intake{collectors=%d}", len(s.received))
 }

@@ -49,11 +49,8 @@ type Store struct {
 	meta    map[analyzer.Key]*Meta
 	dirty   map[analyzer.Key]bool
 
-	groups    map[analyzer.Key][]*accessv1.FileAccess
-	scratch   accessv1.AccessWindow
-	skipped   uint64
-	unplaced  uint64
-	restarted uint64
+	groups  map[analyzer.Key][]*accessv1.FileAccess
+	scratch accessv1.AccessWindow
 }
 
 // New returns an empty Store.
@@ -68,7 +65,8 @@ func New(opt analyzer.Options) *Store {
 
 // Apply folds a window from collector into the histories of its keys,
 // skipping keys whose state already holds this (collector, sequence).
-// Records without a workload cannot be placed and are counted.
+// Records without a workload cannot be placed (the collector counts them as
+// unattributed).
 func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,7 +78,6 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 			continue
 		}
 		if r.GetWorkload().GetName() == "" {
-			s.unplaced++
 			continue
 		}
 		k := analyzer.KeyOf(r)
@@ -96,7 +93,6 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 			s.meta[k] = m
 		}
 		if m.Applied[collector] >= seq {
-			s.skipped++
 			continue
 		}
 		m.Applied[collector] = seq
@@ -159,28 +155,6 @@ func (s *Store) MarkDirty(k analyzer.Key) {
 	}
 }
 
-// Get returns k's current entry.
-func (s *Store) Get(k analyzer.Key, now int64) (Entry, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.meta[k] == nil {
-		return Entry{}, false, nil
-	}
-	e, err := s.entry(k, now)
-	return e, err == nil, err
-}
-
-// Keys returns every key held.
-func (s *Store) Keys() []analyzer.Key {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]analyzer.Key, 0, len(s.meta))
-	for k := range s.meta {
-		out = append(out, k)
-	}
-	return out
-}
-
 // History gives fn the key's history under the store's lock (for the
 // manifest endpoint); fn must not keep it.
 func (s *Store) History(k analyzer.Key, fn func(*analyzer.Tracker, analyzer.Key)) bool {
@@ -191,18 +165,6 @@ func (s *Store) History(k analyzer.Key, fn func(*analyzer.Tracker, analyzer.Key)
 	}
 	fn(s.tracker, k)
 	return true
-}
-
-// Stats are counters for metrics.
-type Stats struct {
-	Keys, Skipped, Unplaced, Restored uint64
-}
-
-// Stats returns the store's counters.
-func (s *Store) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Stats{Keys: uint64(len(s.meta)), Skipped: s.skipped, Unplaced: s.unplaced, Restored: s.restarted}
 }
 
 func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
@@ -253,7 +215,6 @@ func (s *Store) Restore(k analyzer.Key, data []byte) error {
 	}
 	m.PodList = nil
 	s.meta[k] = &m
-	s.restarted++
 	return nil
 }
 
