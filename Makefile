@@ -23,8 +23,9 @@ all: build
 help: ## Show the targets.
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
 
-build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin) and bin/eddy-workload (the demo's reader).
+build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin), bin/eddy-dev (local control plane, demo) and bin/eddy-workload (the demo's reader).
 	go build -o $(BIN)/eddy ./cmd/eddy
+	go build -o $(BIN)/eddy-dev ./cmd/eddy-dev
 	ln -sf eddy $(BIN)/kubectl-eddy
 	go build -o $(BIN)/eddy-workload ./test/node/cmd/workload
 
@@ -102,7 +103,7 @@ $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 demo: deps build tools ## The local demo of the whole loop (root; see README).
-	$(BIN)/eddy demo
+	$(BIN)/eddy-dev demo
 
 clean:
 	rm -rf $(BIN)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/eddy-autotune/eddy/internal/scheme"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -17,8 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Config configures the operator's manager. The zero value, with Options
@@ -41,12 +40,7 @@ type Config struct {
 }
 
 // Scheme returns the scheme the operator works with: client-go's types and eddy's.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = eddyv1alpha1.AddToScheme(s)
-	return s
-}
+func Scheme() *runtime.Scheme { return scheme.New() }
 
 // New returns a manager with the operator's controllers registered; start it
 // with Start.

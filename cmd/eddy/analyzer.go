@@ -22,7 +22,7 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/history"
 	"github.com/eddy-autotune/eddy/analyzer/service"
-	"github.com/eddy-autotune/eddy/test/controlplane"
+	"github.com/eddy-autotune/eddy/internal/scheme"
 )
 
 func init() {
@@ -69,7 +69,7 @@ operator takes no action while that Lease is stale.`,
 			if err != nil {
 				return fmt.Errorf("no Kubernetes configuration (in-cluster, --kubeconfig or $KUBECONFIG): %w", err)
 			}
-			c, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,7 @@
 // the analyzer, the collector with its kernel programs, the webhook and the
 // operator as separate eddy processes, and a training-style workload whose
 // reads are recorded, classified and turned into a recommendation that is
-// applied to the workload's next pod. `eddy demo` and the end-to-end test
+// applied to the workload's next pod. `eddy-dev demo` and the end-to-end test
 // both run it.
 //
 // By default the dataset sits behind a slow remote (rclone serving it over
@@ -61,7 +61,8 @@ const (
 type Options struct {
 	// Dir holds the dataset, component state and logs. Default /tmp/eddy-demo.
 	Dir string
-	// EddyBin is the eddy binary the components run from. Default: this executable.
+	// EddyBin is the eddy binary the components run from. Default: eddy
+	// beside this executable (eddy-dev).
 	EddyBin string
 	// WorkloadBin is the reader (eddy-workload). Default: beside EddyBin.
 	WorkloadBin string
@@ -94,7 +95,7 @@ func (o *Options) defaults() error {
 		if err != nil {
 			return err
 		}
-		o.EddyBin = exe
+		o.EddyBin = filepath.Join(filepath.Dir(exe), "eddy")
 	}
 	if o.WorkloadBin == "" {
 		o.WorkloadBin = filepath.Join(filepath.Dir(o.EddyBin), "eddy-workload")
@@ -534,7 +535,7 @@ func (r *run) stop() {
 	// The prefetcher, which holds the mount open, is gone by now.
 	if r.mount != nil {
 		if err := r.mount.Close(); err != nil {
-			fmt.Fprintf(r.out, "eddy demo: unmount %s: %v\n", r.mount.Path, err)
+			fmt.Fprintf(r.out, "eddy-dev demo: unmount %s: %v\n", r.mount.Path, err)
 		}
 	}
 	if r.remote != nil {
@@ -543,12 +544,12 @@ func (r *run) stop() {
 	for _, g := range r.pods {
 		parent := &cgroupv2.Group{Path: filepath.Dir(g.Path)}
 		if err := parent.Remove(); err != nil {
-			fmt.Fprintf(r.out, "eddy demo: remove cgroup %s: %v\n", parent.Path, err)
+			fmt.Fprintf(r.out, "eddy-dev demo: remove cgroup %s: %v\n", parent.Path, err)
 		}
 	}
 	if r.env != nil {
 		if err := r.env.Stop(); err != nil {
-			fmt.Fprintf(r.out, "eddy demo: stop control plane: %v\n", err)
+			fmt.Fprintf(r.out, "eddy-dev demo: stop control plane: %v\n", err)
 		}
 	}
 }

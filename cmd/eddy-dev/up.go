@@ -19,15 +19,7 @@ import (
 	"github.com/eddy-autotune/eddy/test/controlplane"
 )
 
-func init() {
-	rootCmd.AddCommand(newDevCmd())
-}
-
-func newDevCmd() *cobra.Command {
-	dev := &cobra.Command{
-		Use:   "dev",
-		Short: "Run eddy's local development control plane",
-	}
+func newUpCmd() *cobra.Command {
 	var opts struct {
 		dir     string
 		binDir  string
@@ -48,7 +40,7 @@ It prints the kubeconfig path for kubectl and runs until interrupted
 
 The binaries come from bin/ of the eddy checkout (run 'make tools' once), or
 from --bin-dir / $EDDY_BIN_DIR.`,
-		Example: `  eddy dev up --nodes 2 --samples
+		Example: `  eddy-dev up --nodes 2 --samples
   KUBECONFIG=/tmp/eddy-dev/kubeconfig kubectl get recommendations -A`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,8 +57,7 @@ from --bin-dir / $EDDY_BIN_DIR.`,
 	up.Flags().IntVar(&opts.nodes, "nodes", 0, "kwok fake nodes to create (0: API server and etcd only)")
 	up.Flags().BoolVar(&opts.samples, "samples", false, "apply config/samples after start")
 	up.Flags().BoolVar(&opts.once, "once", false, "stop right after start-up and samples (a smoke check)")
-	dev.AddCommand(up)
-	return dev
+	return up
 }
 
 func devUp(ctx context.Context, cmd *cobra.Command, dir, binDir string, nodes int, samples, once bool) error {
@@ -93,7 +84,7 @@ func devUp(ctx context.Context, cmd *cobra.Command, dir, binDir string, nodes in
 	defer func() {
 		fmt.Fprintln(out, "stopping ...")
 		if err := env.Stop(); err != nil {
-			fmt.Fprintln(cmd.ErrOrStderr(), "eddy: stop:", err)
+			fmt.Fprintln(cmd.ErrOrStderr(), "eddy-dev: stop:", err)
 		}
 		_ = os.RemoveAll(dir)
 		fmt.Fprintln(out, "stopped")

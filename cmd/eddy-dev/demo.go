@@ -11,10 +11,6 @@ import (
 	"github.com/eddy-autotune/eddy/test/demo"
 )
 
-func init() {
-	rootCmd.AddCommand(newDemoCmd())
-}
-
 func newDemoCmd() *cobra.Command {
 	var o demo.Options
 	cmd := &cobra.Command{
@@ -23,7 +19,8 @@ func newDemoCmd() *cobra.Command {
 		Long: `Run eddy's whole loop on this machine, as root, from an eddy checkout:
 
   1. a real kube-apiserver and etcd with eddy's CRDs (make tools builds them);
-  2. the analyzer, collector (eBPF), webhook and operator as eddy processes;
+  2. the analyzer, collector (eBPF), webhook and operator as processes of
+     the eddy binary beside this one (--eddy);
   3. a namespace opted in with an Auto policy, a Job whose pod reads a
      dataset PVC in shuffled epochs — run on this machine in the cgroup a
      kubelet would give the pod, so the kernel programs attribute its reads;
@@ -52,6 +49,7 @@ DIR/logs.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Dir, "dir", "", "folder for the dataset, state and logs (default /tmp/eddy-demo; emptied first)")
 	f.StringVar(&o.BinDir, "bin-dir", "", "folder with kube-apiserver, etcd, kubectl (default: bin/ of the eddy checkout)")
+	f.StringVar(&o.EddyBin, "eddy", "", "the eddy binary the components run from (default: beside this binary; make build makes it)")
 	f.StringVar(&o.WorkloadBin, "workload", "", "the eddy-workload reader (default: beside this binary; make build makes it)")
 	f.IntVar(&o.Files, "files", 128, "files in the demo dataset")
 	f.Int64Var(&o.FileBytes, "file-bytes", 256<<10, "size of each file")
