@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,39 @@ import (
 // (nodeSelector eddy.io/node: real) over the kwok nodes.
 const NodeLabel = "eddy.io/node"
 
+// KubeletCgroupRoot is the kubelet's --cgroup-root, in every hierarchy: its
+// pods live under /eddy-node/kubepods. A root of its own keeps the kubelet
+// away from the kubepods cgroups other tests and `eddy demo` create to stand
+// in for pods (the kubelet kills and removes pod cgroups it does not know),
+// so they can run beside a real node.
+const KubeletCgroupRoot = "eddy-node"
+
+// createKubeletCgroupRoot creates KubeletCgroupRoot in every mounted
+// hierarchy (the kubelet refuses a cgroup root that does not exist), with
+// the root's CPUs and memory nodes in the v1 cpuset hierarchy, which a new
+// cpuset cgroup does not inherit.
+func createKubeletCgroupRoot() error {
+	for _, root := range cgroupRoots() {
+		dir := filepath.Join(root, KubeletCgroupRoot)
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("create the kubelet's cgroup root: %w", err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			parent, err := os.ReadFile(filepath.Join(root, f))
+			if err != nil {
+				continue // not the v1 cpuset hierarchy
+			}
+			if own, _ := os.ReadFile(filepath.Join(dir, f)); strings.TrimSpace(string(own)) != "" {
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+				return fmt.Errorf("set %s of %s: %w", f, dir, err)
+			}
+		}
+	}
+	return nil
+}
+
 // kubeletConfig is the kubelet's configuration. Authentication: client
 // certificates from the API server's kubelet-client CA and bearer tokens
 // through TokenReview (webhook); authorization: SubjectAccessReview
@@ -29,7 +63,7 @@ const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
-cgroupRoot: /
+cgroupRoot: /%[8]s
 failSwapOn: false
 containerRuntimeEndpoint: unix://%[1]s
 address: %[2]s
@@ -100,11 +134,14 @@ func startKubelet(ctx context.Context, env *controlplane.Env, tools *hostTools, 
 	}
 	config := filepath.Join(dir, "config.yaml")
 	body := fmt.Sprintf(kubeletConfig, criSocket, rn.NodeIP, rn.KubeletClientCAFile, controlplane.ClusterDNSIP,
-		controlplane.ClusterDomain, resolv, filepath.Join(dir, "pod-logs"))
+		controlplane.ClusterDomain, resolv, filepath.Join(dir, "pod-logs"), KubeletCgroupRoot)
 	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
 		return nil, err
 	}
 	if err := grantKubeletAPI(ctx, env.Client); err != nil {
+		return nil, err
+	}
+	if err := createKubeletCgroupRoot(); err != nil {
 		return nil, err
 	}
 	return startProcess(ctx, logDir, "kubelet", tools.kubelet, []string{

@@ -181,8 +181,8 @@ func testReaderBehindService(ctx context.Context, t *testing.T, c *node.Cluster,
 	}
 	// The kubelet's cgroupfs layout, which the collector maps to pods and
 	// the teardown check below relies on.
-	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods/besteffort/pod" + string(pod.UID)); len(cgs) == 0 {
-		t.Errorf("no cgroup kubepods/besteffort/pod%s in any hierarchy while the pod runs", pod.UID)
+	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/" + node.KubeletCgroupRoot + "/kubepods/besteffort/pod" + string(pod.UID)); len(cgs) == 0 {
+		t.Errorf("no cgroup eddy-node/kubepods/besteffort/pod%s in any hierarchy while the pod runs", pod.UID)
 	}
 	if err := c.Env.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
 		t.Fatal(err)
@@ -352,8 +352,8 @@ func assertNothingLeft(t *testing.T, dir string, podUIDs []string) {
 		t.Errorf("network device %s left", node.BridgeName)
 	}
 	for _, uid := range podUIDs {
-		matches, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods/*/pod" + uid)
-		more, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods/pod" + uid)
+		matches, _ := filepath.Glob("/sys/fs/cgroup/*/" + node.KubeletCgroupRoot + "/kubepods/*/pod" + uid)
+		more, _ := filepath.Glob("/sys/fs/cgroup/*/" + node.KubeletCgroupRoot + "/kubepods/pod" + uid)
 		for _, m := range append(matches, more...) {
 			t.Errorf("cgroup left: %s", m)
 		}

@@ -207,7 +207,7 @@ func podCgroups(uids []string) []string {
 	}
 	var found []string
 	for _, root := range cgroupRoots() {
-		kp := filepath.Join(root, "kubepods")
+		kp := filepath.Join(root, KubeletCgroupRoot, "kubepods")
 		_ = filepath.WalkDir(kp, func(path string, d os.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
@@ -253,13 +253,21 @@ func removePodCgroups(uids []string) {
 	}
 }
 
-// emptyKubepods lists kubepods cgroups (and their QoS children) that hold no
-// pod cgroups, deepest first: what the kubelet created and nothing uses.
+// emptyKubepods lists the kubelet's cgroups (KubeletCgroupRoot, kubepods
+// and the QoS levels) that hold no pod cgroups, deepest first: what the node
+// created and nothing uses.
 func emptyKubepods() []string {
 	var out []string
 	for _, root := range cgroupRoots() {
-		kp := filepath.Join(root, "kubepods")
+		own := filepath.Join(root, KubeletCgroupRoot)
+		if _, err := os.Stat(own); err != nil {
+			continue
+		}
+		kp := filepath.Join(own, "kubepods")
 		if _, err := os.Stat(kp); err != nil {
+			if !hasChildDirs(own) {
+				out = append(out, own)
+			}
 			continue
 		}
 		busy := false
@@ -286,6 +294,19 @@ func emptyKubepods() []string {
 		}
 		if !other {
 			out = append(out, kp)
+			if entries, _ := os.ReadDir(own); len(dirsIn(entries)) == 1 {
+				out = append(out, own)
+			}
+		}
+	}
+	return out
+}
+
+func dirsIn(entries []os.DirEntry) []string {
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
 		}
 	}
 	return out

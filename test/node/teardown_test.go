@@ -47,7 +47,7 @@ func TestTeardownFindsAndRemovesLeftovers(t *testing.T) {
 		_ = exec.Command("iptables", "-t", "nat", "-D", "OUTPUT", "-d", "192.0.2.250/32", "-j", chain).Run()
 		_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
 	}()
-	cg := filepath.Join("/sys/fs/cgroup/pids/kubepods/besteffort", "pod"+uid)
+	cg := filepath.Join("/sys/fs/cgroup/pids", KubeletCgroupRoot, "kubepods/besteffort", "pod"+uid)
 	if err := os.MkdirAll(cg, 0o755); err != nil {
 		t.Skipf("no cgroup v1 pids hierarchy to plant a pod cgroup in: %v", err)
 	}
