@@ -265,6 +265,19 @@ func cachedGet[T any](r *DatasetResolver, c map[string]cached[T], key string, ge
 }
 
 func findMounts(pod *corev1.Pod, container string) []corev1.VolumeMount {
+	if container == "" {
+		// A container seen in the kernel before the pod's status named it:
+		// any of the workload's own containers may have read the file.
+		var all []corev1.VolumeMount
+		for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for _, c := range list {
+				if !injectedByEddy(pod, c.Name) {
+					all = append(all, c.VolumeMounts...)
+				}
+			}
+		}
+		return all
+	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name == container {
 			return c.VolumeMounts

@@ -65,7 +65,15 @@ type PodIndex struct {
 	retired map[uint64]retiredContainer
 	// pending counts opted-in containers whose cgroup was not found.
 	pending int
+	// starting counts opted-in pods whose containers are not all named in
+	// their status yet; while there are any, Run syncs every startingRescan.
+	starting int
 }
+
+// startingRescan is how often the allow-list is synced, walking the cgroup
+// hierarchy, while an opted-in pod starts: a container's first reads are
+// missed for at most about this long.
+const startingRescan = 100 * time.Millisecond
 
 type retiredContainer struct {
 	pc    *PodContainer
@@ -147,9 +155,16 @@ func (p *PodIndex) Run(ctx context.Context) error {
 		return fmt.Errorf("pod index: pod and namespace caches did not sync for node %q: %w", p.node, ctx.Err())
 	}
 	p.Sync()
-	t := time.NewTicker(p.resync)
+	t := time.NewTimer(p.resync)
 	defer t.Stop()
 	for {
+		p.mu.RLock()
+		next := p.resync
+		if p.starting > 0 {
+			next = startingRescan
+		}
+		p.mu.RUnlock()
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			p.factory.Shutdown()
@@ -183,10 +198,33 @@ func (p *PodIndex) Sync() {
 		enabled[ns.Name] = NamespaceOptedIn(ns)
 	}
 	want := map[uint64]*PodContainer{}
-	pending := 0
+	// eddy's own containers, once named: cgroups observed before that are
+	// dropped without staying attributable.
+	eddys := map[string]bool{}
+	pending, starting := 0, 0
 	for _, pod := range pods {
 		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
 			continue
+		}
+		for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+			for _, st := range list {
+				if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && injectedByEddy(pod, st.Name) {
+					eddys[id] = true
+				}
+			}
+		}
+		if podStarting(pod) {
+			// Its containers run (and read) before the pod's status names
+			// them: observe every container cgroup under the pod now, and
+			// attribute each to its container once the status says which
+			// it is (eddy's own are dropped then).
+			starting++
+			named := statusContainerIDs(pod)
+			for _, e := range p.resolver.PodCgroups(string(pod.UID), startingRescan) {
+				if !named[e.ContainerID] {
+					want[e.ID] = &PodContainer{Pod: pod, ContainerID: e.ContainerID, CgroupID: e.ID}
+				}
+			}
 		}
 		for _, c := range ContainerIDs(pod) {
 			es, ok := p.resolver.ContainerCgroups(c.ID)
@@ -207,7 +245,7 @@ func (p *PodIndex) Sync() {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pending = pending
+	p.pending, p.starting = pending, starting
 	for id, pc := range want {
 		if _, ok := p.allowed[id]; !ok {
 			if err := p.source.Allow(id); err != nil {
@@ -229,6 +267,9 @@ func (p *PodIndex) Sync() {
 		}
 		p.log.V(1).Info("no longer observing container", "pod", pc.Pod.Namespace+"/"+pc.Pod.Name, "container", pc.Container, "cgroupID", id)
 		delete(p.allowed, id)
+		if pc.Container == "" && eddys[pc.ContainerID] {
+			continue // eddy's own: its reads are not the workload's
+		}
 		p.retired[id] = retiredContainer{pc: pc, since: now}
 	}
 	for id, r := range p.retired {
@@ -303,4 +344,27 @@ func ContainerIDs(pod *corev1.Pod) []ContainerRef {
 		}
 	}
 	return out
+}
+
+// podStarting reports whether some of the pod's containers have not been
+// named in its status yet (a pod the kubelet is still starting).
+func podStarting(pod *corev1.Pod) bool {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
+		return false
+	}
+	return len(statusContainerIDs(pod)) < len(pod.Spec.InitContainers)+len(pod.Spec.Containers)
+}
+
+// statusContainerIDs are the runtime ids of every container the pod's
+// status names, eddy's own included.
+func statusContainerIDs(pod *corev1.Pod) map[string]bool {
+	ids := map[string]bool{}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, st := range list {
+			if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && st.ContainerID != "" {
+				ids[id] = true
+			}
+		}
+	}
+	return ids
 }

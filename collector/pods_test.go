@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -45,4 +46,35 @@ func TestContainerIDsLeaveOutEddysOwnContainers(t *testing.T) {
 	assert.Len(t, ContainerIDs(p), 3, "without the injected annotation the names are the user's own")
 	p.Annotations = map[string]string{"eddy.io/injected": "prefetch,sdk"}
 	assert.Equal(t, []ContainerRef{{"trainer", "ccc"}}, ContainerIDs(p), "the prefetcher's reads are not the workload's")
+}
+
+func TestPodStartingUntilStatusNamesEveryContainer(t *testing.T) {
+	pod := &corev1.Pod{
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init"}},
+			Containers:     []corev1.Container{{Name: "app"}},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	if !podStarting(pod) {
+		t.Fatal("a pending pod without container statuses is not starting")
+	}
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "init", ContainerID: "containerd://" + strings.Repeat("a", 64)}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app"}}
+	if !podStarting(pod) {
+		t.Fatal("a pod whose app container has no id yet is not starting")
+	}
+	pod.Status.ContainerStatuses[0].ContainerID = "containerd://" + strings.Repeat("b", 64)
+	pod.Status.Phase = corev1.PodRunning
+	if podStarting(pod) {
+		t.Fatal("a pod whose every container is named is still starting")
+	}
+	if ids := statusContainerIDs(pod); !ids[strings.Repeat("a", 64)] || !ids[strings.Repeat("b", 64)] || len(ids) != 2 {
+		t.Fatalf("statusContainerIDs = %v", ids)
+	}
+	pod.Status.ContainerStatuses[0].ContainerID = ""
+	pod.Status.Phase = corev1.PodSucceeded
+	if podStarting(pod) {
+		t.Fatal("a finished pod is starting")
+	}
 }

@@ -116,6 +116,25 @@ func (r *Resolver) ContainerCgroups(containerID string) ([]Entry, bool) {
 	return es, ok
 }
 
+// PodCgroups returns the container cgroups under the pod with this UID,
+// from a walk no older than maxStale (walking again when it is older,
+// whatever the rate limit): while a pod starts, its containers' cgroups
+// appear before its status names them.
+func (r *Resolver) PodCgroups(podUID string, maxStale time.Duration) []Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.now().Sub(r.lastScan) >= maxStale {
+		_ = r.rescanLocked(true)
+	}
+	var out []Entry
+	for _, e := range r.byID {
+		if e.PodUID == podUID {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Rescan walks the hierarchy now, regardless of the rate limit.
 func (r *Resolver) Rescan() error {
 	r.mu.Lock()
