@@ -1,5 +1,5 @@
 // Package config carries eddy's Kubernetes manifests inside the binary: the
-// generated CRDs and the samples, so that `eddy dev up` and the tests install
+// generated CRDs and the samples, so that `eddy-dev up` and the tests install
 // exactly what is committed, from anywhere.
 package config
 
@@ -7,7 +7,9 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"path"
 	"sort"
+	"strings"
 
 	"bytes"
 	"errors"
@@ -26,6 +28,78 @@ var samplesFS embed.FS
 
 //go:embed webhook/webhooks.yaml
 var webhooksYAML []byte
+
+//go:embed kustomization.yaml namespace.yaml analyzer/*.yaml collector/*.yaml webhook/*.yaml operator/*.yaml
+var deployFS embed.FS
+
+// Components are the folders of config/ that install eddy's components, in
+// the order config/kustomization.yaml lists them.
+var Components = []string{"analyzer", "collector", "webhook", "operator"}
+
+// Deployment returns every object `kubectl apply -k config` installs except
+// the CRDs (see CRDs): eddy's namespace, then each component's objects in the
+// order its kustomization.yaml lists its files, so what tests install is
+// what the kustomizations install.
+func Deployment() ([]*unstructured.Unstructured, error) {
+	var top kustomization
+	if err := readKustomization(".", &top); err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for _, res := range top.Resources {
+		switch {
+		case strings.HasPrefix(res, "crd/"):
+			continue
+		case strings.HasSuffix(res, ".yaml"):
+			objs, err := decodeFile(res)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, objs...)
+		default:
+			var k kustomization
+			if err := readKustomization(res, &k); err != nil {
+				return nil, err
+			}
+			for _, f := range k.Resources {
+				objs, err := decodeFile(res + "/" + f)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, objs...)
+			}
+		}
+	}
+	return out, nil
+}
+
+type kustomization struct {
+	Resources []string `json:"resources"`
+}
+
+func readKustomization(dir string, k *kustomization) error {
+	name := path.Join(dir, "kustomization.yaml")
+	data, err := deployFS.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("config/%s: %w", name, err)
+	}
+	if err := sigsyaml.Unmarshal(data, k); err != nil {
+		return fmt.Errorf("decode config/%s: %w", name, err)
+	}
+	return nil
+}
+
+func decodeFile(name string) ([]*unstructured.Unstructured, error) {
+	data, err := deployFS.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("config/%s (listed in a kustomization.yaml): %w", name, err)
+	}
+	objs, err := decodeAll(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode config/%s: %w", name, err)
+	}
+	return objs, nil
+}
 
 // WebhookConfigurations returns the mutating and validating webhook
 // configurations of config/webhook/webhooks.yaml.

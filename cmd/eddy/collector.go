@@ -89,7 +89,7 @@ PersistentVolumes.`,
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/eddy/collector", "directory for the collector id, sequence numbers and unacknowledged windows (keep it across restarts: a hostPath)")
 	fl.StringVar(&f.metricsAddress, "metrics-address", ":9464", "address for /metrics, /healthz and /readyz (empty disables)")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then the in-cluster service account)")
-	fl.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 mount point (default: found in /proc/self/mountinfo, e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified)")
+	fl.StringVar(&f.cgroupRoot, "cgroup-root", "", "the host's cgroup2 mount, or a folder holding it as unified/ (hybrid hosts) (default: found in /proc/self/mountinfo, e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified)")
 	fl.StringVar(&f.procRoot, "proc-root", "/proc", "the host's /proc (the collector needs hostPID to see pods' processes)")
 	fl.StringVar(&f.kubeletRoot, "kubelet-root", "/var/lib/kubelet", "the kubelet's root directory; its pods folder must be readable")
 	fl.IntVar(&f.maxBuffered, "max-buffered-windows", 720, "most unacknowledged windows kept in --state-dir before the oldest are dropped")
@@ -117,6 +117,12 @@ func runCollector(ctx context.Context, f collectorFlags) error {
 			return fmt.Errorf("find the cgroup2 mount (%w): mount cgroup2 or pass --cgroup-root", err)
 		}
 		f.cgroupRoot = mp
+	} else {
+		root, err := cgroupv2.Resolve(f.cgroupRoot)
+		if err != nil {
+			return fmt.Errorf("--cgroup-root: %w (mount the host's /sys/fs/cgroup there)", err)
+		}
+		f.cgroupRoot = root
 	}
 	kubeletPods, err := checkReadable(f, log)
 	if err != nil {

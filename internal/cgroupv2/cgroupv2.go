@@ -42,6 +42,26 @@ func Mountpoint() (string, error) {
 	return mp, nil
 }
 
+// Resolve returns the cgroup2 file system at or directly under root: root
+// itself on a unified host, root/unified on a hybrid one (v1 controllers
+// with cgroup2 beside them). A collector in a container mounts the host's
+// /sys/fs/cgroup somewhere and need not know which kind of host it is on.
+func Resolve(root string) (string, error) {
+	for _, p := range []string{root, filepath.Join(root, "unified")} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) && p != root {
+				continue
+			}
+			return "", fmt.Errorf("cgroup root %s: %w", p, err)
+		}
+		if st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup2 file system at %s or %s", root, filepath.Join(root, "unified"))
+}
+
 // parseMountinfo returns the mount point of the first cgroup2 file system in
 // the mountinfo format of proc(5): fields, " - ", fstype, source, options.
 func parseMountinfo(r io.Reader) (string, error) {

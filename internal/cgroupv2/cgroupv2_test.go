@@ -111,3 +111,23 @@ func TestAddProcessAndOpen(t *testing.T) {
 	_, err = Create("../escape", "x")
 	assert.Error(t, err)
 }
+
+func TestResolveFindsCgroup2OnThisHost(t *testing.T) {
+	mp, err := Mountpoint()
+	if err != nil {
+		t.Skipf("no cgroup2 here: %v", err)
+	}
+	got, err := Resolve(mp)
+	if err != nil || got != mp {
+		t.Fatalf("Resolve(%s) = %q, %v; want the mount itself", mp, got, err)
+	}
+	if filepath.Base(mp) == "unified" {
+		got, err := Resolve(filepath.Dir(mp))
+		if err != nil || got != mp {
+			t.Fatalf("Resolve(%s) on a hybrid host = %q, %v; want %s", filepath.Dir(mp), got, err, mp)
+		}
+	}
+	if _, err := Resolve(t.TempDir()); err == nil {
+		t.Fatal("Resolve of a plain folder succeeded")
+	}
+}

@@ -1,0 +1,103 @@
+package config
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func key(o *unstructured.Unstructured) string {
+	return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+}
+
+// TestDeploymentIsWhatKustomizeInstalls: config.Deployment (what tests
+// install) and `kubectl kustomize config` (what users apply) hold the same
+// objects, CRDs aside.
+func TestDeploymentIsWhatKustomizeInstalls(t *testing.T) {
+	objs, err := Deployment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) == 0 || objs[0].GetKind() != "Namespace" {
+		t.Fatalf("Deployment does not start with eddy's namespace: %d objects", len(objs))
+	}
+	var got []string
+	for _, o := range objs {
+		got = append(got, key(o))
+	}
+	sort.Strings(got)
+
+	_, file, _, _ := runtime.Caller(0)
+	kubectl := filepath.Join(filepath.Dir(file), "..", "bin", "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		if kubectl, err = exec.LookPath("kubectl"); err != nil {
+			t.Skip("no kubectl (make tools) to render the kustomization with")
+		}
+	}
+	out, err := exec.Command(kubectl, "kustomize", filepath.Dir(file)).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config: %v", err)
+	}
+	rendered, err := decodeAll(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, o := range rendered {
+		if o.GetKind() != "CustomResourceDefinition" {
+			want = append(want, key(o))
+		}
+	}
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("config.Deployment:\n  %s\nkubectl kustomize config:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// TestEveryComponentRunsAsItsOwnServiceAccount: each workload names a
+// ServiceAccount of its own that the manifests create and bind.
+func TestEveryComponentRunsAsItsOwnServiceAccount(t *testing.T) {
+	objs, err := Deployment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sas, bound := map[string]bool{}, map[string]bool{}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount":
+			sas[o.GetName()] = true
+		case "RoleBinding", "ClusterRoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			for _, s := range subjects {
+				bound[s.(map[string]any)["name"].(string)] = true
+			}
+		}
+	}
+	seen := map[string]string{}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" && o.GetKind() != "DaemonSet" {
+			continue
+		}
+		sa, _, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", "serviceAccountName")
+		switch {
+		case sa == "" || sa == "default":
+			t.Errorf("%s runs as the default service account", key(o))
+		case !sas[sa]:
+			t.Errorf("%s runs as %s, which the manifests do not create", key(o), sa)
+		case !bound[sa]:
+			t.Errorf("%s runs as %s, which no binding grants anything", key(o), sa)
+		case seen[sa] != "":
+			t.Errorf("%s and %s share the service account %s", seen[sa], key(o), sa)
+		}
+		seen[sa] = key(o)
+	}
+	if len(seen) != len(Components) {
+		t.Errorf("%d workloads for %d components", len(seen), len(Components))
+	}
+}
