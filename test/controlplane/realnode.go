@@ -53,6 +53,24 @@ type RealNodeConfig struct {
 	// ServiceAccountKeyFile is the private key that signs service-account
 	// tokens (kube-controller-manager's --service-account-private-key-file).
 	ServiceAccountKeyFile string
+
+	serverCA *keyPair
+}
+
+// IssueServingCert returns a PEM certificate and key for a server with the
+// given names, signed by the cluster's root CA (ServerCAFile), which every
+// pod trusts through its service account's ca.crt: what cert-manager with a
+// CA issuer holding the cluster CA would issue.
+func (c *RealNodeConfig) IssueServingCert(commonName string, dnsNames []string, ips []net.IP) (certPEM, keyPEM []byte, err error) {
+	kp, err := c.serverCA.issue(certRequest{commonName: commonName, dnsNames: dnsNames, ips: ips, server: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalECPrivateKey(kp.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kp.certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }
 
 // RealNode returns the real-node settings, or nil if Options.RealNode was not set.
@@ -103,6 +121,7 @@ func (e *Env) prepareRealNode() error {
 	if err != nil {
 		return err
 	}
+	cfg.serverCA = serverCA
 	if err := serverCA.write(cfg.ServerCAFile, ""); err != nil {
 		return err
 	}

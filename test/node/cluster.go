@@ -249,6 +249,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	return c, nil
 }
 
+// KubeletRootDir is the kubelet's --root-dir (its pods folder is
+// KubeletRootDir/pods): what a DaemonSet that reads the kubelet's volumes
+// mounts instead of /var/lib/kubelet.
+func (c *Cluster) KubeletRootDir() string { return filepath.Join(c.Dir, "kubelet", "root") }
+
 // Stop tears the node and the control plane down, then checks that nothing
 // is left behind: it returns an error naming every leftover. It is safe to
 // call more than once.
