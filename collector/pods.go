@@ -214,11 +214,14 @@ func (p *PodIndex) Sync() {
 			}
 		}
 		if podStarting(pod) {
+			starting++
+		}
+		if podStarting(pod) && eddysNamed(pod) {
 			// Its containers run (and read) before the pod's status names
 			// them: observe every container cgroup under the pod now, and
 			// attribute each to its container once the status says which
-			// it is (eddy's own are dropped then).
-			starting++
+			// it is. Only once eddy's own containers are named, so that an
+			// unnamed cgroup is never one of them.
 			named := statusContainerIDs(pod)
 			for _, e := range p.resolver.PodCgroups(string(pod.UID), startingRescan) {
 				if !named[e.ContainerID] {
@@ -367,4 +370,25 @@ func statusContainerIDs(pod *corev1.Pod) map[string]bool {
 		}
 	}
 	return ids
+}
+
+// eddysNamed reports whether every container eddy's webhook injected into
+// the pod has been named, with its runtime id, in the pod's status.
+func eddysNamed(pod *corev1.Pod) bool {
+	named := map[string]bool{}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, st := range list {
+			if st.ContainerID != "" {
+				named[st.Name] = true
+			}
+		}
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if injectedByEddy(pod, c.Name) && !named[c.Name] {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -78,3 +78,17 @@ func TestPodStartingUntilStatusNamesEveryContainer(t *testing.T) {
 		t.Fatal("a finished pod is starting")
 	}
 }
+
+func TestUnnamedContainersWaitForEddysOwnToBeNamed(t *testing.T) {
+	pod := &corev1.Pod{
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "eddy-prefetch"}},
+			Containers:     []corev1.Container{{Name: "trainer"}},
+		},
+	}
+	assert.True(t, eddysNamed(pod), "eddy-prefetch is the user's own without the injected annotation")
+	pod.Annotations = map[string]string{"eddy.io/injected": "prefetch"}
+	assert.False(t, eddysNamed(pod), "the injected sidecar has no id yet: an unnamed cgroup may be it")
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "eddy-prefetch", ContainerID: "containerd://" + strings.Repeat("a", 64)}}
+	assert.True(t, eddysNamed(pod))
+}

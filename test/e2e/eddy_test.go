@@ -138,6 +138,20 @@ func TestEddyOnRealNode(t *testing.T) {
 	second := runJob(ctx, t, c, "train-2")
 	t.Logf("second run finished in %.1fs", time.Since(phase).Seconds())
 	checkSidecarRan(ctx, t, c, second)
+
+	// The sidecar read the whole dataset and its own token; none of that
+	// may reach the workload's profiles. Two flushes after the run, every
+	// profile is the dataset's.
+	time.Sleep(5 * time.Second)
+	var list v1.AccessProfileList
+	if err := c.Env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list.Items {
+		if p.Spec.Dataset.Name != dataset {
+			t.Errorf("AccessProfile %s: reads of %s %q attributed to the workload (the trainer reads only %s)", p.Name, p.Spec.Dataset.Source, p.Spec.Dataset.Name, dataset)
+		}
+	}
 }
 
 // setupNamespace opts the test namespace in with an Auto policy for
@@ -427,10 +441,31 @@ func poll(ctx context.Context, t *testing.T, c *node.Cluster, timeout time.Durat
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			screen, _ := c.Env.Kubectl(context.Background(), "get", "accessprofiles,recommendations,jobs,pods", "-n", ns, "-o", "wide")
-			t.Fatalf("timed out after %s waiting for %s; in %s:\n%s", timeout, what, ns, screen)
+			t.Fatalf("timed out after %s waiting for %s; in %s:\n%s\ncollector:\n%s", timeout, what, ns, screen, collectorMetrics(c))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// collectorMetrics are the collector's own series (not the per-pod ones).
+func collectorMetrics(c *node.Cluster) string {
+	var pods corev1.PodList
+	if err := c.Env.Client.List(context.Background(), &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": "collector"}); err != nil || len(pods.Items) == 0 {
+		return "no collector pod"
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://%s:9464/metrics", pods.Items[0].Status.PodIP))
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var b strings.Builder
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "eddy_collector_") && !strings.Contains(l, "_bucket") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 func podsSummary(ctx context.Context, c *node.Cluster, job string) string {
