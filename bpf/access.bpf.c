@@ -6,11 +6,13 @@
 // Kernel side of eddy's node collector: counts file reads and writes per
 // (cgroup, device, inode) for opted-in cgroups only.
 //
-// Every hook is a BTF raw tracepoint (tp_btf): they need neither tracefs nor
-// kprobes, and they receive typed arguments, so most pointer walks are plain
-// loads instead of bpf_probe_read_kernel calls. The syscall side uses the
-// raw_syscalls sys_enter/sys_exit tracepoints filtered by syscall number,
-// which is x86-64 only (pt_regs argument registers and syscall numbers).
+// The syscall side prefers the syscalls:sys_{enter,exit}_* trace events, so
+// that only the traced syscalls run a program; where they are missing it falls
+// back to the raw_syscalls sys_enter/sys_exit BTF tracepoints filtered by
+// syscall number, which every syscall on the node runs. The page-cache side
+// uses BTF raw tracepoints (tp_btf): they receive typed arguments, so most
+// pointer walks are plain loads instead of bpf_probe_read_kernel calls. Both
+// syscall paths decode x86-64 registers and syscall numbers.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -28,6 +30,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFREG 0100000
 #define O_DIRECT_FLAG 00040000
 #define TS_COMPAT_FLAG 0x0002
+#define PF_IO_WORKER_FLAG 0x00000010
+#define PF_KTHREAD_FLAG 0x00200000
 #define EEXIST_ERR 17
 
 // x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
@@ -45,6 +49,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_pwritev2 328
 #define NR_openat2 437
 
+// Indexes into the settings array; mirrored in loader.go.
+enum setting_index {
+	SETTING_ALLOW_GEN = 0,
+	SETTING_BATCH = 1,
+	SETTING_MAX = 2,
+};
+
 // Indexes into the counters array; mirrored in loader.go.
 enum counter_index {
 	CNT_DROP_RINGBUF = 0,    // ring buffer reserve failed: a first-seen event was lost
@@ -54,7 +65,8 @@ enum counter_index {
 	CNT_DROP_SEEN = 4,       // seen map insert failed: an event was not sent (retried on next open)
 	CNT_DROP_FD = 5,         // fd did not resolve to a file at syscall exit
 	CNT_STATS_INSERTS = 6,   // entries created in stats_by_file (for occupancy)
-	CNT_MAX = 7,
+	CNT_BATCH_BUSY = 7,      // a flush found a thread's batch locked: left to a later drain (lost at thread exit)
+	CNT_MAX = 8,
 };
 
 struct file_key {
@@ -63,18 +75,23 @@ struct file_key {
 	__u64 ino;
 };
 
-// Mirrors bpf.Record after its Key; see record.go for the meaning of each field.
+// Mirrors bpf.Record after its Key (less ReadOps, the sum of read_size_log2);
+// see record.go for the meaning of each field. The fields every read
+// updates come first and fill one 64-byte cache line, so that concurrent
+// readers of one file contend on as few lines as possible.
 struct file_stats {
-	__u64 read_ops;
 	__u64 read_bytes;
-	__u64 write_ops;
-	__u64 write_bytes;
-	__u64 seq_steps;
-	__u64 rand_steps;
-	__u64 read_size_log2[READ_SIZE_BUCKETS];
-	__u64 read_latency_log2[LATENCY_BUCKETS];
 	__u64 read_wait_ns;
 	__u64 pages_requested;
+	__u64 seq_steps;
+	__u64 rand_steps;
+	__u64 last_ns;
+	__u64 max_offset;
+	__u64 file_size;
+	__u64 read_size_log2[READ_SIZE_BUCKETS];
+	__u64 read_latency_log2[LATENCY_BUCKETS];
+	__u64 write_ops;
+	__u64 write_bytes;
 	__u64 pages_added;
 	__u64 mmap_faults;
 	__u64 mmap_pages;
@@ -83,21 +100,46 @@ struct file_stats {
 	__u64 passes;
 	__u64 last_pass_ns;
 	__u64 first_ns;
-	__u64 last_ns;
-	__u64 max_offset;
-	__u64 file_size;
 };
 
-// State of one read syscall in flight on one thread, kept in task storage so
-// the hot path needs no hash lookup and no delete at exit.
+// read_batch holds one thread's recent reads of one file, added up in the
+// layout of the map entry, until flush_batch adds them to stats_by_file: the
+// reads in between need no hash lookup and no atomic operation on an entry
+// other threads update too. Only the read fields of st are used.
+struct read_batch {
+	// 1 while the owning thread or a flusher works on the batch (64 bits:
+	// BPF's compare-and-swap before -mcpu=v3).
+	__u64 lock;
+	// Reads in the batch; 0 means empty.
+	__u32 reads;
+	// Process of the reading thread, for the first-seen event.
+	__u32 pid;
+	struct file_key key;
+	struct file_stats st;
+};
+
+// State of one thread that reads in an allowed cgroup: the read syscall in
+// flight, and the batch of its reads not yet in stats_by_file. It is kept in
+// task storage so the hot path needs no hash lookup and no delete at exit.
 struct inflight_read {
 	__u64 start_ns;
+	// The thread's cgroup and whether it was allowed, as of the allow-list's
+	// generation allow_gen (settings[SETTING_ALLOW_GEN]): the list need not
+	// be looked up again until either changes.
 	__u64 cgroup_id;
+	__u64 allow_gen;
 	__u64 pages_added;
-	__u32 active;
+	// The syscall's file descriptor and explicit offset (-1: the file
+	// position), saved at entry because the exit event lacks them.
+	__s64 pos;
+	__u32 fd;
+	__u8 allowed;
+	__u8 active;
 	// Set when the read went through the page cache
 	// (mm_filemap_get_pages fired during it).
-	__u32 buffered;
+	__u8 buffered;
+	__u8 _pad;
+	struct read_batch batch;
 };
 
 // Where the next sequential read of one open file description would begin.
@@ -124,6 +166,19 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } allowed_cgroups SEC(".maps");
+
+// Values user space sets for the programs. settings[SETTING_ALLOW_GEN] is
+// the allow-list's generation: user space bumps it after every change to
+// allowed_cgroups. settings[SETTING_BATCH] is how many reads a thread may
+// batch before flushing them (0 or 1: every read is added at once); user
+// space raises it only once everything that flushes batches (thread exit,
+// the drain iterator) is attached.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SETTING_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} settings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -152,6 +207,14 @@ struct {
 	__type(key, int);
 	__type(value, struct inflight_read);
 } inflight SEC(".maps");
+
+// A batch of one read, for a thread whose own batch a flusher holds.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct read_batch);
+} scratch_batch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -231,7 +294,7 @@ static __always_inline bool inode_key(struct inode *inode, __u64 cgid, struct fi
 // emit_first_seen sends one event per (cgroup, dev, ino) for as long as the
 // key stays in seen_files. upath may be NULL when the first access is a read
 // of a file opened before the cgroup was allowed.
-static __always_inline void emit_first_seen(struct file_key *k, const char *upath, __u64 now)
+static __always_inline void emit_first_seen(struct file_key *k, const char *upath, __u64 now, __u32 pid)
 {
 	if (bpf_map_lookup_elem(&seen_files, k))
 		return;
@@ -254,7 +317,7 @@ static __always_inline void emit_first_seen(struct file_key *k, const char *upat
 	ev->dev = k->dev;
 	ev->ino = k->ino;
 	ev->time_ns = now;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->pid = pid;
 	ev->path_len = 0;
 	ev->truncated = 0;
 	ev->_pad = 0;
@@ -273,10 +336,15 @@ static __always_inline void emit_first_seen(struct file_key *k, const char *upat
 	bpf_ringbuf_submit(ev, 0);
 }
 
-// stats_for returns the entry for k, creating it if absent; a created entry
-// also emits the first-seen event (without a path) when announce is set. NULL
-// means the map is full.
-static __always_inline struct file_stats *stats_for(struct file_key *k, __u64 now, bool announce)
+static __always_inline __u32 current_pid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+// stats_for returns the entry for k, creating it (first access at now) if
+// absent; a created entry also emits the first-seen event (without a path,
+// for process pid) when announce is set. NULL means the map is full.
+static __always_inline struct file_stats *stats_for_pid(struct file_key *k, __u64 now, bool announce, __u32 pid)
 {
 	struct file_stats *s = bpf_map_lookup_elem(&stats_by_file, k);
 	if (s)
@@ -293,51 +361,153 @@ static __always_inline struct file_stats *stats_for(struct file_key *k, __u64 no
 		s->first_ns = now;
 		count(CNT_STATS_INSERTS);
 		if (announce)
-			emit_first_seen(k, NULL, now);
+			emit_first_seen(k, NULL, now, pid);
 	}
 	return s;
+}
+
+static __always_inline struct file_stats *stats_for(struct file_key *k, __u64 now, bool announce)
+{
+	return stats_for_pid(k, now, announce, current_pid());
 }
 
 static __always_inline void touch(struct file_stats *s, struct inode *inode, __u64 now)
 {
 	s->last_ns = now;
-	s->file_size = inode->i_size;
+	__u64 size = inode->i_size;
+	if (s->file_size != size)
+		s->file_size = size;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+// Layout of the syscalls:sys_enter_* and sys_exit_* trace events: the common
+// header (8 bytes), the syscall number, then the arguments or the return
+// value, each widened to 8 bytes.
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__s64 ret;
+};
+
+// enter_read starts tracking one read syscall of the current thread. pos is
+// the explicit offset of the p* calls, -1 for read and readv.
+static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
 {
-	switch (id) {
-	case NR_read:
-	case NR_pread64:
-	case NR_readv:
-	case NR_preadv:
-	case NR_preadv2:
-		break;
-	default:
-		return 0;
-	}
 	__u64 cgid = bpf_get_current_cgroup_id();
-	if (!cgroup_allowed(cgid))
-		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	// Syscall numbers above are for 64-bit tasks; ia32 numbers differ.
-	if (task->thread_info.status & TS_COMPAT_FLAG)
-		return 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	// Read the generation before the allow-list: a decision cached under a
+	// generation never predates the list as of that generation.
+	__u32 idx = SETTING_ALLOW_GEN;
+	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
+	__u64 gen = genp ? *genp : 0;
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
 	if (!in) {
-		count(CNT_DROP_TASK_STATE);
-		return 0;
+		// Threads of cgroups never allowed get no state: the lookup here
+		// is all they cost.
+		if (!cgroup_allowed(cgid))
+			return 0;
+		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!in) {
+			count(CNT_DROP_TASK_STATE);
+			return 0;
+		}
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = 1;
+	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = cgroup_allowed(cgid);
 	}
+	if (!in->allowed)
+		return 0;
 	in->start_ns = bpf_ktime_get_ns();
-	in->cgroup_id = cgid;
+	in->pos = pos;
+	in->fd = fd;
 	in->buffered = 0;
 	in->pages_added = 0;
 	in->active = 1;
 	return 0;
 }
 
-static __always_inline int exit_read(struct pt_regs *regs, long id, long ret)
+#define ADD_IF(dst, src) \
+	do { \
+		if (src) \
+			__sync_fetch_and_add(&(dst), (src)); \
+	} while (0)
+
+// flush_batch adds a batch to stats_by_file and empties it. The caller holds
+// the batch's lock.
+static __always_inline void flush_batch(struct read_batch *b)
+{
+	if (!b->reads)
+		return;
+	struct file_stats *t = &b->st;
+	struct file_stats *s = stats_for_pid(&b->key, t->first_ns, true, b->pid);
+	if (s) {
+		ADD_IF(s->read_bytes, t->read_bytes);
+		ADD_IF(s->read_wait_ns, t->read_wait_ns);
+		ADD_IF(s->pages_requested, t->pages_requested);
+		ADD_IF(s->seq_steps, t->seq_steps);
+		ADD_IF(s->rand_steps, t->rand_steps);
+		ADD_IF(s->pages_added, t->pages_added);
+		ADD_IF(s->direct_reads, t->direct_reads);
+		ADD_IF(s->passes, t->passes);
+		for (int i = 0; i < READ_SIZE_BUCKETS; i++)
+			ADD_IF(s->read_size_log2[i], t->read_size_log2[i]);
+		for (int i = 0; i < LATENCY_BUCKETS; i++)
+			ADD_IF(s->read_latency_log2[i], t->read_latency_log2[i]);
+		// Racy maxima, as for single reads: a concurrent update may be
+		// overwritten within the same window.
+		if (t->last_pass_ns > s->last_pass_ns)
+			s->last_pass_ns = t->last_pass_ns;
+		if (t->max_offset > s->max_offset)
+			s->max_offset = t->max_offset;
+		if (t->last_ns > s->last_ns) {
+			s->last_ns = t->last_ns;
+			s->file_size = t->file_size;
+		}
+	}
+	__u64 *w = (__u64 *)t;
+	for (int i = 0; i < sizeof(*t) / sizeof(__u64); i++)
+		w[i] = 0;
+	b->reads = 0;
+}
+
+// lock_batch takes a batch's lock, trying a bounded number of times: the
+// holder keeps it for one read or one flush.
+static __always_inline bool lock_batch(struct read_batch *b, int tries)
+{
+	for (int i = 0; i < tries; i++) {
+		if (__sync_val_compare_and_swap(&b->lock, 0, 1) == 0)
+			return true;
+	}
+	return false;
+}
+
+// unlock_batch releases the lock with a plain store: on x86-64 (the only
+// architecture the syscall hooks support) stores are not reordered with
+// earlier loads and stores, so the compiler barrier is all a release needs.
+static __always_inline void unlock_batch(struct read_batch *b)
+{
+	asm volatile("" ::: "memory");
+	*(volatile __u64 *)&b->lock = 0;
+}
+
+static __always_inline __u64 batch_limit(void)
+{
+	__u32 idx = SETTING_BATCH;
+	__u64 *n = bpf_map_lookup_elem(&settings, &idx);
+	return n ? *n : 0;
+}
+
+static __always_inline int exit_read(long ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
@@ -349,7 +519,7 @@ static __always_inline int exit_read(struct pt_regs *regs, long id, long ret)
 
 	__u64 now = bpf_ktime_get_ns();
 	__u64 faddr = 0;
-	struct file *f = fd_file(task, regs->di, &faddr);
+	struct file *f = fd_file(task, in->fd, &faddr);
 	if (!f) {
 		count(CNT_DROP_FD);
 		return 0;
@@ -361,11 +531,7 @@ static __always_inline int exit_read(struct pt_regs *regs, long id, long ret)
 	// Start offset: the explicit position for the p* calls, else the file
 	// position after the read minus what was read.
 	__u64 bytes = ret;
-	__s64 off;
-	if (id == NR_pread64 || id == NR_preadv || id == NR_preadv2)
-		off = regs->r10;
-	else
-		off = -1;
+	__s64 off = in->pos;
 	if (off < 0)
 		off = f->f_pos - bytes;
 	__u64 end = off + bytes;
@@ -373,10 +539,39 @@ static __always_inline int exit_read(struct pt_regs *regs, long id, long ret)
 	struct file_key k = {};
 	if (!inode_key(inode, in->cgroup_id, &k))
 		return 0;
-	struct file_stats *s = stats_for(&k, now, true);
-	if (!s)
-		return 0;
 
+	// Classify the step against the previous read through this open file.
+	int step = 0; // 1 sequential, 2 random, 0 first read: no step
+	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
+	if (of) {
+		step = of->next_offset == (__u64)off ? 1 : 2;
+		of->next_offset = end;
+	} else {
+		struct open_file_state st = { .next_offset = end };
+		if (bpf_map_update_elem(&open_files, &faddr, &st, BPF_ANY))
+			count(CNT_DROP_OPEN_FILE);
+	}
+
+	struct read_batch *b = &in->batch;
+	bool own = lock_batch(b, 1);
+	if (!own) {
+		// A flusher holds this thread's batch: count the read alone.
+		__u32 zero = 0;
+		b = bpf_map_lookup_elem(&scratch_batch, &zero);
+		if (!b)
+			return 0;
+	}
+	__u64 limit = batch_limit();
+	if (b->reads && (b->reads >= limit || b->key.cgroup_id != k.cgroup_id || b->key.ino != k.ino || b->key.dev != k.dev))
+		flush_batch(b);
+
+	struct file_stats *t = &b->st;
+	if (!b->reads) {
+		b->key = k;
+		b->pid = current_pid();
+		t->first_ns = now;
+	}
+	b->reads++;
 	__u64 lat = now - in->start_ns;
 	__u32 sb = bytes ? log2_u64(bytes) : 0;
 	if (sb >= READ_SIZE_BUCKETS)
@@ -384,61 +579,86 @@ static __always_inline int exit_read(struct pt_regs *regs, long id, long ret)
 	__u32 lb = lat ? log2_u64(lat) : 0;
 	if (lb >= LATENCY_BUCKETS)
 		lb = LATENCY_BUCKETS - 1;
-
-	__sync_fetch_and_add(&s->read_ops, 1);
-	__sync_fetch_and_add(&s->read_bytes, bytes);
-	__sync_fetch_and_add(&s->read_size_log2[sb], 1);
-	__sync_fetch_and_add(&s->read_latency_log2[lb], 1);
-	__sync_fetch_and_add(&s->read_wait_ns, lat);
+	// Every counted read lands in exactly one read_size_log2 bucket, so the
+	// loader derives the read count from that histogram.
+	t->read_bytes += bytes;
+	t->read_size_log2[sb]++;
+	t->read_latency_log2[lb]++;
+	t->read_wait_ns += lat;
 	// The pages a buffered read asked the cache for are those its bytes
 	// span. The tracepoint's own ranges cannot be summed: a large read calls
 	// filemap_get_pages once per batch of folios, each time with the range
 	// up to the end of the request (past EOF, too), and a call that returns
 	// a partial batch after an error is not traced at all.
 	if (in->buffered && bytes)
-		__sync_fetch_and_add(&s->pages_requested, ((end - 1) >> PAGE_SHIFT_4K) - ((__u64)off >> PAGE_SHIFT_4K) + 1);
-	if (in->pages_added)
-		__sync_fetch_and_add(&s->pages_added, in->pages_added);
+		t->pages_requested += ((end - 1) >> PAGE_SHIFT_4K) - ((__u64)off >> PAGE_SHIFT_4K) + 1;
+	t->pages_added += in->pages_added;
 	if (f->f_flags & O_DIRECT_FLAG)
-		__sync_fetch_and_add(&s->direct_reads, 1);
+		t->direct_reads++;
 	if (off == 0) {
-		__sync_fetch_and_add(&s->passes, 1);
-		s->last_pass_ns = in->start_ns;
+		t->passes++;
+		t->last_pass_ns = in->start_ns;
 	}
-	// Racy max: a concurrent larger end may be overwritten by a smaller one
-	// within the same window; rare and bounded by the next read.
-	if (end > s->max_offset)
-		s->max_offset = end;
-	touch(s, inode, now);
+	if (step == 1)
+		t->seq_steps++;
+	else if (step == 2)
+		t->rand_steps++;
+	if (end > t->max_offset)
+		t->max_offset = end;
+	t->last_ns = now;
+	t->file_size = inode->i_size;
 
-	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
-	if (of) {
-		if (of->next_offset == (__u64)off)
-			__sync_fetch_and_add(&s->seq_steps, 1);
-		else
-			__sync_fetch_and_add(&s->rand_steps, 1);
-		of->next_offset = end;
-	} else {
-		// First read through this open file: no step to classify yet.
-		struct open_file_state st = { .next_offset = end };
-		if (bpf_map_update_elem(&open_files, &faddr, &st, BPF_ANY))
-			count(CNT_DROP_OPEN_FILE);
-	}
+	if (!own || b->reads >= limit)
+		flush_batch(b);
+	if (own)
+		unlock_batch(b);
 	return 0;
 }
 
-static __always_inline int exit_write(struct pt_regs *regs, long ret)
+// flush_task_batch flushes the batch of a thread that may be reading
+// concurrently (drain iterator) or is exiting.
+static __always_inline void flush_task_batch(struct task_struct *task)
+{
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	if (!in || !in->batch.reads)
+		return;
+	struct read_batch *b = &in->batch;
+	if (!lock_batch(b, 1000)) {
+		count(CNT_BATCH_BUSY);
+		return;
+	}
+	flush_batch(b);
+	unlock_batch(b);
+}
+
+// The batch of an exiting thread would be freed with its task storage.
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_task_exit, struct task_struct *p)
+{
+	flush_task_batch(bpf_get_current_task_btf());
+	return 0;
+}
+
+// Run by Drain before it reads stats_by_file, so every read done before the
+// drain is in the map: visits every thread on the node.
+SEC("iter/task")
+int flush_batches(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (task)
+		flush_task_batch(task);
+	return 0;
+}
+
+static __always_inline int exit_write(struct task_struct *task, __u64 fd, long ret)
 {
 	if (ret <= 0)
 		return 0;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (!cgroup_allowed(cgid))
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->thread_info.status & TS_COMPAT_FLAG)
-		return 0;
 	__u64 faddr = 0;
-	struct file *f = fd_file(task, regs->di, &faddr);
+	struct file *f = fd_file(task, fd, &faddr);
 	if (!f) {
 		count(CNT_DROP_FD);
 		return 0;
@@ -459,15 +679,14 @@ static __always_inline int exit_write(struct pt_regs *regs, long ret)
 	return 0;
 }
 
-static __always_inline int exit_open(struct pt_regs *regs, long id, long ret)
+// exit_open handles a successful open; upath is the path argument, still in
+// the argument registers at exit.
+static __always_inline int exit_open(struct task_struct *task, const char *upath, long ret)
 {
 	if (ret < 0)
 		return 0;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (!cgroup_allowed(cgid))
-		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->thread_info.status & TS_COMPAT_FLAG)
 		return 0;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, ret, &faddr);
@@ -484,17 +703,99 @@ static __always_inline int exit_open(struct pt_regs *regs, long id, long ret)
 	struct file_key k = {};
 	if (!inode_key(inode, cgid, &k))
 		return 0;
-	// The argument registers still hold the syscall's arguments at exit.
-	const char *upath = (const char *)(id == NR_open ? regs->di : regs->si);
 	__u64 now = bpf_ktime_get_ns();
 	// The open announces the file itself, with the path.
-	emit_first_seen(&k, upath, now);
+	emit_first_seen(&k, upath, now, current_pid());
 	struct file_stats *s = stats_for(&k, now, false);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->opens, 1);
 	touch(s, inode, now);
 	return 0;
+}
+
+// Preferred syscall hooks: one trace event per traced syscall, so the kernel
+// runs a program only for these syscalls instead of for every syscall on the
+// node. The kernel does not fire them for 32-bit (compat) syscalls.
+
+// One program serves read and readv, another pread64, preadv and preadv2,
+// which take the offset as the fourth argument (preadv's pos_l holds all 64
+// bits on x86-64; preadv2 passes -1 for the file position).
+SEC("tracepoint/syscalls/sys_enter_read")
+int on_enter_read(struct syscall_enter_ctx *ctx)
+{
+	return enter_read(bpf_get_current_task_btf(), ctx->args[0], -1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pread64")
+int on_enter_pread(struct syscall_enter_ctx *ctx)
+{
+	return enter_read(bpf_get_current_task_btf(), ctx->args[0], ctx->args[3]);
+}
+
+// One program serves the exits of all five read syscalls: the state saved at
+// entry holds what differs between them.
+SEC("tracepoint/syscalls/sys_exit_read")
+int on_exit_read(struct syscall_exit_ctx *ctx)
+{
+	return exit_read(ctx->ret);
+}
+
+// The exit events carry only the return value; the arguments are read from
+// the task's saved user registers. One program serves write, pwrite64,
+// writev, pwritev and pwritev2 (the descriptor is the first argument of each).
+SEC("tracepoint/syscalls/sys_exit_write")
+int on_exit_write(struct syscall_exit_ctx *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	return exit_write(task, regs->di, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int on_exit_open(struct syscall_exit_ctx *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	return exit_open(task, (const char *)regs->di, ctx->ret);
+}
+
+// openat and openat2 take the path as the second argument.
+SEC("tracepoint/syscalls/sys_exit_openat")
+int on_exit_openat(struct syscall_exit_ctx *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	return exit_open(task, (const char *)regs->si, ctx->ret);
+}
+
+// Fallback syscall hooks, for kernels without the syscalls trace events
+// (CONFIG_FTRACE_SYSCALLS off) or without tracefs to find them: the
+// raw_syscalls tracepoints, filtered by syscall number. Every syscall on the
+// node then runs them, at least to the switch below.
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+{
+	__s64 pos;
+	switch (id) {
+	case NR_read:
+	case NR_readv:
+		pos = -1;
+		break;
+	case NR_pread64:
+	case NR_preadv:
+	case NR_preadv2:
+		pos = regs->r10;
+		break;
+	default:
+		return 0;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	// Syscall numbers above are for 64-bit tasks; ia32 numbers differ.
+	if (task->thread_info.status & TS_COMPAT_FLAG)
+		return 0;
+	return enter_read(task, regs->di, pos);
 }
 
 SEC("tp_btf/sys_exit")
@@ -507,19 +808,27 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	case NR_readv:
 	case NR_preadv:
 	case NR_preadv2:
-		return exit_read(regs, id, ret);
+		return exit_read(ret);
 	case NR_write:
 	case NR_pwrite64:
 	case NR_writev:
 	case NR_pwritev:
 	case NR_pwritev2:
-		return exit_write(regs, ret);
 	case NR_open:
 	case NR_openat:
 	case NR_openat2:
-		return exit_open(regs, id, ret);
+		break;
+	default:
+		return 0;
 	}
-	return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->thread_info.status & TS_COMPAT_FLAG)
+		return 0;
+	if (id == NR_open)
+		return exit_open(task, (const char *)regs->di, ret);
+	if (id == NR_openat || id == NR_openat2)
+		return exit_open(task, (const char *)regs->si, ret);
+	return exit_write(task, regs->di, ret);
 }
 
 // page_cache_stats finds the entry for a page-cache event that happened
@@ -552,14 +861,41 @@ static __always_inline struct inflight_read *active_read(void)
 	return NULL;
 }
 
+// in_read_syscall reports whether the current thread is inside one of the
+// read syscalls the syscall hooks trace. io_uring workers and kernel threads
+// are not in a syscall, whatever their saved registers say.
+static __always_inline bool in_read_syscall(struct task_struct *task)
+{
+	if (task->flags & (PF_KTHREAD_FLAG | PF_IO_WORKER_FLAG))
+		return false;
+	if (task->thread_info.status & TS_COMPAT_FLAG)
+		return false;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	switch (regs->orig_ax) {
+	case NR_read:
+	case NR_pread64:
+	case NR_readv:
+	case NR_preadv:
+	case NR_preadv2:
+		return true;
+	}
+	return false;
+}
+
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_filemap_get_pages, struct address_space *mapping, unsigned long index, unsigned long last_index)
 {
-	struct inflight_read *in = active_read();
-	if (in) {
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	if (in && in->active) {
 		in->buffered = 1;
 		return 0;
 	}
+	// A read syscall that is not in flight is one of a cgroup that is not
+	// allowed: skip the allow-list lookup below, which every buffered read
+	// of every other pod on the node would pay.
+	if (in_read_syscall(task))
+		return 0;
 	// Outside a read syscall (sendfile, splice, io_uring) the range is all
 	// there is; it may overcount as explained in exit_read.
 	__u64 n = last_index >= index ? last_index - index + 1 : 0;

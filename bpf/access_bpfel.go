@@ -35,16 +35,18 @@ type accessFileKey struct {
 
 type accessFileStats struct {
 	_               structs.HostLayout
-	ReadOps         uint64
 	ReadBytes       uint64
-	WriteOps        uint64
-	WriteBytes      uint64
-	SeqSteps        uint64
-	RandSteps       uint64
-	ReadSizeLog2    [32]uint64
-	ReadLatencyLog2 [40]uint64
 	ReadWaitNs      uint64
 	PagesRequested  uint64
+	SeqSteps        uint64
+	RandSteps       uint64
+	LastNs          uint64
+	MaxOffset       uint64
+	FileSize        uint64
+	ReadSizeLog2    [32]uint64
+	ReadLatencyLog2 [40]uint64
+	WriteOps        uint64
+	WriteBytes      uint64
 	PagesAdded      uint64
 	MmapFaults      uint64
 	MmapPages       uint64
@@ -53,23 +55,35 @@ type accessFileStats struct {
 	Passes          uint64
 	LastPassNs      uint64
 	FirstNs         uint64
-	LastNs          uint64
-	MaxOffset       uint64
-	FileSize        uint64
 }
 
 type accessInflightRead struct {
 	_          structs.HostLayout
 	StartNs    uint64
 	CgroupId   uint64
+	AllowGen   uint64
 	PagesAdded uint64
-	Active     uint32
-	Buffered   uint32
+	Pos        int64
+	Fd         uint32
+	Allowed    uint8
+	Active     uint8
+	Buffered   uint8
+	Pad        uint8
+	Batch      accessReadBatch
 }
 
 type accessOpenFileState struct {
 	_          structs.HostLayout
 	NextOffset uint64
+}
+
+type accessReadBatch struct {
+	_     structs.HostLayout
+	Lock  uint64
+	Reads uint32
+	Pid   uint32
+	Key   accessFileKey
+	St    accessFileStats
 }
 
 // Names of all BPF objects in the ELF.
@@ -81,14 +95,24 @@ const (
 	accessMapEvents             = "events"
 	accessMapInflight           = "inflight"
 	accessMapOpenFiles          = "open_files"
+	accessMapScratchBatch       = "scratch_batch"
 	accessMapSeenFiles          = "seen_files"
+	accessMapSettings           = "settings"
 	accessMapStatsByFile        = "stats_by_file"
+	accessProgFlushBatches      = "flush_batches"
+	accessProgOnEnterPread      = "on_enter_pread"
+	accessProgOnEnterRead       = "on_enter_read"
+	accessProgOnExitOpen        = "on_exit_open"
+	accessProgOnExitOpenat      = "on_exit_openat"
+	accessProgOnExitRead        = "on_exit_read"
+	accessProgOnExitWrite       = "on_exit_write"
 	accessProgOnFilemapAdd      = "on_filemap_add"
 	accessProgOnFilemapFault    = "on_filemap_fault"
 	accessProgOnFilemapGetPages = "on_filemap_get_pages"
 	accessProgOnFilemapMapPages = "on_filemap_map_pages"
 	accessProgOnSysEnter        = "on_sys_enter"
 	accessProgOnSysExit         = "on_sys_exit"
+	accessProgOnTaskExit        = "on_task_exit"
 	accessVarUnusedFileEvent    = "unused_file_event"
 	accessVarZeroStats          = "zero_stats"
 )
@@ -135,12 +159,20 @@ type accessSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accessProgramSpecs struct {
+	FlushBatches      *ebpf.ProgramSpec `ebpf:"flush_batches"`
+	OnEnterPread      *ebpf.ProgramSpec `ebpf:"on_enter_pread"`
+	OnEnterRead       *ebpf.ProgramSpec `ebpf:"on_enter_read"`
+	OnExitOpen        *ebpf.ProgramSpec `ebpf:"on_exit_open"`
+	OnExitOpenat      *ebpf.ProgramSpec `ebpf:"on_exit_openat"`
+	OnExitRead        *ebpf.ProgramSpec `ebpf:"on_exit_read"`
+	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
 	OnFilemapAdd      *ebpf.ProgramSpec `ebpf:"on_filemap_add"`
 	OnFilemapFault    *ebpf.ProgramSpec `ebpf:"on_filemap_fault"`
 	OnFilemapGetPages *ebpf.ProgramSpec `ebpf:"on_filemap_get_pages"`
 	OnFilemapMapPages *ebpf.ProgramSpec `ebpf:"on_filemap_map_pages"`
 	OnSysEnter        *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
 	OnSysExit         *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
+	OnTaskExit        *ebpf.ProgramSpec `ebpf:"on_task_exit"`
 }
 
 // accessMapSpecs contains maps before they are loaded into the kernel.
@@ -152,7 +184,9 @@ type accessMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	OpenFiles      *ebpf.MapSpec `ebpf:"open_files"`
+	ScratchBatch   *ebpf.MapSpec `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.MapSpec `ebpf:"seen_files"`
+	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	StatsByFile    *ebpf.MapSpec `ebpf:"stats_by_file"`
 }
 
@@ -189,7 +223,9 @@ type accessMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	OpenFiles      *ebpf.Map `ebpf:"open_files"`
+	ScratchBatch   *ebpf.Map `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.Map `ebpf:"seen_files"`
+	Settings       *ebpf.Map `ebpf:"settings"`
 	StatsByFile    *ebpf.Map `ebpf:"stats_by_file"`
 }
 
@@ -200,7 +236,9 @@ func (m *accessMaps) Close() error {
 		m.Events,
 		m.Inflight,
 		m.OpenFiles,
+		m.ScratchBatch,
 		m.SeenFiles,
+		m.Settings,
 		m.StatsByFile,
 	)
 }
@@ -217,22 +255,38 @@ type accessVariables struct {
 //
 // It can be passed to loadAccessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accessPrograms struct {
+	FlushBatches      *ebpf.Program `ebpf:"flush_batches"`
+	OnEnterPread      *ebpf.Program `ebpf:"on_enter_pread"`
+	OnEnterRead       *ebpf.Program `ebpf:"on_enter_read"`
+	OnExitOpen        *ebpf.Program `ebpf:"on_exit_open"`
+	OnExitOpenat      *ebpf.Program `ebpf:"on_exit_openat"`
+	OnExitRead        *ebpf.Program `ebpf:"on_exit_read"`
+	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
 	OnFilemapAdd      *ebpf.Program `ebpf:"on_filemap_add"`
 	OnFilemapFault    *ebpf.Program `ebpf:"on_filemap_fault"`
 	OnFilemapGetPages *ebpf.Program `ebpf:"on_filemap_get_pages"`
 	OnFilemapMapPages *ebpf.Program `ebpf:"on_filemap_map_pages"`
 	OnSysEnter        *ebpf.Program `ebpf:"on_sys_enter"`
 	OnSysExit         *ebpf.Program `ebpf:"on_sys_exit"`
+	OnTaskExit        *ebpf.Program `ebpf:"on_task_exit"`
 }
 
 func (p *accessPrograms) Close() error {
 	return _AccessClose(
+		p.FlushBatches,
+		p.OnEnterPread,
+		p.OnEnterRead,
+		p.OnExitOpen,
+		p.OnExitOpenat,
+		p.OnExitRead,
+		p.OnExitWrite,
 		p.OnFilemapAdd,
 		p.OnFilemapFault,
 		p.OnFilemapGetPages,
 		p.OnFilemapMapPages,
 		p.OnSysEnter,
 		p.OnSysExit,
+		p.OnTaskExit,
 	)
 }
 

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -22,12 +24,19 @@ import (
 // BenchmarkPread is the worst case for the recorder: 4 KiB preads of a cached
 // file, so the read itself is as cheap as a read gets and the hooks' cost is
 // most visible. The configurations run side by side in one run, interleaved
-// in blocks of preadBlock reads per thread so drifts of a shared VM hit all
-// of them alike; each reports the median block:
+// in blocks of preadBlock reads per thread, in an order shuffled per block,
+// so drifts of a shared VM hit all of them alike; each reports the median
+// block:
 //
 //	off   no hook attached
 //	idle  hooks attached, the reading cgroup not allowed (every other pod)
 //	on    hooks attached, the reading cgroup allowed
+//	floor programs that do nothing, on the hooks a pread runs (the
+//	      syscalls trace events of pread64 and filemap:mm_filemap_get_pages):
+//	      what any design on these hooks costs at least
+//	idle-raw, on-raw  as idle and on with the raw_syscalls hooks
+//	      (Options.RawSyscalls, and the fallback where the syscalls trace
+//	      events are missing)
 //	on+stats  as on, with the kernel's run-time accounting that Load turns
 //	      on unless Options.NoRunTimeStats (it times every BPF program run
 //	      on the node, eddy's or not)
@@ -35,17 +44,21 @@ import (
 // Metrics: ns/read per configuration (CPU time of the reading threads / reads;
 // CPU time because CI machines are shared and wall time mostly measures the
 // other tenants), ratio-on = throughput(on)/throughput(off) for a CPU-bound
-// reader (goal >= 0.97),
-// added-ns/read, counted/issued (reads the kernel counted / reads issued
-// while allowed; 1 means none lost), drops, and, from a final phase with the
-// kernel's run-time accounting on, ns per program run.
+// reader (goal >= 0.97), ratio-idle, ratio-floor, ratio-on-raw, added-ns/read
+// (on - off), floor-ns/read (floor - off),
+// counted/issued (reads the kernel counted / reads issued while allowed,
+// both hook sets; 1 means none lost), drops, and, from a final phase with
+// the kernel's run-time accounting on, ns per program run.
 func BenchmarkPread(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) { benchPread(b, threads) })
 	}
 }
 
-const preadBlock = 20000
+const (
+	preadBlock = 20000
+	settle     = 30 * time.Millisecond
+)
 
 func benchPread(b *testing.B, threads int) {
 	requireKernel(b)
@@ -69,7 +82,14 @@ func benchPread(b *testing.B, threads int) {
 	r, err := Load(Options{NoRunTimeStats: true})
 	require.NoError(b, err)
 	defer r.Close()
+	require.False(b, r.RawSyscalls(), "the syscalls trace events attach on the CI kernel")
 	detach(b, r)
+	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true})
+	require.NoError(b, err)
+	require.True(b, raw.RawSyscalls())
+	defer raw.Close()
+	detach(b, raw)
+	floor := emptyPrograms(b)
 
 	// run returns the CPU time the reading threads spent (the machine is
 	// shared, so wall time would mostly measure other tenants), summed over
@@ -112,22 +132,17 @@ func benchPread(b *testing.B, threads int) {
 	samples := map[string][]float64{}
 	var counted, issued uint64
 	perRead := float64(preadBlock * threads)
-	b.ResetTimer()
-	for i := 0; i < blocks; i++ {
-		samples["off"] = append(samples["off"], float64(run(preadBlock).Nanoseconds())/perRead)
-		reattach(b, r)
-		samples["idle"] = append(samples["idle"], float64(run(preadBlock).Nanoseconds())/perRead)
-		require.NoError(b, r.Allow(cg.id))
-		samples["on"] = append(samples["on"], float64(run(preadBlock).Nanoseconds())/perRead)
-		stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-		require.NoError(b, err)
-		samples["on+stats"] = append(samples["on+stats"], float64(run(preadBlock).Nanoseconds())/perRead)
-		require.NoError(b, stats.Close())
-		require.NoError(b, r.Disallow(cg.id))
-		detach(b, r)
-		// Both the on and on+stats blocks read with the cgroup allowed.
-		issued += uint64(2 * preadBlock * threads)
-		recs, err := r.Drain(nil)
+	var sampleName string
+	sample := func(name string) {
+		// Attaching and detaching leave work behind (RCU callbacks freeing
+		// links and perf events) that would run on the readers' CPUs, in
+		// their time; let it finish first.
+		time.Sleep(settle)
+		run(preadBlock / 10)
+		samples[name] = append(samples[name], float64(run(preadBlock).Nanoseconds())/perRead)
+	}
+	countDrained := func(rec *Recorder) {
+		recs, err := rec.Drain(nil)
 		require.NoError(b, err)
 		for _, rec := range recs {
 			if rec.Key.CgroupID == cg.id && rec.Key.Ino == ino {
@@ -135,20 +150,61 @@ func benchPread(b *testing.B, threads int) {
 			}
 		}
 	}
+	b.ResetTimer()
+	// Each configuration starts from and returns to nothing attached and
+	// nothing allowed, so the order can change from block to block.
+	recorded := func(rec *Recorder, allow, stats bool) func() {
+		return func() {
+			reattach(b, rec)
+			if allow {
+				require.NoError(b, rec.Allow(cg.id))
+			}
+			if stats {
+				s, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+				require.NoError(b, err)
+				defer s.Close()
+			}
+			if allow {
+				defer func() { require.NoError(b, rec.Disallow(cg.id)) }()
+			}
+			defer detach(b, rec)
+			sample(sampleName)
+		}
+	}
+	configs := map[string]func(){
+		"off":      func() { sample(sampleName) },
+		"idle":     recorded(r, false, false),
+		"on":       recorded(r, true, false),
+		"on+stats": recorded(r, true, true),
+		"idle-raw": recorded(raw, false, false),
+		"on-raw":   recorded(raw, true, false),
+		"floor": func() {
+			links := floor()
+			sample(sampleName)
+			for _, l := range links {
+				require.NoError(b, l.Close())
+			}
+		},
+	}
+	order := make([]string, 0, len(configs))
+	for name := range configs {
+		order = append(order, name)
+	}
+	sort.Strings(order)
+	rng := rand.New(rand.NewSource(int64(threads)))
+	for i := 0; i < blocks; i++ {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, name := range order {
+			sampleName = name
+			configs[name]()
+		}
+		// The on, on+stats and on-raw blocks (and their warm-up reads) read
+		// with the cgroup allowed.
+		issued += uint64(3 * (preadBlock + preadBlock/10) * threads)
+		countDrained(r)
+		countDrained(raw)
+	}
 	b.StopTimer()
-
-	// Per-program cost, measured by the kernel in a separate phase because
-	// the accounting itself slows every program run.
-	reattach(b, r)
-	require.NoError(b, r.Allow(cg.id))
-	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-	require.NoError(b, err)
-	before, err := r.Stats()
-	require.NoError(b, err)
-	run(preadBlock)
-	after, err := r.Stats()
-	require.NoError(b, err)
-	require.NoError(b, stats.Close())
 
 	med := map[string]float64{}
 	for name, v := range samples {
@@ -158,17 +214,126 @@ func benchPread(b *testing.B, threads int) {
 	}
 	b.ReportMetric(med["off"]/med["on"], "ratio-on")
 	b.ReportMetric(med["off"]/med["idle"], "ratio-idle")
+	b.ReportMetric(med["off"]/med["floor"], "ratio-floor")
+	b.ReportMetric(med["floor"]-med["off"], "floor-ns/read")
+	b.ReportMetric(med["off"]/med["on-raw"], "ratio-on-raw")
+	b.ReportMetric(med["off"]/med["idle-raw"], "ratio-idle-raw")
 	b.ReportMetric(med["on"]-med["off"], "added-ns/read")
 	b.ReportMetric(med["off"]/med["on+stats"], "ratio-on+stats")
 	b.ReportMetric(float64(counted)/float64(issued), "counted/issued")
-	d := after.Drops
-	b.ReportMetric(float64(d.RingBuffer+d.StatsMapFull+d.TaskState+d.OpenFileState+d.SeenMap+d.UnresolvedFD), "drops")
-	for i, p := range after.Programs {
-		if n := p.RunCount - before.Programs[i].RunCount; n > 0 {
-			ns := float64(p.RunTime-before.Programs[i].RunTime) / float64(n)
-			b.ReportMetric(ns, "ns/run-"+p.Hook[strings.LastIndex(p.Hook, ":")+1:])
+
+	// Per-program cost, measured by the kernel in a separate phase because
+	// the accounting itself slows every program run.
+	var drops uint64
+	for _, rec := range []*Recorder{r, raw} {
+		reattach(b, rec)
+		require.NoError(b, rec.Allow(cg.id))
+		stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+		require.NoError(b, err)
+		before, err := rec.Stats()
+		require.NoError(b, err)
+		run(preadBlock)
+		after, err := rec.Stats()
+		require.NoError(b, err)
+		require.NoError(b, stats.Close())
+		detach(b, rec)
+		d := after.Drops
+		drops += d.RingBuffer + d.StatsMapFull + d.TaskState + d.OpenFileState + d.SeenMap + d.UnresolvedFD
+		for i, p := range after.Programs {
+			if n := p.RunCount - before.Programs[i].RunCount; n > 0 {
+				ns := float64(p.RunTime-before.Programs[i].RunTime) / float64(n)
+				b.ReportMetric(ns, "ns/run-"+shortHook(p.Hook))
+			}
 		}
 	}
+	b.ReportMetric(float64(drops), "drops")
+}
+
+// BenchmarkOtherSyscalls measures what the recorder costs a syscall it does
+// not trace (getppid), as every other syscall on the node pays it, with the
+// preferred syscall hooks (events: the syscalls trace events) and with the
+// fallback (raw: raw_syscalls, which runs a program on every syscall).
+// Metrics: ns/syscall per configuration, CPU time of the calling thread,
+// median of interleaved blocks.
+func BenchmarkOtherSyscalls(b *testing.B) {
+	requireKernel(b)
+	r, err := Load(Options{NoRunTimeStats: true})
+	require.NoError(b, err)
+	defer r.Close()
+	detach(b, r)
+	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true})
+	require.NoError(b, err)
+	defer raw.Close()
+	detach(b, raw)
+
+	const block = 100000
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	samples := map[string][]float64{}
+	sample := func(name string) {
+		time.Sleep(settle)
+		for i := 0; i < block/10; i++ {
+			unix.Getppid()
+		}
+		t0 := threadCPU()
+		for i := 0; i < block; i++ {
+			unix.Getppid()
+		}
+		samples[name] = append(samples[name], float64((threadCPU()-t0).Nanoseconds())/block)
+	}
+	b.ResetTimer()
+	for i := 0; i < (b.N+block-1)/block; i++ {
+		sample("off")
+		reattach(b, r)
+		sample("events")
+		detach(b, r)
+		reattach(b, raw)
+		sample("raw")
+		detach(b, raw)
+	}
+	b.StopTimer()
+	for name, v := range samples {
+		sort.Float64s(v)
+		b.ReportMetric(v[len(v)/2], "ns/syscall-"+name)
+	}
+}
+
+// emptyPrograms loads programs that return at once and returns a function
+// that attaches them where a cached pread runs the recorder's programs.
+func emptyPrograms(b *testing.B) func() []link.Link {
+	b.Helper()
+	insns := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	load := func(spec *ebpf.ProgramSpec) *ebpf.Program {
+		spec.Instructions, spec.License = insns, "GPL"
+		p, err := ebpf.NewProgram(spec)
+		require.NoError(b, err)
+		b.Cleanup(func() { p.Close() })
+		return p
+	}
+	tp := load(&ebpf.ProgramSpec{Type: ebpf.TracePoint})
+	getPages := load(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "mm_filemap_get_pages"})
+	return func() []link.Link {
+		var links []link.Link
+		for _, ev := range []string{"sys_enter_pread64", "sys_exit_pread64"} {
+			l, err := link.Tracepoint("syscalls", ev, tp, nil)
+			require.NoError(b, err)
+			links = append(links, l)
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: getPages, AttachType: ebpf.AttachTraceRawTp})
+		require.NoError(b, err)
+		return append(links, l)
+	}
+}
+
+// shortHook names a hook in a metric unit: the tracepoint without its group,
+// and a group of syscalls by its first member.
+func shortHook(name string) string {
+	name = name[strings.LastIndex(name, ":")+1:]
+	if i := strings.IndexByte(name, '{'); i >= 0 {
+		rest := strings.TrimPrefix(name[i:], "{")
+		name = name[:i] + rest[:strings.IndexAny(rest, ",}")]
+	}
+	return name
 }
 
 func threadCPU() time.Duration {
@@ -191,16 +356,16 @@ func detach(b *testing.B, r *Recorder) {
 
 func reattach(b *testing.B, r *Recorder) {
 	b.Helper()
-	for _, p := range r.programs {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+	for _, a := range r.attached {
+		links, err := a.link(a.prog)
 		require.NoError(b, err)
-		r.links = append(r.links, l)
+		r.links = append(r.links, links...)
 	}
 }
 
 // moveSelf moves the benchmark process into g and back to its original
 // cgroup when the benchmark ends, so g can be removed.
-func moveSelf(b *testing.B, g *cgroupv2.Group) {
+func moveSelf(b testing.TB, g *cgroupv2.Group) {
 	b.Helper()
 	orig, err := os.ReadFile("/proc/self/cgroup")
 	require.NoError(b, err)
@@ -233,7 +398,7 @@ func BenchmarkDrainFullMap(b *testing.B) {
 	vals := make([]accessFileStats, n)
 	for i := range keys {
 		keys[i] = accessFileKey{CgroupId: 1, Dev: 2, Ino: uint64(i + 1)}
-		vals[i].ReadOps = uint64(i)
+		vals[i].ReadBytes = uint64(i)
 	}
 	dst := make([]Record, 0, n)
 	var wall, cpu time.Duration

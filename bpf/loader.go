@@ -73,8 +73,16 @@ type Options struct {
 	// It is on by default so Stats reports time spent in the programs. The
 	// switch is node-wide while any holder keeps it on: it times every BPF
 	// program run on the node, not only eddy's (two clock reads per run,
-	// about 100 ns per recorded read in BenchmarkPread on a small VM).
+	// 100 to 150 ns per recorded read in BenchmarkPread on a small VM, more
+	// than the programs' own work).
 	NoRunTimeStats bool
+	// RawSyscalls uses the raw_syscalls tracepoints for the syscall hooks even
+	// where the syscalls trace events exist. Each traced read then costs less
+	// (about 30 to 50 ns in BenchmarkPread on a small VM), but every other
+	// syscall on the node, of any process, runs a program (about 40 ns more
+	// per syscall in BenchmarkOtherSyscalls). It can pay off on a node whose
+	// syscalls are mostly the reads of observed pods.
+	RawSyscalls bool
 	// Logger receives warnings about degraded operation (hooks that did not
 	// attach, statistics that could not be enabled).
 	Logger logr.Logger
@@ -108,32 +116,87 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// hook is one kernel attachment point and the program that serves it.
+// hook is one program and the kernel attachment points it serves.
 type hook struct {
-	name    string // tracepoint, as reported by MissingHooks
+	name    string // as reported by MissingHooks and Stats
 	program string // program name in the ELF
+	// events are the syscalls trace events (tracefs group "syscalls") the
+	// program attaches to; a hook without events is a BTF raw tracepoint
+	// named in its program's section.
+	events []string
 	// essential hooks make Load fail when missing: without them nothing is
 	// counted at all.
 	essential bool
 }
 
-var hooks = []hook{
+// syscallEventHooks are the preferred syscall hooks: one trace event per
+// traced syscall, so no other syscall runs a program. They attach all or
+// none; without them Load falls back to rawSyscallHooks.
+var syscallEventHooks = []hook{
+	{name: "syscalls:sys_enter_{read,readv}", program: accessProgOnEnterRead,
+		events: []string{"sys_enter_read", "sys_enter_readv"}},
+	{name: "syscalls:sys_enter_{pread64,preadv,preadv2}", program: accessProgOnEnterPread,
+		events: []string{"sys_enter_pread64", "sys_enter_preadv", "sys_enter_preadv2"}},
+	{name: "syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}", program: accessProgOnExitRead,
+		events: []string{"sys_exit_read", "sys_exit_pread64", "sys_exit_readv", "sys_exit_preadv", "sys_exit_preadv2"}},
+	{name: "syscalls:sys_exit_{write,pwrite64,writev,pwritev,pwritev2}", program: accessProgOnExitWrite,
+		events: []string{"sys_exit_write", "sys_exit_pwrite64", "sys_exit_writev", "sys_exit_pwritev", "sys_exit_pwritev2"}},
+	{name: "syscalls:sys_exit_open", program: accessProgOnExitOpen, events: []string{"sys_exit_open"}},
+	{name: "syscalls:sys_exit_{openat,openat2}", program: accessProgOnExitOpenat,
+		events: []string{"sys_exit_openat", "sys_exit_openat2"}},
+}
+
+// rawSyscallHooks count the same syscalls where the syscalls trace events
+// are missing (no CONFIG_FTRACE_SYSCALLS, or tracefs not mounted): every
+// syscall on the node then runs them, at least up to the check of its number.
+var rawSyscallHooks = []hook{
 	{name: "raw_syscalls:sys_enter", program: accessProgOnSysEnter, essential: true},
 	{name: "raw_syscalls:sys_exit", program: accessProgOnSysExit, essential: true},
+}
+
+// pageCacheHooks are optional: without them the page-cache and mmap
+// counters stay zero.
+var pageCacheHooks = []hook{
 	{name: "filemap:mm_filemap_get_pages", program: accessProgOnFilemapGetPages},
 	{name: "filemap:mm_filemap_add_to_page_cache", program: accessProgOnFilemapAdd},
 	{name: "filemap:mm_filemap_fault", program: accessProgOnFilemapFault},
 	{name: "filemap:mm_filemap_map_pages", program: accessProgOnFilemapMapPages},
 }
 
+// taskExitHook flushes the read batch of an exiting thread. Reads are batched
+// per thread only when it and the drain iterator are attached; without them
+// each read goes to the map at once, as complete but slower.
+var taskExitHook = hook{name: "sched:sched_process_exit", program: accessProgOnTaskExit}
+
+// batchReads is how many reads of one file a thread adds up before it adds
+// them to the shared map; the drain iterator flushes partial batches.
+const batchReads = 256
+
+// attachedHook is a loaded program and the hook it serves.
+type attachedHook struct {
+	hook
+	prog *ebpf.Program
+}
+
 // Recorder owns the loaded programs and maps. Its methods are safe for
 // concurrent use; Drain calls are serialised with each other.
 type Recorder struct {
-	maps     accessMaps
-	programs map[string]*ebpf.Program // by hook name, attached ones only
-	links    []link.Link
-	missing  []string
-	opts     Options
+	maps        accessMaps
+	attached    []attachedHook
+	links       []link.Link
+	missing     []string
+	rawSyscalls bool
+	opts        Options
+
+	// flusher runs the iterator that moves every thread's batch of reads
+	// into the map; nil when reads are not batched.
+	flusher  *link.Iter
+	flushBuf []byte
+
+	// allowMu serialises allow-list changes with the generation bump that
+	// tells the programs to look the list up again.
+	allowMu  sync.Mutex
+	allowGen uint64
 
 	events    chan FileEvent
 	reader    *ringbuf.Reader
@@ -150,13 +213,19 @@ type Recorder struct {
 }
 
 // Load checks that the kernel and the process can run the programs, loads
-// them, and attaches each hook independently. A hook that fails to load or
-// attach is logged and listed by MissingHooks, and the Recorder keeps running
-// without it; Load fails only when the syscall hooks are missing, when kernel
-// BTF or a needed capability is absent, or when the kernel lacks a needed map
-// type. Nothing is counted until a cgroup is passed to Allow. Load does not
-// touch RLIMIT_MEMLOCK: kernels that have the needed map types (5.11+)
-// charge BPF memory to the memory cgroup instead.
+// them, and attaches the hooks. The syscall hooks are the syscalls trace
+// events where tracefs shows them, else the raw_syscalls tracepoints (logged,
+// and reported by RawSyscalls; Options.RawSyscalls chooses them too):
+// recording is complete either way. Reads are
+// batched per thread where the kernel can run the thread exit hook and the
+// task iterator that flush the batches (else logged, and every read updates
+// the shared map). A page-cache hook that fails to load or attach is logged
+// and listed by MissingHooks, and the Recorder keeps running without it. Load
+// fails only when no syscall hooks attach, when kernel BTF or a needed
+// capability is absent, or when the kernel lacks a needed map type. Nothing
+// is counted until a cgroup is passed to Allow. Load does not touch
+// RLIMIT_MEMLOCK: kernels that have the needed map types (5.11+) charge BPF
+// memory to the memory cgroup instead.
 func Load(opts Options) (*Recorder, error) {
 	opts = opts.withDefaults()
 	if err := checkPrerequisites(); err != nil {
@@ -183,9 +252,8 @@ func Load(opts Options) (*Recorder, error) {
 	}
 
 	r := &Recorder{
-		programs: make(map[string]*ebpf.Program),
-		opts:     opts,
-		batchOK:  true,
+		opts:    opts,
+		batchOK: true,
 	}
 	if err := spec.LoadAndAssign(&r.maps, nil); err != nil {
 		return nil, fmt.Errorf("create bpf maps: %w", explainLoadError(err))
@@ -201,7 +269,23 @@ func Load(opts Options) (*Recorder, error) {
 		}
 	}
 
-	for _, h := range hooks {
+	useRaw := opts.RawSyscalls
+	if !useRaw {
+		if err := r.attachSyscallEvents(spec, mapReplacements); err != nil {
+			opts.Logger.Info("syscalls trace events unavailable; falling back to raw_syscalls, which runs a program on every syscall of the node (mount tracefs at /sys/kernel/tracing to avoid that)", "error", err.Error())
+			useRaw = true
+		}
+	}
+	if useRaw {
+		r.rawSyscalls = true
+		for _, h := range rawSyscallHooks {
+			if err := r.attach(spec, h, mapReplacements); err != nil {
+				r.Close()
+				return nil, fmt.Errorf("attach %s: %w", h.name, err)
+			}
+		}
+	}
+	for _, h := range pageCacheHooks {
 		if err := r.attach(spec, h, mapReplacements); err != nil {
 			if h.essential {
 				r.Close()
@@ -210,6 +294,10 @@ func Load(opts Options) (*Recorder, error) {
 			r.missing = append(r.missing, h.name)
 			opts.Logger.Info("hook not attached; recording continues without it", "hook", h.name, "error", err.Error())
 		}
+	}
+
+	if err := r.enableBatching(spec, mapReplacements); err != nil {
+		opts.Logger.Info("reads are not batched per thread; every read updates the shared map, which costs more per read", "error", err.Error())
 	}
 
 	rd, err := ringbuf.NewReader(r.maps.Events)
@@ -227,6 +315,8 @@ func Load(opts Options) (*Recorder, error) {
 func (r *Recorder) mapsByName() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		accessMapAllowedCgroups: r.maps.AllowedCgroups,
+		accessMapSettings:       r.maps.Settings,
+		accessMapScratchBatch:   r.maps.ScratchBatch,
 		accessMapCounters:       r.maps.Counters,
 		accessMapEvents:         r.maps.Events,
 		accessMapInflight:       r.maps.Inflight,
@@ -234,6 +324,78 @@ func (r *Recorder) mapsByName() map[string]*ebpf.Map {
 		accessMapSeenFiles:      r.maps.SeenFiles,
 		accessMapStatsByFile:    r.maps.StatsByFile,
 	}
+}
+
+// enableBatching attaches what flushes batched reads (the thread exit hook
+// and the drain iterator) and then lets the programs batch.
+func (r *Recorder) enableBatching(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	if err := r.attach(spec, taskExitHook, maps); err != nil {
+		return fmt.Errorf("attach %s: %w", taskExitHook.name, err)
+	}
+	one := ebpf.CollectionSpec{
+		Maps:      spec.Maps,
+		Programs:  map[string]*ebpf.ProgramSpec{accessProgFlushBatches: spec.Programs[accessProgFlushBatches]},
+		Variables: spec.Variables,
+		Types:     spec.Types,
+		ByteOrder: spec.ByteOrder,
+	}
+	coll, err := ebpf.NewCollectionWithOptions(&one, ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		return fmt.Errorf("load program %s: %w", accessProgFlushBatches, explainLoadError(err))
+	}
+	defer coll.Close()
+	it, err := link.AttachIter(link.IterOptions{Program: coll.Programs[accessProgFlushBatches]})
+	if err != nil {
+		return fmt.Errorf("attach task iterator: %w", err)
+	}
+	if err := r.maps.Settings.Put(uint32(settingBatch), uint64(batchReads)); err != nil {
+		it.Close()
+		return fmt.Errorf("enable batching: %w", err)
+	}
+	r.flusher = it
+	r.flushBuf = make([]byte, 4096)
+	return nil
+}
+
+// flushBatches runs the iterator that adds every thread's batched reads to
+// the map, so a drain that follows sees every read done before it.
+func (r *Recorder) flushBatches() error {
+	if r.flusher == nil {
+		return nil
+	}
+	rd, err := r.flusher.Open()
+	if err != nil {
+		return fmt.Errorf("flush read batches: %w", err)
+	}
+	defer rd.Close()
+	for {
+		_, err := rd.Read(r.flushBuf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("flush read batches: %w", err)
+		}
+	}
+}
+
+// attachSyscallEvents attaches every hook of syscallEventHooks or, on
+// error, none.
+func (r *Recorder) attachSyscallEvents(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	nAttached, nLinks := len(r.attached), len(r.links)
+	for _, h := range syscallEventHooks {
+		if err := r.attach(spec, h, maps); err != nil {
+			for _, l := range r.links[nLinks:] {
+				l.Close()
+			}
+			for _, a := range r.attached[nAttached:] {
+				a.prog.Close()
+			}
+			r.links, r.attached = r.links[:nLinks], r.attached[:nAttached]
+			return fmt.Errorf("attach %s: %w", h.name, err)
+		}
+	}
+	return nil
 }
 
 // attach loads one program against the shared maps and attaches it.
@@ -254,14 +416,38 @@ func (r *Recorder) attach(spec *ebpf.CollectionSpec, h hook, maps map[string]*eb
 	}
 	prog := coll.DetachProgram(h.program)
 	coll.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	links, err := h.link(prog)
 	if err != nil {
 		prog.Close()
-		return fmt.Errorf("attach program %s: %w", h.program, err)
+		return err
 	}
-	r.programs[h.name] = prog
-	r.links = append(r.links, l)
+	r.attached = append(r.attached, attachedHook{hook: h, prog: prog})
+	r.links = append(r.links, links...)
 	return nil
+}
+
+// link attaches a loaded program to the hook's attachment points; on error
+// nothing stays attached.
+func (h hook) link(prog *ebpf.Program) ([]link.Link, error) {
+	if len(h.events) == 0 {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attach program %s: %w", h.program, err)
+		}
+		return []link.Link{l}, nil
+	}
+	var links []link.Link
+	for _, ev := range h.events {
+		l, err := link.Tracepoint("syscalls", ev, prog, nil)
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			return nil, fmt.Errorf("attach program %s to syscalls:%s: %w", h.program, ev, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // checkPrerequisites names what is missing before any load is attempted, so
@@ -320,6 +506,15 @@ func explainLoadError(err error) error {
 	return err
 }
 
+// RawSyscalls reports whether the syscall hooks are the raw_syscalls
+// tracepoints, because Options.RawSyscalls asked for them or because the
+// syscalls trace events were missing. Recording is complete either way, but
+// then every syscall on the node, of any process, runs a program (about 40 ns
+// each on a small VM) instead of only the traced ones.
+func (r *Recorder) RawSyscalls() bool {
+	return r.rawSyscalls
+}
+
 // MissingHooks returns the tracepoints that could not be attached, in a
 // stable order; an empty result means the Recorder runs at full fidelity.
 // Without filemap hooks, page-cache and mmap counters stay zero.
@@ -333,7 +528,12 @@ func (r *Recorder) MissingHooks() []string {
 // inode number of its directory in the cgroup2 file system. Allowing an
 // allowed cgroup is not an error.
 func (r *Recorder) Allow(cgroupID uint64) error {
+	r.allowMu.Lock()
+	defer r.allowMu.Unlock()
 	if err := r.maps.AllowedCgroups.Put(cgroupID, uint8(1)); err != nil {
+		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
+	}
+	if err := r.bumpAllowGen(); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
 	return nil
@@ -342,8 +542,23 @@ func (r *Recorder) Allow(cgroupID uint64) error {
 // Disallow stops recording for the cgroup; what it recorded so far stays in
 // the map until the next Drain. Disallowing an unknown cgroup is not an error.
 func (r *Recorder) Disallow(cgroupID uint64) error {
+	r.allowMu.Lock()
+	defer r.allowMu.Unlock()
 	if err := r.maps.AllowedCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
+	}
+	if err := r.bumpAllowGen(); err != nil {
+		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// bumpAllowGen invalidates the allow decisions the programs cached per
+// thread. It must follow the change to the allow-list.
+func (r *Recorder) bumpAllowGen() error {
+	r.allowGen++
+	if err := r.maps.Settings.Put(uint32(settingAllowGen), r.allowGen); err != nil {
+		return fmt.Errorf("bump allow-list generation: %w", err)
 	}
 	return nil
 }
@@ -354,7 +569,11 @@ const drainChunk = 4096
 
 // Drain moves every entry out of the kernel map: each returned Record holds
 // what was counted for its key since the previous Drain, and the key starts
-// from zero afterwards. Records are appended to dst, which is returned, so a
+// from zero afterwards. It first has the kernel add the reads that threads
+// still hold in their per-thread batches (a BPF task iterator), so every read
+// that completed before Drain was called is in the result, except, rarely,
+// a batch its thread held throughout (Stats().DeferredBatches), which comes
+// out of a later Drain. Records are appended to dst, which is returned, so a
 // caller can reuse one slice across drains. It uses batch lookup-and-delete,
 // or, where the kernel lacks batch operations, iteration and deletion per key.
 //
@@ -370,6 +589,9 @@ func (r *Recorder) Drain(dst []Record) ([]Record, error) {
 		r.valBuf = make([]accessFileStats, drainChunk)
 	}
 	start := len(dst)
+	if err := r.flushBatches(); err != nil {
+		return dst, err
+	}
 	var err error
 	if r.batchOK {
 		dst, err = r.drainBatch(dst)
@@ -436,7 +658,7 @@ func (r *Recorder) drainIterate(dst []Record) ([]Record, error) {
 func toRecord(k *accessFileKey, v *accessFileStats) Record {
 	return Record{
 		Key:             FileKey{CgroupID: k.CgroupId, Dev: k.Dev, Ino: k.Ino},
-		ReadOps:         v.ReadOps,
+		ReadOps:         sum(v.ReadSizeLog2[:]),
 		ReadBytes:       v.ReadBytes,
 		WriteOps:        v.WriteOps,
 		WriteBytes:      v.WriteBytes,
@@ -458,6 +680,16 @@ func toRecord(k *accessFileKey, v *accessFileStats) Record {
 		MaxOffset:       v.MaxOffset,
 		FileSize:        v.FileSize,
 	}
+}
+
+// sum adds a histogram: the kernel counts each read in exactly one read-size
+// bucket and keeps no separate read count.
+func sum(h []uint64) uint64 {
+	var n uint64
+	for _, v := range h {
+		n += v
+	}
+	return n
 }
 
 // Events returns the channel of first-seen file events. It is closed by
@@ -550,11 +782,23 @@ type Stats struct {
 	// the kernel minus removed by Drain); FileCapacity is MaxFiles.
 	FileEntries  uint64
 	FileCapacity uint64
+	// DeferredBatches counts flushes that found a thread's batch of reads
+	// held for too long by the thread or another flusher: a drain leaves
+	// those reads to a later drain; at thread exit they are lost (the exit
+	// and a drain must meet on that very thread for this).
+	DeferredBatches uint64
 	// Programs has one entry per attached hook, sorted by hook. RunCount and
 	// RunTime only advance while the kernel's run-time statistics are on
 	// (see Options.NoRunTimeStats).
 	Programs []ProgramStats
 }
+
+// Indexes of the kernel's settings array (enum setting_index in
+// access.bpf.c).
+const (
+	settingAllowGen = 0
+	settingBatch    = 1
+)
 
 // Indexes of the kernel counters array (enum counter_index in access.bpf.c).
 const (
@@ -565,6 +809,7 @@ const (
 	cntDropSeen
 	cntDropFD
 	cntStatsInserts
+	cntBatchBusy
 	cntMax
 )
 
@@ -594,15 +839,16 @@ func (r *Recorder) Stats() (Stats, error) {
 		},
 		FileCapacity: uint64(r.opts.MaxFiles),
 	}
+	s.DeferredBatches = c[cntBatchBusy]
 	if c[cntStatsInserts] > drained {
 		s.FileEntries = c[cntStatsInserts] - drained
 	}
-	for name, p := range r.programs {
-		ps, err := p.Stats()
+	for _, a := range r.attached {
+		ps, err := a.prog.Stats()
 		if err != nil {
-			return s, fmt.Errorf("read stats of %s: %w", name, err)
+			return s, fmt.Errorf("read stats of %s: %w", a.name, err)
 		}
-		s.Programs = append(s.Programs, ProgramStats{Hook: name, RunCount: ps.RunCount, RunTime: ps.Runtime})
+		s.Programs = append(s.Programs, ProgramStats{Hook: a.name, RunCount: ps.RunCount, RunTime: ps.Runtime})
 	}
 	sort.Slice(s.Programs, func(i, j int) bool { return s.Programs[i].Hook < s.Programs[j].Hook })
 	return s, nil
@@ -619,14 +865,19 @@ func (r *Recorder) Close() error {
 				errs = append(errs, fmt.Errorf("detach: %w", err))
 			}
 		}
+		if r.flusher != nil {
+			if err := r.flusher.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detach task iterator: %w", err))
+			}
+		}
 		if r.reader != nil {
 			if err := r.reader.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
 			}
 			r.drainEventsUntilClosed()
 		}
-		for _, p := range r.programs {
-			p.Close()
+		for _, a := range r.attached {
+			a.prog.Close()
 		}
 		if err := r.maps.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close maps: %w", err))

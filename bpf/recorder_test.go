@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -576,9 +577,9 @@ func TestDropCountersAndStats(t *testing.T) {
 	for _, p := range s.Programs {
 		hooks[p.Hook] = p
 	}
-	assert.Len(t, hooks, 6)
-	assert.Positive(t, hooks["raw_syscalls:sys_enter"].RunCount)
-	assert.Positive(t, hooks["raw_syscalls:sys_exit"].RunTime)
+	assert.Len(t, hooks, len(syscallEventHooks)+len(pageCacheHooks)+1, "and the thread exit hook")
+	assert.Positive(t, hooks["syscalls:sys_enter_{read,readv}"].RunCount)
+	assert.Positive(t, hooks["syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}"].RunTime)
 
 	recs, err := r.Drain(nil)
 	require.NoError(t, err)
@@ -633,9 +634,9 @@ func TestLoadNamesMissingCapabilities(t *testing.T) {
 
 func TestMissingHookLeavesRecorderDegraded(t *testing.T) {
 	requireKernel(t)
-	saved := hooks
-	t.Cleanup(func() { hooks = saved })
-	hooks = append(append([]hook(nil), saved...), hook{name: "filemap:not_a_tracepoint", program: "not_a_program"})
+	saved := pageCacheHooks
+	t.Cleanup(func() { pageCacheHooks = saved })
+	pageCacheHooks = append(append([]hook(nil), saved...), hook{name: "filemap:not_a_tracepoint", program: "not_a_program"})
 
 	var logged []string
 	var mu sync.Mutex
@@ -671,9 +672,110 @@ func TestMissingHookLeavesRecorderDegraded(t *testing.T) {
 	require.NoError(t, r.Close())
 	require.NoError(t, r.Close(), "Close is idempotent")
 
-	hooks = append(append([]hook(nil), saved...), hook{name: "raw_syscalls:missing", program: "not_a_program", essential: true})
+	// Without any syscall hook nothing can be counted.
+	savedEvents, savedRaw := syscallEventHooks, rawSyscallHooks
+	t.Cleanup(func() { syscallEventHooks, rawSyscallHooks = savedEvents, savedRaw })
+	syscallEventHooks = append(append([]hook(nil), savedEvents...), hook{name: "syscalls:sys_enter_missing", program: accessProgOnEnterRead, events: []string{"sys_enter_missing"}})
+	rawSyscallHooks = append(append([]hook(nil), savedRaw...), hook{name: "raw_syscalls:missing", program: "not_a_program", essential: true})
 	_, err = Load(Options{})
 	assert.ErrorContains(t, err, "attach raw_syscalls:missing")
+}
+
+// loadRawSyscalls loads a Recorder that uses the raw_syscalls fallback, as on
+// a kernel without the syscalls trace events.
+func loadRawSyscalls(t testing.TB, opts Options) *Recorder {
+	t.Helper()
+	saved := syscallEventHooks
+	syscallEventHooks = []hook{{name: "syscalls:sys_enter_missing", program: accessProgOnEnterRead, events: []string{"sys_enter_missing"}}}
+	defer func() { syscallEventHooks = saved }()
+	r, err := Load(opts)
+	require.NoError(t, err)
+	require.True(t, r.RawSyscalls())
+	return r
+}
+
+// TestRawSyscallsOption checks that Options.RawSyscalls chooses the
+// raw_syscalls hooks where the syscalls trace events exist.
+func TestRawSyscallsOption(t *testing.T) {
+	r := loadRecorder(t, Options{RawSyscalls: true})
+	assert.True(t, r.RawSyscalls())
+	s, err := r.Stats()
+	require.NoError(t, err)
+	var hooks []string
+	for _, p := range s.Programs {
+		hooks = append(hooks, p.Hook)
+	}
+	assert.Contains(t, hooks, "raw_syscalls:sys_exit")
+	assert.NotContains(t, hooks, "syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}")
+
+	cg := newPodCgroup(t, "rawoption")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "randpread", path, "500", "1")
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, 500, rec.ReadOps)
+}
+
+// TestRawSyscallsFallback loads the recorder as on a kernel without the
+// syscalls trace events: it falls back to raw_syscalls, says so, and counts
+// reads, writes and opens as before.
+func TestRawSyscallsFallback(t *testing.T) {
+	requireKernel(t)
+	var logged []string
+	var mu sync.Mutex
+	logger := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		logged = append(logged, args)
+		mu.Unlock()
+	}, funcr.Options{})
+	r := loadRawSyscalls(t, Options{Logger: logger})
+	t.Cleanup(func() { r.Close() })
+	assert.Empty(t, r.MissingHooks(), "the fallback records at full fidelity")
+	mu.Lock()
+	assert.Contains(t, strings.Join(logged, "\n"), "falling back to raw_syscalls")
+	mu.Unlock()
+	var hooks []string
+	s, err := r.Stats()
+	require.NoError(t, err)
+	for _, p := range s.Programs {
+		hooks = append(hooks, p.Hook)
+	}
+	assert.Contains(t, hooks, "raw_syscalls:sys_enter")
+	assert.NotContains(t, hooks, "syscalls:sys_enter_{read,readv}", "no trace event stays attached")
+
+	cg := newPodCgroup(t, "rawfallback")
+	require.NoError(t, r.Allow(cg.id))
+	dir := dataDir(t)
+	path := filepath.Join(dir, "f.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "seqread", path, "65536")
+	cg.run(t, "write", filepath.Join(dir, "out.bin"), "12288", "4096")
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	_, ino := keyOf(t, path)
+	_, outIno := keyOf(t, filepath.Join(dir, "out.bin"))
+	var read, written bool
+	for _, rec := range recs {
+		if rec.Key.CgroupID != cg.id {
+			continue
+		}
+		switch rec.Key.Ino {
+		case ino:
+			read = true
+			assert.EqualValues(t, 1<<20, rec.ReadBytes)
+			assert.EqualValues(t, 17, rec.ReadOps, "16 reads of 64 KiB and one at end of file")
+			assert.EqualValues(t, 16, rec.SeqSteps)
+			assert.EqualValues(t, 1, rec.Opens)
+		case outIno:
+			written = true
+			assert.EqualValues(t, 3*4096, rec.WriteBytes)
+		}
+	}
+	assert.True(t, read, "the read file was recorded")
+	assert.True(t, written, "the written file was recorded")
 }
 
 func TestRingBufferFullIsCountedAndRetried(t *testing.T) {
@@ -742,4 +844,88 @@ func TestRingBufferFullIsCountedAndRetried(t *testing.T) {
 	for _, p := range paths {
 		assert.Equal(t, 1, got[p], "announcements of %s", p)
 	}
+}
+
+// TestAllowListChangesReachRunningThreads checks that a thread which already
+// read while its cgroup was allowed stops being counted at Disallow and is
+// counted again after Allow: the programs cache the allow decision per
+// thread, and every change to the list must invalidate it.
+func TestAllowListChangesReachRunningThreads(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	_, ino := keyOf(t, path)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	cg := newPodCgroup(t, "allowflip")
+	moveSelf(t, cg.group)
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p := make([]byte, pageSize)
+	read := func(n int) {
+		for i := 0; i < n; i++ {
+			_, err := unix.Pread(int(f.Fd()), p, int64(i%256)*pageSize)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, r.Allow(cg.id))
+	read(10)
+	require.NoError(t, r.Disallow(cg.id))
+	read(100)
+	require.NoError(t, r.Allow(cg.id))
+	read(1000)
+	require.NoError(t, r.Disallow(cg.id))
+
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, 1010, rec.ReadOps, "reads while allowed only")
+}
+
+// TestUnbatchedWithoutFlushers loads the recorder as on a kernel where the
+// thread exit hook cannot attach: reads must then not wait in per-thread
+// batches that nothing would flush, so every read is counted at once.
+func TestUnbatchedWithoutFlushers(t *testing.T) {
+	requireKernel(t)
+	saved := taskExitHook
+	t.Cleanup(func() { taskExitHook = saved })
+	taskExitHook = hook{name: "sched:missing", program: "not_a_program"}
+	r, err := Load(Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	require.Nil(t, r.flusher, "no batching without the exit hook")
+
+	cg := newPodCgroup(t, "unbatched")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "randpread", path, "1000", "1")
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	_, ino := keyOf(t, path)
+	var reads uint64
+	for _, rec := range recs {
+		if rec.Key.CgroupID == cg.id && rec.Key.Ino == ino {
+			reads += rec.ReadOps
+		}
+	}
+	assert.EqualValues(t, 1000, reads)
+}
+
+// TestSendfileCountsPagesWithoutReads checks the page-cache hook outside read
+// syscalls: sendfile(2) reads the cache, so its pages are requested, but it
+// is no read call.
+func TestSendfileCountsPagesWithoutReads(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "sendfile")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	cg.run(t, "sendfile", path)
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.Zero(t, rec.ReadOps)
+	assert.GreaterOrEqual(t, rec.PagesRequested, uint64(256), "every page of the file was asked for")
 }

@@ -167,6 +167,29 @@ var workloads = map[string]func(args []string) error{
 		fmt.Println(err)
 		return nil
 	},
+	// sendfile FILE: copy FILE to /dev/null with sendfile(2), which reads the
+	// page cache without a read syscall.
+	"sendfile": func(a []string) error {
+		in, err := os.Open(a[0])
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile("/dev/null", os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		for {
+			n, err := unix.Sendfile(int(out.Fd()), int(in.Fd()), nil, 1<<20)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
+		}
+	},
 	// open PATH...: open and close each path (relative paths against the cwd).
 	"open": func(a []string) error {
 		for _, p := range a {
