@@ -66,7 +66,8 @@ enum counter_index {
 	CNT_DROP_FD = 5,         // fd did not resolve to a file at syscall exit
 	CNT_STATS_INSERTS = 6,   // entries created in stats_by_file (for occupancy)
 	CNT_BATCH_BUSY = 7,      // a flush found a thread's batch locked: left to a later drain (lost at thread exit)
-	CNT_MAX = 8,
+	CNT_ALLOW_INHERITED = 8, // cgroups allowed by the kernel as they were created under an allowed tree
+	CNT_MAX = 9,
 };
 
 struct file_key {
@@ -629,6 +630,50 @@ static __always_inline void flush_task_batch(struct task_struct *task)
 	}
 	flush_batch(b);
 	unlock_batch(b);
+}
+
+// Values of allowed_cgroups. ALLOW_TREE marks a pod's cgroup: the cgroups
+// created under it afterwards (its containers', before any process runs in
+// them) are allowed by on_cgroup_mkdir with ALLOW_INHERITED, and removed
+// with their cgroup by on_cgroup_rmdir. So a container is recorded from its
+// first read, however late user space learns its id.
+#define ALLOW_CGROUP 1
+#define ALLOW_TREE 2
+#define ALLOW_INHERITED 3
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(on_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	// Only the cgroup2 hierarchy: its ids are what bpf_get_current_cgroup_id
+	// returns; a v1 hierarchy's ids are another numbering.
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (BPF_CORE_READ(task, cgroups, dfl_cgrp, root) != BPF_CORE_READ(cgrp, root))
+		return 0;
+	struct cgroup_subsys_state *parent = BPF_CORE_READ(cgrp, self.parent);
+	if (!parent)
+		return 0;
+	__u64 pid = BPF_CORE_READ(parent, cgroup, kn, id);
+	__u8 *v = bpf_map_lookup_elem(&allowed_cgroups, &pid);
+	if (!v || *v != ALLOW_TREE)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	__u8 inherited = ALLOW_INHERITED;
+	if (bpf_map_update_elem(&allowed_cgroups, &id, &inherited, BPF_NOEXIST) == 0)
+		count(CNT_ALLOW_INHERITED);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(on_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (BPF_CORE_READ(task, cgroups, dfl_cgrp, root) != BPF_CORE_READ(cgrp, root))
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	__u8 *v = bpf_map_lookup_elem(&allowed_cgroups, &id);
+	if (v && *v == ALLOW_INHERITED)
+		bpf_map_delete_elem(&allowed_cgroups, &id);
+	return 0;
 }
 
 // The batch of an exiting thread would be freed with its task storage.

@@ -100,6 +100,8 @@ const (
 	accessMapSettings           = "settings"
 	accessMapStatsByFile        = "stats_by_file"
 	accessProgFlushBatches      = "flush_batches"
+	accessProgOnCgroupMkdir     = "on_cgroup_mkdir"
+	accessProgOnCgroupRmdir     = "on_cgroup_rmdir"
 	accessProgOnEnterPread      = "on_enter_pread"
 	accessProgOnEnterRead       = "on_enter_read"
 	accessProgOnExitOpen        = "on_exit_open"
@@ -160,6 +162,8 @@ type accessSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type accessProgramSpecs struct {
 	FlushBatches      *ebpf.ProgramSpec `ebpf:"flush_batches"`
+	OnCgroupMkdir     *ebpf.ProgramSpec `ebpf:"on_cgroup_mkdir"`
+	OnCgroupRmdir     *ebpf.ProgramSpec `ebpf:"on_cgroup_rmdir"`
 	OnEnterPread      *ebpf.ProgramSpec `ebpf:"on_enter_pread"`
 	OnEnterRead       *ebpf.ProgramSpec `ebpf:"on_enter_read"`
 	OnExitOpen        *ebpf.ProgramSpec `ebpf:"on_exit_open"`
@@ -256,6 +260,8 @@ type accessVariables struct {
 // It can be passed to loadAccessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accessPrograms struct {
 	FlushBatches      *ebpf.Program `ebpf:"flush_batches"`
+	OnCgroupMkdir     *ebpf.Program `ebpf:"on_cgroup_mkdir"`
+	OnCgroupRmdir     *ebpf.Program `ebpf:"on_cgroup_rmdir"`
 	OnEnterPread      *ebpf.Program `ebpf:"on_enter_pread"`
 	OnEnterRead       *ebpf.Program `ebpf:"on_enter_read"`
 	OnExitOpen        *ebpf.Program `ebpf:"on_exit_open"`
@@ -274,6 +280,8 @@ type accessPrograms struct {
 func (p *accessPrograms) Close() error {
 	return _AccessClose(
 		p.FlushBatches,
+		p.OnCgroupMkdir,
+		p.OnCgroupRmdir,
 		p.OnEnterPread,
 		p.OnEnterRead,
 		p.OnExitOpen,

@@ -163,6 +163,15 @@ var pageCacheHooks = []hook{
 	{name: "filemap:mm_filemap_map_pages", program: accessProgOnFilemapMapPages},
 }
 
+// cgroupHooks allow a container's cgroup as it is created under a pod's
+// cgroup allowed with AllowTree. Without them AllowTree allows the pod's
+// cgroup alone, and its containers are recorded only once allowed one by
+// one.
+var cgroupHooks = []hook{
+	{name: "cgroup:cgroup_mkdir", program: accessProgOnCgroupMkdir},
+	{name: "cgroup:cgroup_rmdir", program: accessProgOnCgroupRmdir},
+}
+
 // taskExitHook flushes the read batch of an exiting thread. Reads are batched
 // per thread only when it and the drain iterator are attached; without them
 // each read goes to the map at once, as complete but slower.
@@ -285,7 +294,7 @@ func Load(opts Options) (*Recorder, error) {
 			}
 		}
 	}
-	for _, h := range pageCacheHooks {
+	for _, h := range append(append([]hook{}, pageCacheHooks...), cgroupHooks...) {
 		if err := r.attach(spec, h, mapReplacements); err != nil {
 			if h.essential {
 				r.Close()
@@ -530,7 +539,31 @@ func (r *Recorder) MissingHooks() []string {
 func (r *Recorder) Allow(cgroupID uint64) error {
 	r.allowMu.Lock()
 	defer r.allowMu.Unlock()
-	if err := r.maps.AllowedCgroups.Put(cgroupID, uint8(1)); err != nil {
+	return r.allow(cgroupID, allowCgroup)
+}
+
+// Values of the kernel's allow-list (ALLOW_* in access.bpf.c).
+const (
+	allowCgroup    uint8 = 1
+	allowTree      uint8 = 2
+	allowInherited uint8 = 3
+)
+
+// AllowTree starts recording reads by tasks in the cgroup and in every
+// cgroup created under it from now on: allowing a pod's cgroup as soon as
+// it exists records its containers from their first read, before their
+// ids are known. Cgroups that already exist under it are not included
+// (Allow them). Without the cgroup hooks (MissingHooks) it is Allow.
+// Disallow stops recording for the cgroup itself; the cgroups allowed under
+// it stay allowed until they are removed, or until Disallowed one by one.
+func (r *Recorder) AllowTree(cgroupID uint64) error {
+	r.allowMu.Lock()
+	defer r.allowMu.Unlock()
+	return r.allow(cgroupID, allowTree)
+}
+
+func (r *Recorder) allow(cgroupID uint64, how uint8) error {
+	if err := r.maps.AllowedCgroups.Put(cgroupID, how); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
 	if err := r.bumpAllowGen(); err != nil {
@@ -787,6 +820,9 @@ type Stats struct {
 	// those reads to a later drain; at thread exit they are lost (the exit
 	// and a drain must meet on that very thread for this).
 	DeferredBatches uint64
+	// InheritedAllows counts cgroups the kernel allowed as they were created
+	// under a cgroup allowed with AllowTree.
+	InheritedAllows uint64
 	// Programs has one entry per attached hook, sorted by hook. RunCount and
 	// RunTime only advance while the kernel's run-time statistics are on
 	// (see Options.NoRunTimeStats).
@@ -810,6 +846,7 @@ const (
 	cntDropFD
 	cntStatsInserts
 	cntBatchBusy
+	cntAllowInherited
 	cntMax
 )
 
@@ -840,6 +877,7 @@ func (r *Recorder) Stats() (Stats, error) {
 		FileCapacity: uint64(r.opts.MaxFiles),
 	}
 	s.DeferredBatches = c[cntBatchBusy]
+	s.InheritedAllows = c[cntAllowInherited]
 	if c[cntStatsInserts] > drained {
 		s.FileEntries = c[cntStatsInserts] - drained
 	}

@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/go-logr/logr/funcr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -928,4 +930,65 @@ func TestSendfileCountsPagesWithoutReads(t *testing.T) {
 	require.True(t, ok)
 	assert.Zero(t, rec.ReadOps)
 	assert.GreaterOrEqual(t, rec.PagesRequested, uint64(256), "every page of the file was asked for")
+}
+
+// TestAllowTreeRecordsContainersFromTheirFirstRead: a pod's cgroup allowed
+// with AllowTree makes the kernel allow each cgroup created under it as it is
+// created, so a container is recorded before user space knows its id; the
+// allowance goes with the cgroup.
+func TestAllowTreeRecordsContainersFromTheirFirstRead(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	if slices.Contains(r.MissingHooks(), "cgroup:cgroup_mkdir") {
+		t.Fatal("cgroup:cgroup_mkdir did not attach on this kernel")
+	}
+	root := fmt.Sprintf("eddy-bpf-test-%d", os.Getpid())
+	pod, err := cgroupv2.Create(filepath.Join(root, "kubepods/besteffort"), "podtree")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if top, err := cgroupv2.Open(root); err == nil {
+			assert.NoError(t, top.Remove())
+		}
+	})
+	podID, err := pod.ID()
+	require.NoError(t, err)
+	before, err := cgroupv2.Create(filepath.Join(root, "kubepods/besteffort/podtree"), "before")
+	require.NoError(t, err)
+	beforeID, err := before.ID()
+	require.NoError(t, err)
+
+	stats0, err := r.Stats()
+	require.NoError(t, err)
+	require.NoError(t, r.AllowTree(podID))
+	g, err := cgroupv2.Create(filepath.Join(root, "kubepods/besteffort/podtree"), "ctr")
+	require.NoError(t, err)
+	id, err := g.ID()
+	require.NoError(t, err)
+	var how uint8
+	require.NoError(t, r.maps.AllowedCgroups.Lookup(id, &how), "the new container cgroup is allowed by the kernel")
+	assert.Equal(t, allowInherited, how)
+	stats, err := r.Stats()
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), stats.InheritedAllows-stats0.InheritedAllows)
+
+	path := filepath.Join(dataDir(t), "data.bin")
+	writeFile(t, path, 1<<20)
+	_, ino := keyOf(t, path)
+	(&podCgroup{group: g, id: id}).run(t, "seqread", path, "65536")
+	(&podCgroup{group: before, id: beforeID}).run(t, "seqread", path, "65536")
+	recs, err := r.Drain(nil)
+	require.NoError(t, err)
+	var read uint64
+	for _, rec := range recs {
+		assert.NotEqual(t, beforeID, rec.Key.CgroupID, "a cgroup that existed before AllowTree is not included")
+		if rec.Key.CgroupID == id && rec.Key.Ino == ino {
+			read += rec.ReadBytes
+		}
+	}
+	assert.Equal(t, uint64(1<<20), read, "every byte the container read, from its first read")
+
+	require.NoError(t, g.Remove())
+	err = r.maps.AllowedCgroups.Lookup(id, &how)
+	assert.ErrorIs(t, err, ebpf.ErrKeyNotExist, "the allowance goes with the cgroup")
+	require.NoError(t, r.maps.AllowedCgroups.Lookup(podID, &how), "the pod's own cgroup stays allowed")
+	assert.Equal(t, allowTree, how)
 }

@@ -50,6 +50,9 @@ func (k *KernelSource) readEvents() {
 // Allow implements Source.
 func (k *KernelSource) Allow(cgroupID uint64) error { return k.rec.Allow(cgroupID) }
 
+// AllowTree implements Source.
+func (k *KernelSource) AllowTree(cgroupID uint64) error { return k.rec.AllowTree(cgroupID) }
+
 // Disallow implements Source.
 func (k *KernelSource) Disallow(cgroupID uint64) error { return k.rec.Disallow(cgroupID) }
 

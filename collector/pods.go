@@ -62,7 +62,13 @@ type PodIndex struct {
 
 	mu      sync.RWMutex
 	allowed map[uint64]*PodContainer
-	retired map[uint64]retiredContainer
+	// trees are the pods' own cgroups allowed with AllowTree: the kernel
+	// allows each container cgroup created under them as it is created.
+	trees map[uint64]*corev1.Pod
+	// silenced are the cgroups of eddy's own containers, disallowed once
+	// named (the kernel may have allowed them under their pod's tree).
+	silenced map[uint64]bool
+	retired  map[uint64]retiredContainer
 	// pending counts opted-in containers whose cgroup was not found.
 	pending int
 	// starting counts opted-in pods whose containers are not all named in
@@ -108,9 +114,11 @@ func NewPodIndex(cs kubernetes.Interface, source Source, resolver *cgroups.Resol
 	p := &PodIndex{
 		node: opts.Node, source: source, resolver: resolver, log: opts.Log,
 		retain: opts.Retain, resync: opts.Resync, now: time.Now,
-		kick:    make(chan struct{}, 1),
-		allowed: map[uint64]*PodContainer{},
-		retired: map[uint64]retiredContainer{},
+		kick:     make(chan struct{}, 1),
+		allowed:  map[uint64]*PodContainer{},
+		trees:    map[uint64]*corev1.Pod{},
+		silenced: map[uint64]bool{},
+		retired:  map[uint64]retiredContainer{},
 	}
 	p.factory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -160,7 +168,10 @@ func (p *PodIndex) Run(ctx context.Context) error {
 	for {
 		p.mu.RLock()
 		next := p.resync
-		if p.starting > 0 {
+		if p.starting > 0 || p.pending > 0 {
+			// A pod starting, or a container named whose cgroup was not
+			// found yet (the walk behind ContainerCgroups stays rate
+			// limited): look again soon.
 			next = startingRescan
 		}
 		p.mu.RUnlock()
@@ -198,9 +209,17 @@ func (p *PodIndex) Sync() {
 		enabled[ns.Name] = NamespaceOptedIn(ns)
 	}
 	want := map[uint64]*PodContainer{}
+	wantTrees := map[uint64]*corev1.Pod{}
 	// eddy's own containers, once named: cgroups observed before that are
 	// dropped without staying attributable.
 	eddys := map[string]bool{}
+	eddyCgroups := map[uint64]bool{}
+	p.mu.RLock()
+	treeOf := make(map[string]uint64, len(p.trees))
+	for id, pod := range p.trees {
+		treeOf[string(pod.UID)] = id
+	}
+	p.mu.RUnlock()
 	pending, starting := 0, 0
 	for _, pod := range pods {
 		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
@@ -210,7 +229,22 @@ func (p *PodIndex) Sync() {
 			for _, st := range list {
 				if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && injectedByEddy(pod, st.Name) {
 					eddys[id] = true
+					if es, ok := p.resolver.ContainerCgroups(id); ok {
+						for _, e := range es {
+							eddyCgroups[e.ID] = true
+						}
+					}
 				}
+			}
+		}
+		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+		if !finished {
+			// The pod's own cgroup, as soon as the kubelet made it: its
+			// containers are then recorded from their creation.
+			if id, ok := treeOf[string(pod.UID)]; ok {
+				wantTrees[id] = pod
+			} else if id, ok := p.resolver.PodCgroupID(string(pod.UID), startingRescan); ok {
+				wantTrees[id] = pod
 			}
 		}
 		if podStarting(pod) {
@@ -249,6 +283,40 @@ func (p *PodIndex) Sync() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending, p.starting = pending, starting
+	for id, pod := range wantTrees {
+		if _, ok := p.trees[id]; !ok {
+			if err := p.source.AllowTree(id); err != nil {
+				p.log.Error(err, "allow pod cgroup", "cgroupID", id, "pod", pod.Namespace+"/"+pod.Name)
+				continue
+			}
+			p.log.V(1).Info("observing pod", "pod", pod.Namespace+"/"+pod.Name, "cgroupID", id)
+		}
+		p.trees[id] = pod
+	}
+	for id := range p.trees {
+		if _, ok := wantTrees[id]; ok {
+			continue
+		}
+		if err := p.source.Disallow(id); err != nil {
+			p.log.Error(err, "disallow pod cgroup", "cgroupID", id)
+			continue
+		}
+		delete(p.trees, id)
+	}
+	for id := range eddyCgroups {
+		if !p.silenced[id] && want[id] == nil {
+			if err := p.source.Disallow(id); err != nil {
+				p.log.Error(err, "disallow eddy's own container", "cgroupID", id)
+				continue
+			}
+			p.silenced[id] = true
+		}
+	}
+	for id := range p.silenced {
+		if !eddyCgroups[id] {
+			delete(p.silenced, id)
+		}
+	}
 	for id, pc := range want {
 		if _, ok := p.allowed[id]; !ok {
 			if err := p.source.Allow(id); err != nil {

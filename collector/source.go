@@ -21,6 +21,10 @@ type Source interface {
 	// Both are idempotent.
 	Allow(cgroupID uint64) error
 	Disallow(cgroupID uint64) error
+	// AllowTree is Allow for a pod's cgroup, and makes every cgroup created
+	// under it from then on (its containers') recorded from its creation;
+	// a source that cannot do that allows the cgroup alone.
+	AllowTree(cgroupID uint64) error
 	// Drain appends to dst everything counted since the previous Drain and
 	// resets those counters.
 	Drain(dst []bpf.Record) ([]bpf.Record, error)
@@ -63,6 +67,7 @@ type ProgramStats struct {
 type ReplaySource struct {
 	mu      sync.Mutex
 	allowed map[uint64]bool
+	trees   map[uint64]bool
 	records []bpf.Record
 	events  []bpf.FileEvent
 	stats   SourceStats
@@ -70,7 +75,7 @@ type ReplaySource struct {
 
 // NewReplaySource returns an empty ReplaySource that allows no cgroup.
 func NewReplaySource() *ReplaySource {
-	return &ReplaySource{allowed: map[uint64]bool{}}
+	return &ReplaySource{allowed: map[uint64]bool{}, trees: map[uint64]bool{}}
 }
 
 // Allow implements Source.
@@ -84,11 +89,35 @@ func (r *ReplaySource) Allow(cgroupID uint64) error {
 	return nil
 }
 
+// AllowTree implements Source. A replayed trace has no cgroups being
+// created; the tree is only remembered (TreeIDs).
+func (r *ReplaySource) AllowTree(cgroupID uint64) error {
+	if cgroupID == 0 {
+		return fmt.Errorf("allow cgroup tree: id 0 is not a cgroup")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.trees[cgroupID] = true
+	return nil
+}
+
+// TreeIDs returns the cgroups allowed with AllowTree.
+func (r *ReplaySource) TreeIDs() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]uint64, 0, len(r.trees))
+	for id := range r.trees {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Disallow implements Source.
 func (r *ReplaySource) Disallow(cgroupID uint64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.allowed, cgroupID)
+	delete(r.trees, cgroupID)
 	return nil
 }
 

@@ -35,6 +35,7 @@ type Resolver struct {
 	mu       sync.Mutex
 	byID     map[uint64]Entry
 	byCtr    map[string][]Entry
+	byPod    map[string]uint64
 	lastScan time.Time
 	scans    int
 }
@@ -67,6 +68,7 @@ func NewResolver(root string, opts ResolverOptions) *Resolver {
 		now:               time.Now,
 		byID:              map[uint64]Entry{},
 		byCtr:             map[string][]Entry{},
+		byPod:             map[string]uint64{},
 	}
 }
 
@@ -135,6 +137,18 @@ func (r *Resolver) PodCgroups(podUID string, maxStale time.Duration) []Entry {
 	return out
 }
 
+// PodCgroupID returns the id of the pod's own cgroup (the one its
+// containers' cgroups are created in), from a walk no older than maxStale.
+func (r *Resolver) PodCgroupID(podUID string, maxStale time.Duration) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.now().Sub(r.lastScan) >= maxStale {
+		_ = r.rescanLocked(true)
+	}
+	id, ok := r.byPod[podUID]
+	return id, ok
+}
+
 // Rescan walks the hierarchy now, regardless of the rate limit.
 func (r *Resolver) Rescan() error {
 	r.mu.Lock()
@@ -156,11 +170,11 @@ func (r *Resolver) rescanLocked(force bool) error {
 	}
 	r.lastScan = now
 	r.scans++
-	byID, byCtr, err := scan(r.root)
+	byID, byCtr, byPod, err := scan(r.root)
 	if err != nil {
 		return err
 	}
-	r.byID, r.byCtr = byID, byCtr
+	r.byID, r.byCtr, r.byPod = byID, byCtr, byPod
 	return nil
 }
 
@@ -169,9 +183,10 @@ var errRateLimited = errors.New("cgroup rescan rate-limited")
 // scan finds the kubepods subtrees (at most three levels below root, to allow
 // for a kubelet --cgroup-root or a nested node) and indexes every container
 // cgroup in them.
-func scan(root string) (map[uint64]Entry, map[string][]Entry, error) {
+func scan(root string) (map[uint64]Entry, map[string][]Entry, map[string]uint64, error) {
 	byID := map[uint64]Entry{}
 	byCtr := map[string][]Entry{}
+	byPod := map[string]uint64{}
 	var tops []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -198,7 +213,7 @@ func scan(root string) (map[uint64]Entry, map[string][]Entry, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("walk cgroup hierarchy %s: %w", root, err)
+		return nil, nil, nil, fmt.Errorf("walk cgroup hierarchy %s: %w", root, err)
 	}
 	for _, top := range tops {
 		err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
@@ -215,6 +230,11 @@ func scan(root string) (map[uint64]Entry, map[string][]Entry, error) {
 			rel := "/" + filepath.ToSlash(mustRel(root, p))
 			c, ok := ParsePath(rel)
 			if !ok {
+				if uid, isPod := ParsePodPath(rel); isPod {
+					if id, err := inode(p); err == nil {
+						byPod[uid] = id
+					}
+				}
 				return nil
 			}
 			id, err := inode(p)
@@ -232,10 +252,10 @@ func scan(root string) (map[uint64]Entry, map[string][]Entry, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("walk kubepods cgroups under %s: %w", top, err)
+			return nil, nil, nil, fmt.Errorf("walk kubepods cgroups under %s: %w", top, err)
 		}
 	}
-	return byID, byCtr, nil
+	return byID, byCtr, byPod, nil
 }
 
 func mustRel(root, p string) string {

@@ -72,6 +72,12 @@ func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
 		}, 10*time.Second, 10*time.Millisecond, "allow-list %v, want %v", src.AllowedIDs(), want)
 	}
 	allowed(cgA)
+	// a's own cgroup is allowed as a tree too (the kernel then allows the
+	// containers created in it from their creation); no other pod's is.
+	podA, err := cgroups.CgroupID(filepath.Join(root, "kubepods", "burstable", "pod"+string(a.UID)))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return assert.ObjectsAreEqual([]uint64{podA}, src.TreeIDs()) },
+		10*time.Second, 10*time.Millisecond, "trees %v, want [%d]", src.TreeIDs(), podA)
 	pc, ok := idx.Lookup(cgA)
 	require.True(t, ok)
 	assert.Equal(t, "a", pc.Pod.Name)
