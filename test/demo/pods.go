@@ -158,10 +158,13 @@ func (r *run) waitProfile(ctx context.Context, out *v1.AccessProfile) error {
 	})
 }
 
-// waitRecommendations waits for a recommendation made from the profile's
+// waitRecommendations waits for the recommendations made from the profile's
 // class (earlier ones, from a partial view of the run, may exist too).
 func (r *run) waitRecommendations(ctx context.Context, class v1.AccessClass) ([]v1.Recommendation, error) {
 	var recs []v1.Recommendation
+	// The analyzer writes a class's recommendations one by one: wait for its
+	// Prefetch (what the demo applies), or a few seconds past the first.
+	var firstSeen time.Time
 	err := r.poll(ctx, 60*time.Second, "recommendations", "analyzer", func() (bool, error) {
 		var list v1.RecommendationList
 		if err := r.env.Client.List(ctx, &list, client.InNamespace(Namespace)); err != nil {
@@ -169,11 +172,17 @@ func (r *run) waitRecommendations(ctx context.Context, class v1.AccessClass) ([]
 		}
 		recs = list.Items
 		for _, rec := range recs {
-			if rec.Spec.Evidence.Class == class {
+			if rec.Spec.Evidence.Class != class {
+				continue
+			}
+			if rec.Spec.Action == v1.ActionPrefetch {
 				return true, nil
 			}
+			if firstSeen.IsZero() {
+				firstSeen = time.Now()
+			}
 		}
-		return false, nil
+		return !firstSeen.IsZero() && time.Since(firstSeen) > 10*time.Second, nil
 	})
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Name < recs[j].Name })
 	return recs, err
