@@ -74,7 +74,7 @@ func (k *KernelSource) Stats() SourceStats {
 	k.mu.Lock()
 	lost := k.lost
 	k.mu.Unlock()
-	s := SourceStats{EventsLost: lost, MissingHooks: k.rec.MissingHooks()}
+	s := SourceStats{EventsLost: lost, MissingHooks: k.rec.MissingHooks(), RawSyscalls: k.rec.RawSyscalls()}
 	st, err := k.rec.Stats()
 	if err != nil {
 		k.log.Error(err, "read recorder statistics")
@@ -83,6 +83,8 @@ func (k *KernelSource) Stats() SourceStats {
 	s.MapFull = st.Drops.StatsMapFull
 	s.MapEntries = int(st.FileEntries)
 	s.MapCapacity = int(st.FileCapacity)
+	s.DeferredBatches = st.DeferredBatches
+	s.InheritedAllows = st.InheritedAllows
 	s.Programs = make(map[string]ProgramStats, len(st.Programs))
 	for _, p := range st.Programs {
 		s.Programs[p.Hook] = ProgramStats{RunTime: p.RunTime, RunCount: p.RunCount}

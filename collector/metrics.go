@@ -35,6 +35,7 @@ type Metrics struct {
 	eventsLost, mapFull, mapFill, progTime, progRuns, missing *prometheus.Desc
 	buffered, droppedWin, shipped, shipFailures, unattrDesc   *prometheus.Desc
 	observedDesc, pendingDesc, pathsDesc                      *prometheus.Desc
+	rawSyscalls, deferred, inherited                          *prometheus.Desc
 }
 
 type seriesKey struct{ namespace, pod, workloadKind, workload, dataset string }
@@ -82,6 +83,9 @@ func NewMetrics(ttl time.Duration) *Metrics {
 		observedDesc: d("observed_containers", "Containers on the kernel's allow-list."),
 		pendingDesc:  d("pending_containers", "Opted-in containers whose cgroup was not found on this node."),
 		pathsDesc:    d("file_paths", "File paths remembered from the kernel's file events."),
+		rawSyscalls:  d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
+		deferred:     d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
+		inherited:    d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
 	}
 }
 
@@ -134,7 +138,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.readBytes, m.readOps, m.steps, m.missPages, m.waitSeconds,
 		m.eventsLost, m.mapFull, m.mapFill, m.progTime, m.progRuns, m.missing,
 		m.buffered, m.droppedWin, m.shipped, m.shipFailures, m.unattrDesc,
-		m.observedDesc, m.pendingDesc, m.pathsDesc} {
+		m.observedDesc, m.pendingDesc, m.pathsDesc, m.rawSyscalls, m.deferred, m.inherited} {
 		ch <- d
 	}
 	m.drainHist.Describe(ch)
@@ -171,6 +175,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, h := range m.source.MissingHooks {
 		g(m.missing, 1, h)
 	}
+	raw := 0.0
+	if m.source.RawSyscalls {
+		raw = 1
+	}
+	g(m.rawSyscalls, raw)
+	c(m.deferred, float64(m.source.DeferredBatches))
+	c(m.inherited, float64(m.source.InheritedAllows))
 	if m.shipper != nil {
 		st := m.shipper()
 		g(m.buffered, float64(st.Buffered))

@@ -24,7 +24,8 @@ func TestMetricsFromWindows(t *testing.T) {
 		{Workload: wl, Pod: "web-1", Dataset: ds, Path: "train/b.jpg", ReadBytes: 24, ReadOps: 1, SeqSteps: 1, ReadWaitNano: 5e8},
 	}}
 	src := SourceStats{EventsLost: 4, MapEntries: 250, MapCapacity: 1000, MissingHooks: []string{"tp_btf/mm_filemap_get_pages"},
-		Programs: map[string]ProgramStats{"read_exit": {RunTime: 1500 * time.Millisecond, RunCount: 7}}}
+		Programs:    map[string]ProgramStats{"read_exit": {RunTime: 1500 * time.Millisecond, RunCount: 7}},
+		RawSyscalls: true, DeferredBatches: 3, InheritedAllows: 6}
 	m.observeWindow(w, src, 2, 5, 1, 9)
 	m.observeWindow(w, src, 0, 5, 1, 9)
 	m.ObserveDrain(3 * time.Millisecond)
@@ -55,11 +56,21 @@ eddy_collector_hook_missing{hook="tp_btf/mm_filemap_get_pages"} 1
 # HELP eddy_collector_bpf_run_time_seconds_total Time the kernel spent running each eBPF program (needs kernel.bpf_stats_enabled=1).
 # TYPE eddy_collector_bpf_run_time_seconds_total counter
 eddy_collector_bpf_run_time_seconds_total{program="read_exit"} 1.5
+# HELP eddy_collector_raw_syscall_hooks 1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program.
+# TYPE eddy_collector_raw_syscall_hooks gauge
+eddy_collector_raw_syscall_hooks 1
+# HELP eddy_collector_deferred_batches_total Per-thread read batches a drain found busy and left to a later drain.
+# TYPE eddy_collector_deferred_batches_total counter
+eddy_collector_deferred_batches_total 3
+# HELP eddy_collector_inherited_allows_total Container cgroups the kernel allowed as they were created in an observed pod's cgroup.
+# TYPE eddy_collector_inherited_allows_total counter
+eddy_collector_inherited_allows_total 6
 `
 	require.NoError(t, testutil.CollectAndCompare(m, strings.NewReader(expected),
 		"eddy_collector_read_bytes_total", "eddy_collector_read_steps_total", "eddy_collector_read_wait_seconds_total",
 		"eddy_collector_map_fill_ratio", "eddy_collector_windows_dropped_total", "eddy_collector_unattributed_records_total",
-		"eddy_collector_hook_missing", "eddy_collector_bpf_run_time_seconds_total"))
+		"eddy_collector_hook_missing", "eddy_collector_bpf_run_time_seconds_total",
+		"eddy_collector_raw_syscall_hooks", "eddy_collector_deferred_batches_total", "eddy_collector_inherited_allows_total"))
 
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(m))

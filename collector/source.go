@@ -52,6 +52,15 @@ type SourceStats struct {
 	// MissingHooks names the hooks that could not be attached on this kernel;
 	// what they would have counted stays zero.
 	MissingHooks []string
+	// RawSyscalls is true when the syscall hooks fell back to raw_syscalls
+	// (no tracefs): every syscall of the node then runs a program.
+	RawSyscalls bool
+	// DeferredBatches counts per-thread read batches a drain found busy and
+	// left to a later drain.
+	DeferredBatches uint64
+	// InheritedAllows counts container cgroups the kernel allowed as they
+	// were created in an allowed pod's cgroup.
+	InheritedAllows uint64
 }
 
 // ProgramStats is the kernel's accounting for one BPF program.
