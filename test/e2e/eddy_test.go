@@ -7,7 +7,6 @@ package e2e_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,14 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/node"
@@ -49,17 +46,7 @@ const (
 // sidecar, which starts as a native sidecar, fetches its manifest from the
 // analyzer with the pod's token and reads the dataset ahead of the trainer.
 func TestEddyOnRealNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd, a kubelet and a control plane; skipped with -short")
-	}
-	if err := node.Preflight("", false); err != nil {
-		var missing *node.MissingHostProgramsError
-		if errors.Is(err, node.ErrNotRoot) || errors.As(err, &missing) {
-			t.Skipf("cannot run a real node here: %v", err)
-		}
-		t.Fatal(err)
-	}
-	ctrllog.SetLogger(logr.Discard())
+	node.SkipUnlessAvailable(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("/tmp", "eddy-e2e-")
@@ -69,7 +56,7 @@ func TestEddyOnRealNode(t *testing.T) {
 	defer os.RemoveAll(dir)
 
 	start := time.Now()
-	c, err := node.Start(ctx, node.Options{Dir: dir, Images: []string{"pause", "workload", "eddy"}, Log: testLog{t}})
+	c, err := node.Start(ctx, node.Options{Dir: dir, Images: []string{"pause", "workload", "eddy"}, Log: node.TestLog(t)})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -524,11 +511,4 @@ func httpGet(ctx context.Context, t *testing.T, url string) string {
 		t.Fatalf("GET %s: HTTP %d: %s", url, resp.StatusCode, body)
 	}
 	return string(body)
-}
-
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

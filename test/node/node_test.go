@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/node/workload"
@@ -36,17 +33,7 @@ var testImages = []string{"pause", "workload"}
 // behind a Service; a pod using its service-account token), tears it all
 // down and checks nothing is left, then measures a warm start.
 func TestRealNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd, a kubelet and a control plane; skipped with -short")
-	}
-	if err := node.Preflight("", true); err != nil {
-		var missing *node.MissingHostProgramsError
-		if errors.Is(err, node.ErrNotRoot) || errors.As(err, &missing) {
-			t.Skipf("cannot run a real node here: %v", err)
-		}
-		t.Fatal(err)
-	}
-	ctrllog.SetLogger(logr.Discard())
+	node.SkipUnlessAvailable(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("/tmp", "eddy-node-test-")
@@ -56,7 +43,7 @@ func TestRealNode(t *testing.T) {
 	defer os.RemoveAll(dir)
 
 	start := time.Now()
-	c, err := node.Start(ctx, node.Options{Dir: dir, KwokNodes: 1, RemoteDatasets: true, Images: testImages, Log: testLog{t}})
+	c, err := node.Start(ctx, node.Options{Dir: dir, KwokNodes: 1, RemoteDatasets: true, Images: testImages, Log: node.TestLog(t)})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -98,7 +85,7 @@ func TestRealNode(t *testing.T) {
 	assertNothingLeft(t, dir, podUIDs)
 
 	start = time.Now()
-	c2, err := node.Start(ctx, node.Options{Dir: dir, KwokNodes: 1, Images: testImages, Log: testLog{t}})
+	c2, err := node.Start(ctx, node.Options{Dir: dir, KwokNodes: 1, Images: testImages, Log: node.TestLog(t)})
 	if err != nil {
 		t.Fatalf("warm start: %v", err)
 	}
@@ -365,11 +352,4 @@ func assertNothingLeft(t *testing.T, dir string, podUIDs []string) {
 			}
 		}
 	}
-}
-
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
