@@ -579,7 +579,7 @@ func TestDropCountersAndStats(t *testing.T) {
 	for _, p := range s.Programs {
 		hooks[p.Hook] = p
 	}
-	assert.Len(t, hooks, len(syscallEventHooks)+len(pageCacheHooks)+1, "and the thread exit hook")
+	assert.Len(t, hooks, len(syscallEventHooks)+len(pageCacheHooks)+len(cgroupHooks)+1, "and the thread exit hook")
 	assert.Positive(t, hooks["syscalls:sys_enter_{read,readv}"].RunCount)
 	assert.Positive(t, hooks["syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}"].RunTime)
 
