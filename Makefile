@@ -135,7 +135,7 @@ $(BIN)/eddy-cluster: FORCE
 images: $(BIN)/eddy-cluster ## Image tarballs (eddy, pause, workload) into bin/images; only changed ones are rewritten.
 	$(BIN)/eddy-cluster images --out $(BIN)/images
 
-cluster: deps tools node-binaries $(BIN)/eddy-cluster ## Control plane + a real node (containerd, kubelet, kube-proxy, CoreDNS) + 2 kwok nodes.
+cluster: deps tools node-binaries $(BIN)/eddy-cluster ## Control plane + a real node (containerd, kubelet, kube-proxy, CoreDNS) + 2 kwok nodes, with eddy installed from config/ as pods.
 	$(BIN)/eddy-cluster up --dir $(CLUSTER_DIR)
 
 cluster-down: $(BIN)/eddy-cluster ## Stop `make cluster` and check nothing is left behind.

@@ -55,8 +55,8 @@ type Eddy struct {
 // would (config.Deployment), with four changes a cluster without a registry
 // or a DNS server needs: the image is EddyImage (never pulled); the
 // collector mounts this node's kubelet folder and keeps its state in the
-// cluster folder, and runs only on the real node (kwok nodes have no kernel
-// to record); without CoreDNS the analyzer is addressed by its ClusterIP;
+// cluster folder; every pod runs on the real node (kwok nodes run nothing
+// and have no kernel to record); without CoreDNS the analyzer is addressed by its ClusterIP;
 // and the analyzer's TLS Secret is issued by the cluster's root CA, which
 // pods trust. It returns once every component is available and the webhook
 // has published its CA.
@@ -149,11 +149,12 @@ func (c *Cluster) adjust(name string, spec *corev1.PodSpec, analyzerHostOrIP, st
 			ctr.Args = append(ctr.Args, "--image-pull-policy=Never")
 		}
 	}
+	// Only the real node runs containers (and has a kernel to record): kwok
+	// nodes would take the pods and run nothing.
+	spec.NodeSelector = map[string]string{NodeLabel: "real"}
 	if component != "collector" {
 		return nil
 	}
-	// Only the real node has a kernel to record.
-	spec.NodeSelector = map[string]string{NodeLabel: "real"}
 	kubeletRoot := c.KubeletRootDir()
 	for i := range spec.Volumes {
 		hp := spec.Volumes[i].HostPath

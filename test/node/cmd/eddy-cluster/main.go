@@ -1,7 +1,7 @@
 // Command eddy-cluster runs eddy's local cluster with a real node (package
 // test/node) for people: `make cluster` and `make cluster-down` call it.
 //
-//	eddy-cluster up --dir /tmp/eddy-cluster [--kwok-nodes 2] [--foreground]
+//	eddy-cluster up --dir /tmp/eddy-cluster [--kwok-nodes 2] [--eddy=false] [--foreground]
 //	eddy-cluster down --dir /tmp/eddy-cluster
 //	eddy-cluster images --out bin/images
 //
@@ -62,6 +62,7 @@ func up(args []string) error {
 	datasets := fs.Bool("datasets", true, "create the sample datasets default/dataset-local and default/dataset-remote")
 	foreground := fs.Bool("foreground", false, "run in this process until SIGINT/SIGTERM")
 	imageList := fs.String("images", strings.Join(node.ImageNames, ","), "images to build and import")
+	withEddy := fs.Bool("eddy", true, "install eddy from config/ (analyzer, collector DaemonSet, webhook, operator) as pods on the real node")
 	_ = fs.Parse(args)
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -100,6 +101,13 @@ func up(args []string) error {
 			return err
 		}
 		fmt.Println("datasets: PVCs default/dataset-local (host folder) and default/dataset-remote (rclone FUSE mount)")
+	}
+	if *withEddy {
+		e, err := c.DeployEddy(ctx, node.EddyOptions{})
+		if err != nil {
+			return fmt.Errorf("install eddy: %w", err)
+		}
+		fmt.Printf("eddy: analyzer, collector, webhook and operator running in %s (analyzer %s);\n  opt a namespace in with: kubectl label namespace NAME eddy.io/autotune=enabled\n", node.EddySystem, e.AnalyzerURL)
 	}
 	if err := os.WriteFile(filepath.Join(abs, pidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
