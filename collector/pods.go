@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -62,9 +63,10 @@ type PodIndex struct {
 
 	mu      sync.RWMutex
 	allowed map[uint64]*PodContainer
-	// trees are the pods' own cgroups allowed with AllowTree: the kernel
-	// allows each container cgroup created under them as it is created.
-	trees map[uint64]*corev1.Pod
+	// trees are the pods' own cgroups allowed with AllowTree, by pod UID:
+	// the kernel allows each container cgroup created under them as it is
+	// created.
+	trees map[types.UID]podTree
 	// silenced are the cgroups of eddy's own containers, disallowed once
 	// named (the kernel may have allowed them under their pod's tree).
 	silenced map[uint64]bool
@@ -80,6 +82,11 @@ type PodIndex struct {
 // hierarchy, while an opted-in pod starts: a container's first reads are
 // missed for at most about this long.
 const startingRescan = 100 * time.Millisecond
+
+type podTree struct {
+	cgroupID uint64
+	pod      *corev1.Pod
+}
 
 type retiredContainer struct {
 	pc    *PodContainer
@@ -116,7 +123,7 @@ func NewPodIndex(cs kubernetes.Interface, source Source, resolver *cgroups.Resol
 		retain: opts.Retain, resync: opts.Resync, now: time.Now,
 		kick:     make(chan struct{}, 1),
 		allowed:  map[uint64]*PodContainer{},
-		trees:    map[uint64]*corev1.Pod{},
+		trees:    map[types.UID]podTree{},
 		silenced: map[uint64]bool{},
 		retired:  map[uint64]retiredContainer{},
 	}
@@ -209,15 +216,15 @@ func (p *PodIndex) Sync() {
 		enabled[ns.Name] = NamespaceOptedIn(ns)
 	}
 	want := map[uint64]*PodContainer{}
-	wantTrees := map[uint64]*corev1.Pod{}
+	wantTrees := map[types.UID]podTree{}
 	// eddy's own containers, once named: cgroups observed before that are
 	// dropped without staying attributable.
 	eddys := map[string]bool{}
 	eddyCgroups := map[uint64]bool{}
 	p.mu.RLock()
-	treeOf := make(map[string]uint64, len(p.trees))
-	for id, pod := range p.trees {
-		treeOf[string(pod.UID)] = id
+	known := make(map[types.UID]uint64, len(p.trees))
+	for uid, t := range p.trees {
+		known[uid] = t.cgroupID
 	}
 	p.mu.RUnlock()
 	pending, starting := 0, 0
@@ -225,32 +232,30 @@ func (p *PodIndex) Sync() {
 		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
 			continue
 		}
-		for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
-			for _, st := range list {
-				if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && injectedByEddy(pod, st.Name) {
-					eddys[id] = true
-					if es, ok := p.resolver.ContainerCgroups(id); ok {
-						for _, e := range es {
-							eddyCgroups[e.ID] = true
-						}
+		for _, st := range statuses(pod) {
+			if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && injectedByEddy(pod, st.Name) {
+				eddys[id] = true
+				if es, ok := p.resolver.ContainerCgroups(id); ok {
+					for _, e := range es {
+						eddyCgroups[e.ID] = true
 					}
 				}
 			}
 		}
-		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-		if !finished {
+		if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
 			// The pod's own cgroup, as soon as the kubelet made it: its
 			// containers are then recorded from their creation.
-			if id, ok := treeOf[string(pod.UID)]; ok {
-				wantTrees[id] = pod
+			if id, ok := known[pod.UID]; ok {
+				wantTrees[pod.UID] = podTree{id, pod}
 			} else if id, ok := p.resolver.PodCgroupID(string(pod.UID), startingRescan); ok {
-				wantTrees[id] = pod
+				wantTrees[pod.UID] = podTree{id, pod}
 			}
 		}
-		if podStarting(pod) {
+		isStarting := podStarting(pod)
+		if isStarting {
 			starting++
 		}
-		if podStarting(pod) && eddysNamed(pod) {
+		if isStarting && eddysNamed(pod) {
 			// Its containers run (and read) before the pod's status names
 			// them: observe every container cgroup under the pod now, and
 			// attribute each to its container once the status says which
@@ -283,25 +288,25 @@ func (p *PodIndex) Sync() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending, p.starting = pending, starting
-	for id, pod := range wantTrees {
-		if _, ok := p.trees[id]; !ok {
-			if err := p.source.AllowTree(id); err != nil {
-				p.log.Error(err, "allow pod cgroup", "cgroupID", id, "pod", pod.Namespace+"/"+pod.Name)
+	for uid, t := range wantTrees {
+		if _, ok := p.trees[uid]; !ok {
+			if err := p.source.AllowTree(t.cgroupID); err != nil {
+				p.log.Error(err, "allow pod cgroup", "cgroupID", t.cgroupID, "pod", t.pod.Namespace+"/"+t.pod.Name)
 				continue
 			}
-			p.log.V(1).Info("observing pod", "pod", pod.Namespace+"/"+pod.Name, "cgroupID", id)
+			p.log.V(1).Info("observing pod", "pod", t.pod.Namespace+"/"+t.pod.Name, "cgroupID", t.cgroupID)
 		}
-		p.trees[id] = pod
+		p.trees[uid] = t
 	}
-	for id := range p.trees {
-		if _, ok := wantTrees[id]; ok {
+	for uid, t := range p.trees {
+		if _, ok := wantTrees[uid]; ok {
 			continue
 		}
-		if err := p.source.Disallow(id); err != nil {
-			p.log.Error(err, "disallow pod cgroup", "cgroupID", id)
+		if err := p.source.Disallow(t.cgroupID); err != nil {
+			p.log.Error(err, "disallow pod cgroup", "cgroupID", t.cgroupID)
 			continue
 		}
-		delete(p.trees, id)
+		delete(p.trees, uid)
 	}
 	for id := range eddyCgroups {
 		if !p.silenced[id] && want[id] == nil {
@@ -426,15 +431,18 @@ func podStarting(pod *corev1.Pod) bool {
 	return len(statusContainerIDs(pod)) < len(pod.Spec.InitContainers)+len(pod.Spec.Containers)
 }
 
+// statuses are the pod's init and regular container statuses.
+func statuses(pod *corev1.Pod) []corev1.ContainerStatus {
+	return append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+}
+
 // statusContainerIDs are the runtime ids of every container the pod's
 // status names, eddy's own included.
 func statusContainerIDs(pod *corev1.Pod) map[string]bool {
 	ids := map[string]bool{}
-	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
-		for _, st := range list {
-			if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil && st.ContainerID != "" {
-				ids[id] = true
-			}
+	for _, st := range statuses(pod) {
+		if _, id, err := cgroups.SplitContainerID(st.ContainerID); err == nil {
+			ids[id] = true
 		}
 	}
 	return ids
@@ -444,11 +452,9 @@ func statusContainerIDs(pod *corev1.Pod) map[string]bool {
 // the pod has been named, with its runtime id, in the pod's status.
 func eddysNamed(pod *corev1.Pod) bool {
 	named := map[string]bool{}
-	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
-		for _, st := range list {
-			if st.ContainerID != "" {
-				named[st.Name] = true
-			}
+	for _, st := range statuses(pod) {
+		if st.ContainerID != "" {
+			named[st.Name] = true
 		}
 	}
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {

@@ -267,14 +267,10 @@ func runJob(ctx context.Context, t *testing.T, c *node.Cluster, name string) *co
 // reads what the kernel says it holds: exactly CAP_BPF and CAP_PERFMON
 // effective, no new privileges, a seccomp filter.
 func checkCollectorPrivileges(ctx context.Context, t *testing.T, c *node.Cluster) {
-	var pods corev1.PodList
-	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": "collector"}); err != nil {
+	pod, err := collectorPod(ctx, c)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pods.Items) != 1 {
-		t.Fatalf("%d collector pods, want 1 (on the real node only)", len(pods.Items))
-	}
-	pod := pods.Items[0]
 	if sc := pod.Spec.Containers[0].SecurityContext; sc == nil || (sc.Privileged != nil && *sc.Privileged) {
 		t.Fatalf("collector container is privileged or has no security context: %+v", sc)
 	}
@@ -309,7 +305,10 @@ func checkCollectorPrivileges(ctx context.Context, t *testing.T, c *node.Cluster
 	t.Logf("collector pid %d on the host: CapEff %s, NoNewPrivs %s, Seccomp %s", pid, fields["CapEff"], fields["NoNewPrivs"], fields["Seccomp"])
 
 	// Its kernel programs are attached: the metrics it serves say so.
-	body := httpGet(ctx, t, fmt.Sprintf("http://%s:9464/metrics", pod.Status.PodIP))
+	body, err := get(ctx, fmt.Sprintf("http://%s:9464/metrics", pod.Status.PodIP))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(body, "eddy_collector_") {
 		t.Errorf("collector metrics carry no eddy_collector_ series:\n%.2000s", body)
 	}
@@ -457,23 +456,33 @@ func poll(ctx context.Context, t *testing.T, c *node.Cluster, timeout time.Durat
 
 // collectorMetrics are the collector's own series (not the per-pod ones).
 func collectorMetrics(c *node.Cluster) string {
-	var pods corev1.PodList
-	if err := c.Env.Client.List(context.Background(), &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": "collector"}); err != nil || len(pods.Items) == 0 {
-		return "no collector pod"
-	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://%s:9464/metrics", pods.Items[0].Status.PodIP))
+	pod, err := collectorPod(context.Background(), c)
 	if err != nil {
 		return err.Error()
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := get(context.Background(), fmt.Sprintf("http://%s:9464/metrics", pod.Status.PodIP))
+	if err != nil {
+		return err.Error()
+	}
 	var b strings.Builder
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		if strings.HasPrefix(l, "eddy_collector_") && !strings.Contains(l, "_bucket") {
 			b.WriteString(l + "\n")
 		}
 	}
 	return b.String()
+}
+
+// collectorPod is the collector DaemonSet's one pod (on the real node).
+func collectorPod(ctx context.Context, c *node.Cluster) (*corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": "collector"}); err != nil {
+		return nil, err
+	}
+	if len(pods.Items) != 1 {
+		return nil, fmt.Errorf("%d collector pods, want 1 (on the real node only)", len(pods.Items))
+	}
+	return &pods.Items[0], nil
 }
 
 func podsSummary(ctx context.Context, c *node.Cluster, job string) string {
@@ -495,20 +504,20 @@ func componentLogs(ctx context.Context, c *node.Cluster) string {
 	return b.String()
 }
 
-func httpGet(ctx context.Context, t *testing.T, url string) string {
-	t.Helper()
+// get returns the body of a 200 answer to GET url.
+func get(ctx context.Context, url string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return "", fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: HTTP %d: %s", url, resp.StatusCode, body)
+		return "", fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, body)
 	}
-	return string(body)
+	return string(body), nil
 }
