@@ -168,6 +168,25 @@ struct {
 	__type(value, __u8);
 } allowed_cgroups SEC(".maps");
 
+// allow_slots is a counting filter in front of allowed_cgroups: slot
+// (id & ALLOW_SLOT_MASK) counts the allowed cgroups whose id maps to it, and
+// when it is zero the cgroup is certainly not allowed, which an inlined array
+// load tells every thread of every other pod on the node without a hash
+// lookup. The first ALLOW_SLOTS elements count the cgroups user space
+// allowed (it rewrites them); the next ALLOW_SLOTS count those the kernel
+// allowed under an allowed tree (atomic adds, here only), so neither side
+// overwrites the other's counts. Counts rise before an insert into
+// allowed_cgroups and fall after a delete; a slot that overcounts only costs
+// a hash lookup, never a read.
+#define ALLOW_SLOTS 4096
+#define ALLOW_SLOT_MASK (ALLOW_SLOTS - 1)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * ALLOW_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} allow_slots SEC(".maps");
+
 // Values user space sets for the programs. settings[SETTING_ALLOW_GEN] is
 // the allow-list's generation: user space bumps it after every change to
 // allowed_cgroups. settings[SETTING_BATCH] is how many reads a thread may
@@ -257,8 +276,28 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
+// kernel_allow_slot is the kernel's count for the slot of cgid.
+static __always_inline __u32 *kernel_allow_slot(__u64 cgid)
+{
+	__u32 slot = ALLOW_SLOTS + (cgid & ALLOW_SLOT_MASK);
+	return bpf_map_lookup_elem(&allow_slots, &slot);
+}
+
+// maybe_allowed is false when the cgroup is certainly not allowed.
+static __always_inline bool maybe_allowed(__u64 cgid)
+{
+	__u32 slot = cgid & ALLOW_SLOT_MASK;
+	__u32 *n = bpf_map_lookup_elem(&allow_slots, &slot);
+	if (n && *n)
+		return true;
+	n = kernel_allow_slot(cgid);
+	return n && *n;
+}
+
 static __always_inline bool cgroup_allowed(__u64 cgid)
 {
+	if (!maybe_allowed(cgid))
+		return false;
 	return bpf_map_lookup_elem(&allowed_cgroups, &cgid) != NULL;
 }
 
@@ -402,6 +441,11 @@ struct syscall_exit_ctx {
 static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
+	// Threads of cgroups that are certainly not allowed, every other pod's,
+	// stop here. A thread that moved out of an allowed cgroup keeps its
+	// state, inactive.
+	if (!maybe_allowed(cgid))
+		return 0;
 	// Read the generation before the allow-list: a decision cached under a
 	// generation never predates the list as of that generation.
 	__u32 idx = SETTING_ALLOW_GEN;
@@ -409,8 +453,7 @@ static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 
 	__u64 gen = genp ? *genp : 0;
 	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
 	if (!in) {
-		// Threads of cgroups never allowed get no state: the lookup here
-		// is all they cost.
+		// Threads of cgroups never allowed get no state.
 		if (!cgroup_allowed(cgid))
 			return 0;
 		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -510,6 +553,8 @@ static __always_inline __u64 batch_limit(void)
 
 static __always_inline int exit_read(long ret)
 {
+	if (!maybe_allowed(bpf_get_current_cgroup_id()))
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
 	if (!in || !in->active)
@@ -517,7 +562,6 @@ static __always_inline int exit_read(long ret)
 	in->active = 0;
 	if (ret < 0)
 		return 0;
-
 	__u64 now = bpf_ktime_get_ns();
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, in->fd, &faddr);
@@ -542,6 +586,9 @@ static __always_inline int exit_read(long ret)
 		return 0;
 
 	// Classify the step against the previous read through this open file.
+	// The position is kept per open file, not per thread: thread pools
+	// (Go's, tokio's blocking pool) move one sequential reader across
+	// threads, and a per-thread position would call its reads random.
 	int step = 0; // 1 sequential, 2 random, 0 first read: no step
 	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
 	if (of) {
@@ -657,9 +704,15 @@ int BPF_PROG(on_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	if (!v || *v != ALLOW_TREE)
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	__u32 *slot = kernel_allow_slot(id);
+	if (!slot)
+		return 0;
+	__sync_fetch_and_add(slot, 1);
 	__u8 inherited = ALLOW_INHERITED;
 	if (bpf_map_update_elem(&allowed_cgroups, &id, &inherited, BPF_NOEXIST) == 0)
 		count(CNT_ALLOW_INHERITED);
+	else
+		__sync_fetch_and_add(slot, -1);
 	return 0;
 }
 
@@ -671,8 +724,11 @@ int BPF_PROG(on_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
 	__u8 *v = bpf_map_lookup_elem(&allowed_cgroups, &id);
-	if (v && *v == ALLOW_INHERITED)
-		bpf_map_delete_elem(&allowed_cgroups, &id);
+	if (!v || *v != ALLOW_INHERITED || bpf_map_delete_elem(&allowed_cgroups, &id))
+		return 0;
+	__u32 *slot = kernel_allow_slot(id);
+	if (slot)
+		__sync_fetch_and_add(slot, -1);
 	return 0;
 }
 
@@ -930,6 +986,9 @@ static __always_inline bool in_read_syscall(struct task_struct *task)
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_filemap_get_pages, struct address_space *mapping, unsigned long index, unsigned long last_index)
 {
+	// Every buffered read on the node runs this: other pods' stop here.
+	if (!maybe_allowed(bpf_get_current_cgroup_id()))
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
 	if (in && in->active) {
@@ -937,8 +996,7 @@ int BPF_PROG(on_filemap_get_pages, struct address_space *mapping, unsigned long 
 		return 0;
 	}
 	// A read syscall that is not in flight is one of a cgroup that is not
-	// allowed: skip the allow-list lookup below, which every buffered read
-	// of every other pod on the node would pay.
+	// allowed: skip the allow-list lookup below.
 	if (in_read_syscall(task))
 		return 0;
 	// Outside a read syscall (sendfile, splice, io_uring) the range is all

@@ -90,6 +90,7 @@ type accessReadBatch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	accessMapAllowSlots         = "allow_slots"
 	accessMapAllowedCgroups     = "allowed_cgroups"
 	accessMapCounters           = "counters"
 	accessMapEvents             = "events"
@@ -183,6 +184,7 @@ type accessProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accessMapSpecs struct {
+	AllowSlots     *ebpf.MapSpec `ebpf:"allow_slots"`
 	AllowedCgroups *ebpf.MapSpec `ebpf:"allowed_cgroups"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
@@ -222,6 +224,7 @@ func (o *accessObjects) Close() error {
 //
 // It can be passed to loadAccessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accessMaps struct {
+	AllowSlots     *ebpf.Map `ebpf:"allow_slots"`
 	AllowedCgroups *ebpf.Map `ebpf:"allowed_cgroups"`
 	Counters       *ebpf.Map `ebpf:"counters"`
 	Events         *ebpf.Map `ebpf:"events"`
@@ -235,6 +238,7 @@ type accessMaps struct {
 
 func (m *accessMaps) Close() error {
 	return _AccessClose(
+		m.AllowSlots,
 		m.AllowedCgroups,
 		m.Counters,
 		m.Events,

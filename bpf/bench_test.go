@@ -22,33 +22,37 @@ import (
 )
 
 // BenchmarkPread is the worst case for the recorder: 4 KiB preads of a cached
-// file, so the read itself is as cheap as a read gets and the hooks' cost is
-// most visible. The configurations run side by side in one run, interleaved
-// in blocks of preadBlock reads per thread, in an order shuffled per block,
-// so drifts of a shared VM hit all of them alike; each reports the median
-// block:
+// file (locked in the page cache), so the read itself is as cheap as a read
+// gets and the hooks' cost is most visible. The configurations run side by
+// side in one run: each round runs every configuration once, in an order
+// shuffled per round, as a phase of preadPhase blocks of preadBlock reads per
+// thread that begins preadSettle after the hooks changed (attaching and
+// detaching leave work behind, RCU callbacks freeing links and perf events,
+// that would otherwise run in the readers' time). Each configuration reports
+// its median block:
 //
-//	off   no hook attached
-//	idle  hooks attached, the reading cgroup not allowed (every other pod)
-//	on    hooks attached, the reading cgroup allowed
-//	floor programs that do nothing, on the hooks a pread runs (the
-//	      syscalls trace events of pread64 and filemap:mm_filemap_get_pages):
-//	      what any design on these hooks costs at least
-//	idle-raw, on-raw  as idle and on with the raw_syscalls hooks
-//	      (Options.RawSyscalls, and the fallback where the syscalls trace
-//	      events are missing)
-//	on+stats  as on, with the kernel's run-time accounting that Load turns
-//	      on unless Options.NoRunTimeStats (it times every BPF program run
-//	      on the node, eddy's or not)
+//	off        no hook attached
+//	on         the recorder attached (syscalls trace events), the reading
+//	           cgroup allowed
+//	idle       the same, the reading cgroup not allowed (every other pod)
+//	on-raw, idle-raw  the same with the raw_syscalls hooks
+//	           (Options.RawSyscalls, and the fallback without tracefs)
+//	on+stats   as on, with the kernel's run-time accounting on (it times
+//	           every BPF program on the node, eddy's or not)
+//	floor      programs that do nothing, on the three hooks a cached pread
+//	           runs with the recorder (the pread64 enter and exit trace
+//	           events and filemap:mm_filemap_get_pages): what any program
+//	           that times reads and sees the page cache costs at least
+//	floor-raw  the same on the raw_syscalls hooks
+//	floor-enter, floor-exit, floor-get-pages  one empty program on one of
+//	           those hooks alone: what a single hook costs at least
 //
-// Metrics: ns/read per configuration (CPU time of the reading threads / reads;
-// CPU time because CI machines are shared and wall time mostly measures the
-// other tenants), ratio-on = throughput(on)/throughput(off) for a CPU-bound
-// reader (goal >= 0.97), ratio-idle, ratio-floor, ratio-on-raw, added-ns/read
-// (on - off), floor-ns/read (floor - off),
-// counted/issued (reads the kernel counted / reads issued while allowed,
-// both hook sets; 1 means none lost), drops, and, from a final phase with
-// the kernel's run-time accounting on, ns per program run.
+// Metrics: ns/read per configuration (CPU time of the reading threads /
+// reads: CI machines are shared and wall time mostly measures the other
+// tenants), ratio-X = throughput(X)/throughput(off) for a CPU-bound reader
+// (goal for on: >= 0.97), added-ns/read (on - off), counted/issued (reads the
+// kernel counted / reads issued while allowed; 1 means none lost), drops,
+// and, from a final phase with run-time accounting on, ns per program run.
 func BenchmarkPread(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) { benchPread(b, threads) })
@@ -56,8 +60,11 @@ func BenchmarkPread(b *testing.B) {
 }
 
 const (
-	preadBlock = 20000
-	settle     = 30 * time.Millisecond
+	preadBlock  = 10000
+	preadPhase  = 20
+	preadSettle = 300 * time.Millisecond
+	// settle is the pause after hooks change in the shorter benchmarks.
+	settle = 30 * time.Millisecond
 )
 
 func benchPread(b *testing.B, threads int) {
@@ -69,11 +76,7 @@ func benchPread(b *testing.B, threads int) {
 	require.NoError(b, err)
 	defer f.Close()
 	fd := int(f.Fd())
-	buf := make([]byte, pageSize)
-	for off := int64(0); off < size; off += pageSize {
-		_, err := unix.Pread(fd, buf, off)
-		require.NoError(b, err)
-	}
+	pinCached(b, fd, size)
 	_, ino := keyOf(b, path)
 
 	cg := newPodCgroup(b, fmt.Sprintf("bench%d", threads))
@@ -89,12 +92,10 @@ func benchPread(b *testing.B, threads int) {
 	require.True(b, raw.RawSyscalls())
 	defer raw.Close()
 	detach(b, raw)
-	floor := emptyPrograms(b)
+	empty := emptyPrograms(b)
 
-	// run returns the CPU time the reading threads spent (the machine is
-	// shared, so wall time would mostly measure other tenants), summed over
-	// threads.
-	run := func(reads int) time.Duration {
+	// run returns the CPU time the reading threads spent per read.
+	run := func(reads int) float64 {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		cpu := make([]time.Duration, threads)
@@ -125,22 +126,19 @@ func benchPread(b *testing.B, threads int) {
 		for _, d := range cpu {
 			total += d
 		}
-		return total
+		return float64(total.Nanoseconds()) / float64(reads*threads)
 	}
 
-	blocks := (b.N + preadBlock - 1) / preadBlock
 	samples := map[string][]float64{}
 	var counted, issued uint64
-	perRead := float64(preadBlock * threads)
-	var sampleName string
-	sample := func(name string) {
-		// Attaching and detaching leave work behind (RCU callbacks freeing
-		// links and perf events) that would run on the readers' CPUs, in
-		// their time; let it finish first.
-		time.Sleep(settle)
+	phase := func(name string) {
+		time.Sleep(preadSettle)
 		run(preadBlock / 10)
-		samples[name] = append(samples[name], float64(run(preadBlock).Nanoseconds())/perRead)
+		for i := 0; i < preadPhase; i++ {
+			samples[name] = append(samples[name], run(preadBlock))
+		}
 	}
+	readsPerPhase := uint64((preadPhase*preadBlock + preadBlock/10) * threads)
 	countDrained := func(rec *Recorder) {
 		recs, err := rec.Drain(nil)
 		require.NoError(b, err)
@@ -150,14 +148,14 @@ func benchPread(b *testing.B, threads int) {
 			}
 		}
 	}
-	b.ResetTimer()
 	// Each configuration starts from and returns to nothing attached and
-	// nothing allowed, so the order can change from block to block.
-	recorded := func(rec *Recorder, allow, stats bool) func() {
-		return func() {
+	// nothing allowed, so the order can change from round to round.
+	recorded := func(rec *Recorder, allow, stats bool) func(string) {
+		return func(name string) {
 			reattach(b, rec)
 			if allow {
 				require.NoError(b, rec.Allow(cg.id))
+				issued += readsPerPhase
 			}
 			if stats {
 				s, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
@@ -168,39 +166,44 @@ func benchPread(b *testing.B, threads int) {
 				defer func() { require.NoError(b, rec.Disallow(cg.id)) }()
 			}
 			defer detach(b, rec)
-			sample(sampleName)
+			phase(name)
 		}
 	}
-	configs := map[string]func(){
-		"off":      func() { sample(sampleName) },
-		"idle":     recorded(r, false, false),
-		"on":       recorded(r, true, false),
-		"on+stats": recorded(r, true, true),
-		"idle-raw": recorded(raw, false, false),
-		"on-raw":   recorded(raw, true, false),
-		"floor": func() {
-			links := floor()
-			sample(sampleName)
+	withEmpty := func(hooks ...string) func(string) {
+		return func(name string) {
+			links := empty(hooks...)
+			phase(name)
 			for _, l := range links {
 				require.NoError(b, l.Close())
 			}
-		},
+		}
+	}
+	configs := map[string]func(string){
+		"off":             phase,
+		"idle":            recorded(r, false, false),
+		"on":              recorded(r, true, false),
+		"on+stats":        recorded(r, true, true),
+		"idle-raw":        recorded(raw, false, false),
+		"on-raw":          recorded(raw, true, false),
+		"floor":           withEmpty("sys_enter_pread64", "sys_exit_pread64", "mm_filemap_get_pages"),
+		"floor-raw":       withEmpty("sys_enter", "sys_exit", "mm_filemap_get_pages"),
+		"floor-enter":     withEmpty("sys_enter_pread64"),
+		"floor-exit":      withEmpty("sys_exit_pread64"),
+		"floor-get-pages": withEmpty("mm_filemap_get_pages"),
 	}
 	order := make([]string, 0, len(configs))
 	for name := range configs {
 		order = append(order, name)
 	}
 	sort.Strings(order)
+	rounds := max(1, (b.N+preadPhase*preadBlock-1)/(preadPhase*preadBlock))
 	rng := rand.New(rand.NewSource(int64(threads)))
-	for i := 0; i < blocks; i++ {
+	b.ResetTimer()
+	for i := 0; i < rounds; i++ {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, name := range order {
-			sampleName = name
-			configs[name]()
+			configs[name](name)
 		}
-		// The on, on+stats and on-raw blocks (and their warm-up reads) read
-		// with the cgroup allowed.
-		issued += uint64(3 * (preadBlock + preadBlock/10) * threads)
 		countDrained(r)
 		countDrained(raw)
 	}
@@ -212,14 +215,12 @@ func benchPread(b *testing.B, threads int) {
 		med[name] = v[len(v)/2]
 		b.ReportMetric(med[name], "ns/read-"+name)
 	}
-	b.ReportMetric(med["off"]/med["on"], "ratio-on")
-	b.ReportMetric(med["off"]/med["idle"], "ratio-idle")
-	b.ReportMetric(med["off"]/med["floor"], "ratio-floor")
-	b.ReportMetric(med["floor"]-med["off"], "floor-ns/read")
-	b.ReportMetric(med["off"]/med["on-raw"], "ratio-on-raw")
-	b.ReportMetric(med["off"]/med["idle-raw"], "ratio-idle-raw")
+	for name, m := range med {
+		if name != "off" {
+			b.ReportMetric(med["off"]/m, "ratio-"+name)
+		}
+	}
 	b.ReportMetric(med["on"]-med["off"], "added-ns/read")
-	b.ReportMetric(med["off"]/med["on+stats"], "ratio-on+stats")
 	b.ReportMetric(float64(counted)/float64(issued), "counted/issued")
 
 	// Per-program cost, measured by the kernel in a separate phase because
@@ -236,6 +237,7 @@ func benchPread(b *testing.B, threads int) {
 		after, err := rec.Stats()
 		require.NoError(b, err)
 		require.NoError(b, stats.Close())
+		require.NoError(b, rec.Disallow(cg.id))
 		detach(b, rec)
 		d := after.Drops
 		drops += d.RingBuffer + d.StatsMapFull + d.TaskState + d.OpenFileState + d.SeenMap + d.UnresolvedFD
@@ -299,8 +301,9 @@ func BenchmarkOtherSyscalls(b *testing.B) {
 }
 
 // emptyPrograms loads programs that return at once and returns a function
-// that attaches them where a cached pread runs the recorder's programs.
-func emptyPrograms(b *testing.B) func() []link.Link {
+// that attaches them to the named hooks: syscalls trace events (sys_enter_*,
+// sys_exit_*) or BTF tracepoints.
+func emptyPrograms(b *testing.B) func(hooks ...string) []link.Link {
 	b.Helper()
 	insns := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
 	load := func(spec *ebpf.ProgramSpec) *ebpf.Program {
@@ -311,18 +314,39 @@ func emptyPrograms(b *testing.B) func() []link.Link {
 		return p
 	}
 	tp := load(&ebpf.ProgramSpec{Type: ebpf.TracePoint})
-	getPages := load(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "mm_filemap_get_pages"})
-	return func() []link.Link {
+	btf := map[string]*ebpf.Program{}
+	return func(hooks ...string) []link.Link {
 		var links []link.Link
-		for _, ev := range []string{"sys_enter_pread64", "sys_exit_pread64"} {
-			l, err := link.Tracepoint("syscalls", ev, tp, nil)
-			require.NoError(b, err)
+		for _, h := range hooks {
+			var l link.Link
+			var err error
+			if strings.HasPrefix(h, "sys_enter_") || strings.HasPrefix(h, "sys_exit_") {
+				l, err = link.Tracepoint("syscalls", h, tp, nil)
+			} else {
+				p := btf[h]
+				if p == nil {
+					p = load(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: h})
+					btf[h] = p
+				}
+				l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+			}
+			require.NoError(b, err, h)
 			links = append(links, l)
 		}
-		l, err := link.AttachTracing(link.TracingOptions{Program: getPages, AttachType: ebpf.AttachTraceRawTp})
-		require.NoError(b, err)
-		return append(links, l)
+		return links
 	}
+}
+
+// pinCached brings the file's pages into the page cache and locks them there
+// until the benchmark ends: on VMs that reclaim cold memory from inside
+// (DAMON pageout runs on the CI machines) the reads would otherwise miss now
+// and then, and the time of those misses would drown what the hooks cost.
+func pinCached(b testing.TB, fd, size int) {
+	b.Helper()
+	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	require.NoError(b, err)
+	require.NoError(b, unix.Mlock(m), "lock the benchmark file in the page cache")
+	b.Cleanup(func() { unix.Munmap(m) })
 }
 
 // shortHook names a hook in a metric unit: the tracepoint without its group,

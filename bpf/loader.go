@@ -206,6 +206,10 @@ type Recorder struct {
 	// tells the programs to look the list up again.
 	allowMu  sync.Mutex
 	allowGen uint64
+	// allowed holds the cgroups user space allowed, and slots their count
+	// per filter slot.
+	allowed map[uint64]bool
+	slots   [allowSlots]uint32
 
 	events    chan FileEvent
 	reader    *ringbuf.Reader
@@ -263,6 +267,7 @@ func Load(opts Options) (*Recorder, error) {
 	r := &Recorder{
 		opts:    opts,
 		batchOK: true,
+		allowed: map[uint64]bool{},
 	}
 	if err := spec.LoadAndAssign(&r.maps, nil); err != nil {
 		return nil, fmt.Errorf("create bpf maps: %w", explainLoadError(err))
@@ -324,6 +329,7 @@ func Load(opts Options) (*Recorder, error) {
 func (r *Recorder) mapsByName() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		accessMapAllowedCgroups: r.maps.AllowedCgroups,
+		accessMapAllowSlots:     r.maps.AllowSlots,
 		accessMapSettings:       r.maps.Settings,
 		accessMapScratchBatch:   r.maps.ScratchBatch,
 		accessMapCounters:       r.maps.Counters,
@@ -563,6 +569,14 @@ func (r *Recorder) AllowTree(cgroupID uint64) error {
 }
 
 func (r *Recorder) allow(cgroupID uint64, how uint8) error {
+	if !r.allowed[cgroupID] {
+		// Count the cgroup in its filter slot before the programs can find
+		// it in the list, so the filter never hides an allowed cgroup.
+		if err := r.putAllowSlot(cgroupID, 1); err != nil {
+			return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
+		}
+		r.allowed[cgroupID] = true
+	}
 	if err := r.maps.AllowedCgroups.Put(cgroupID, how); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
@@ -580,9 +594,35 @@ func (r *Recorder) Disallow(cgroupID uint64) error {
 	if err := r.maps.AllowedCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
 	}
+	if r.allowed[cgroupID] {
+		if err := r.putAllowSlot(cgroupID, -1); err != nil {
+			return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
+		}
+		delete(r.allowed, cgroupID)
+	}
 	if err := r.bumpAllowGen(); err != nil {
 		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
 	}
+	return nil
+}
+
+// allowSlots is the size of each half of the kernel's allow-list filter
+// (ALLOW_SLOTS in access.bpf.c): the first half counts, per slot, the
+// cgroups user space allowed, the second those the kernel allowed.
+const allowSlots = 4096
+
+func allowSlot(cgroupID uint64) uint32 { return uint32(cgroupID & (allowSlots - 1)) }
+
+// putAllowSlot changes the user-space count of cgroupID's filter slot by
+// delta. Only user space writes that half, under allowMu, so r.slots holds
+// what the kernel holds.
+func (r *Recorder) putAllowSlot(cgroupID uint64, delta int32) error {
+	slot := allowSlot(cgroupID)
+	n := uint32(int32(r.slots[slot]) + delta)
+	if err := r.maps.AllowSlots.Put(slot, n); err != nil {
+		return fmt.Errorf("update allow-list filter: %w", err)
+	}
+	r.slots[slot] = n
 	return nil
 }
 

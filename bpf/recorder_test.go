@@ -494,6 +494,100 @@ func TestCgroupNotAllowedRecordsNothing(t *testing.T) {
 	assert.Empty(t, r.eventsOf(revoked.id))
 }
 
+// A thread that reads two files in turns keeps each one's position: both
+// stay sequential although every read moves it to the other file.
+func TestOneThreadInterleavingTwoFilesStaysSequential(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "interleave")
+	require.NoError(t, r.Allow(cg.id))
+	dir := dataDir(t)
+	const size = 1 << 20
+	a, b := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin")
+	writeFile(t, a, size)
+	writeFile(t, b, size+1)
+	cg.run(t, "interleave", a, b, "65536")
+
+	recs := r.drainCgroup(t, cg.id)
+	for _, p := range []string{a, b} {
+		_, ino := keyOf(t, p)
+		rec, ok := recs[ino]
+		require.True(t, ok, p)
+		st, err := os.Stat(p)
+		require.NoError(t, err)
+		reads := (st.Size() + 65535) / 65536
+		assert.EqualValues(t, st.Size(), rec.ReadBytes, p)
+		assert.EqualValues(t, reads+1, rec.ReadOps, "%s: every read and the one at EOF", p)
+		assert.EqualValues(t, reads, rec.SeqSteps, p)
+		assert.Zero(t, rec.RandSteps, p)
+	}
+}
+
+// One reader whose reads hop between threads, as a thread pool serves it,
+// reads sequentially: the position is kept per open file, not per thread.
+func TestReaderHoppingThreadsStaysSequential(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := newPodCgroup(t, "hop")
+	require.NoError(t, r.Allow(cg.id))
+	path := filepath.Join(dataDir(t), "hop.bin")
+	const size = 1 << 20
+	writeFile(t, path, size)
+	cg.run(t, "hopread", path, "65536")
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, size, rec.ReadBytes)
+	assert.EqualValues(t, size/65536+1, rec.ReadOps)
+	assert.EqualValues(t, size/65536, rec.SeqSteps)
+	assert.Zero(t, rec.RandSteps)
+}
+
+// The allow-list's filter lets a thread of a cgroup that is certainly not
+// allowed stop at one array load. Cgroups whose ids share a filter slot must
+// still be told apart by the list, and the slot must count each of them.
+func TestAllowFilterSharedSlot(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	path := filepath.Join(dataDir(t), "data.bin")
+	writeFile(t, path, 1<<20)
+	_, ino := keyOf(t, path)
+	cg := newPodCgroup(t, "slot")
+	// An id in the same slot as cg's, of no cgroup here.
+	other := cg.id + allowSlots
+	slot := func() uint32 {
+		var n uint32
+		require.NoError(t, r.maps.AllowSlots.Lookup(allowSlot(cg.id), &n))
+		return n
+	}
+	readBytes := func() uint64 {
+		cg.run(t, "seqread", path, "65536")
+		var n uint64
+		recs, err := r.Drain(nil)
+		require.NoError(t, err)
+		for _, rec := range recs {
+			if rec.Key.CgroupID == cg.id && rec.Key.Ino == ino {
+				n += rec.ReadBytes
+			}
+		}
+		return n
+	}
+
+	require.NoError(t, r.Allow(other))
+	require.Equal(t, uint32(1), slot())
+	assert.Zero(t, readBytes(), "a cgroup whose slot is taken by another is still not recorded")
+
+	require.NoError(t, r.Allow(cg.id))
+	require.NoError(t, r.Allow(cg.id))
+	require.Equal(t, uint32(2), slot(), "allowing twice counts once")
+	require.NoError(t, r.Disallow(other))
+	require.NoError(t, r.Disallow(other))
+	require.Equal(t, uint32(1), slot(), "disallowing twice uncounts once")
+	assert.Equal(t, uint64(1<<20), readBytes(), "the cgroup left in the slot is recorded")
+
+	require.NoError(t, r.Disallow(cg.id))
+	require.Zero(t, slot())
+	assert.Zero(t, readBytes())
+}
+
 func TestTwoReadersOfOneFileStaySequential(t *testing.T) {
 	r := loadRecorder(t, Options{})
 	cg := newPodCgroup(t, "tworeaders")
@@ -986,9 +1080,17 @@ func TestAllowTreeRecordsContainersFromTheirFirstRead(t *testing.T) {
 	}
 	assert.Equal(t, uint64(1<<20), read, "every byte the container read, from its first read")
 
+	kernelSlot := func() uint32 {
+		var n uint32
+		require.NoError(t, r.maps.AllowSlots.Lookup(allowSlots+allowSlot(id), &n))
+		return n
+	}
+	assert.Equal(t, uint32(1), kernelSlot(), "the kernel counts the cgroup it allowed in the filter")
+
 	require.NoError(t, g.Remove())
 	err = r.maps.AllowedCgroups.Lookup(id, &how)
 	assert.ErrorIs(t, err, ebpf.ErrKeyNotExist, "the allowance goes with the cgroup")
+	assert.Zero(t, kernelSlot(), "and so does its count")
 	require.NoError(t, r.maps.AllowedCgroups.Lookup(podID, &how), "the pod's own cgroup stays allowed")
 	assert.Equal(t, allowTree, how)
 }

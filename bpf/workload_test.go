@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,6 +40,74 @@ var workloads = map[string]func(args []string) error{
 				return err
 			}
 		}
+	},
+	// interleave FILE_A FILE_B BUFSIZE: read(2) the two files front to back
+	// in turns, one buffer from each, until both reach EOF.
+	"interleave": func(a []string) error {
+		var files []*os.File
+		for _, p := range a[:2] {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			files = append(files, f)
+		}
+		buf := make([]byte, atoi(a[2]))
+		done := make([]bool, len(files))
+		for !done[0] || !done[1] {
+			for i, f := range files {
+				if done[i] {
+					continue
+				}
+				n, err := f.Read(buf)
+				if n == 0 || err == io.EOF {
+					done[i] = true
+				} else if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	},
+	// hopread FILE BUFSIZE: read(2) front to back from two OS threads in
+	// turns, through one open file, as a thread pool serves one reader.
+	"hopread": func(a []string) error {
+		f, err := os.Open(a[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		turns := []chan bool{make(chan bool, 1), make(chan bool, 1)}
+		errs := make(chan error, 2)
+		for i := range turns {
+			go func(mine, next chan bool) {
+				runtime.LockOSThread()
+				buf := make([]byte, atoi(a[1]))
+				for more := range mine {
+					if more {
+						n, err := f.Read(buf)
+						if err != nil && err != io.EOF {
+							errs <- err
+							return
+						}
+						more = n > 0
+					}
+					next <- more
+					if !more {
+						break
+					}
+				}
+				errs <- nil
+			}(turns[i], turns[1-i])
+		}
+		turns[0] <- true
+		for range turns {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		return nil
 	},
 	// randpread FILE COUNT SEED: 4 KiB pread64 at random 4 KiB-aligned offsets.
 	"randpread": func(a []string) error {
