@@ -146,6 +146,14 @@ func newPodCgroup(t testing.TB, name string) *podCgroup {
 }
 
 // start starts the test binary as workload in the cgroup.
+// allowedPod is newPodCgroup with the cgroup allowed in r.
+func allowedPod(t testing.TB, r interface{ Allow(uint64) error }, name string) *podCgroup {
+	t.Helper()
+	cg := newPodCgroup(t, name)
+	require.NoError(t, r.Allow(cg.id))
+	return cg
+}
+
 func (c *podCgroup) start(t testing.TB, dir, workload string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
@@ -223,8 +231,7 @@ func histTotal(h []uint64) uint64 {
 
 func TestSequentialReadOfLargeFile(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "seq")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "seq")
 	path := filepath.Join(dataDir(t), "large.bin")
 	const size = 32 << 20
 	const buf = 1 << 20
@@ -266,8 +273,7 @@ func TestSequentialReadOfLargeFile(t *testing.T) {
 
 func TestRandomPreads(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "rand")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "rand")
 	path := filepath.Join(dataDir(t), "random.bin")
 	const size = 64 << 20
 	const reads = 2000
@@ -312,8 +318,7 @@ func TestRandomPreads(t *testing.T) {
 
 func TestSmallFilesReadWholeInShuffledOrder(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "small")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "small")
 	dir := filepath.Join(dataDir(t), "dataset")
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	const files = 200
@@ -390,8 +395,7 @@ func TestSmallFilesReadWholeInShuffledOrder(t *testing.T) {
 
 func TestMmapFaults(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "mmap")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "mmap")
 	path := filepath.Join(dataDir(t), "mapped.bin")
 	const size = 8 << 20
 	writeFile(t, path, size)
@@ -411,8 +415,7 @@ func TestMmapFaults(t *testing.T) {
 
 func TestDirectReads(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "direct")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "direct")
 	path := filepath.Join(dataDir(t), "direct.bin")
 	const size = 4 << 20
 	const chunk = 64 << 10
@@ -436,8 +439,7 @@ func TestDirectReads(t *testing.T) {
 
 func TestWrites(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "write")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "write")
 	path := filepath.Join(dataDir(t), "checkpoint.bin")
 	const size = 3 << 20
 	const chunk = 64 << 10
@@ -498,8 +500,7 @@ func TestCgroupNotAllowedRecordsNothing(t *testing.T) {
 // stay sequential although every read moves it to the other file.
 func TestOneThreadInterleavingTwoFilesStaysSequential(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "interleave")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "interleave")
 	dir := dataDir(t)
 	const size = 1 << 20
 	a, b := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin")
@@ -526,8 +527,7 @@ func TestOneThreadInterleavingTwoFilesStaysSequential(t *testing.T) {
 // reads sequentially: the position is kept per open file, not per thread.
 func TestReaderHoppingThreadsStaysSequential(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "hop")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "hop")
 	path := filepath.Join(dataDir(t), "hop.bin")
 	const size = 1 << 20
 	writeFile(t, path, size)
@@ -590,8 +590,7 @@ func TestAllowFilterSharedSlot(t *testing.T) {
 
 func TestTwoReadersOfOneFileStaySequential(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "tworeaders")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "tworeaders")
 	path := filepath.Join(dataDir(t), "shared.bin")
 	const size = 16 << 20
 	writeFile(t, path, size)
@@ -613,8 +612,7 @@ func TestTwoReadersOfOneFileStaySequential(t *testing.T) {
 
 func TestEventPaths(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "paths")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "paths")
 	dir := dataDir(t)
 
 	// A path longer than the kernel copies (255 bytes) is cut and flagged.
@@ -653,8 +651,7 @@ func TestEventPaths(t *testing.T) {
 func TestDropCountersAndStats(t *testing.T) {
 	const capacity = 32
 	r := loadRecorder(t, Options{MaxFiles: capacity})
-	cg := newPodCgroup(t, "full")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "full")
 	dir := filepath.Join(dataDir(t), "many")
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	for i := 0; i < 3*capacity; i++ {
@@ -687,8 +684,7 @@ func TestDropCountersAndStats(t *testing.T) {
 
 func TestDrainFallsBackToIteration(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "iter")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "iter")
 	path := filepath.Join(dataDir(t), "iter.bin")
 	writeFile(t, path, 1<<20)
 	cg.run(t, "seqread", path, "65536")
@@ -749,8 +745,7 @@ func TestMissingHookLeavesRecorderDegraded(t *testing.T) {
 	mu.Unlock()
 
 	// The rest still records.
-	cg := newPodCgroup(t, "degraded")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "degraded")
 	path := filepath.Join(dataDir(t), "f.bin")
 	writeFile(t, path, 1<<20)
 	cg.run(t, "seqread", path, "65536")
@@ -804,8 +799,7 @@ func TestRawSyscallsOption(t *testing.T) {
 	assert.Contains(t, hooks, "raw_syscalls:sys_exit")
 	assert.NotContains(t, hooks, "syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}")
 
-	cg := newPodCgroup(t, "rawoption")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "rawoption")
 	path := filepath.Join(dataDir(t), "f.bin")
 	writeFile(t, path, 1<<20)
 	cg.run(t, "randpread", path, "500", "1")
@@ -842,8 +836,7 @@ func TestRawSyscallsFallback(t *testing.T) {
 	assert.Contains(t, hooks, "raw_syscalls:sys_enter")
 	assert.NotContains(t, hooks, "syscalls:sys_enter_{read,readv}", "no trace event stays attached")
 
-	cg := newPodCgroup(t, "rawfallback")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "rawfallback")
 	dir := dataDir(t)
 	path := filepath.Join(dir, "f.bin")
 	writeFile(t, path, 1<<20)
@@ -881,8 +874,7 @@ func TestRingBufferFullIsCountedAndRetried(t *testing.T) {
 	r, err := Load(Options{RingBufferBytes: 4096, EventBuffer: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
-	cg := newPodCgroup(t, "ringfull")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "ringfull")
 	dir := dataDir(t)
 	var paths []string
 	for i := 0; i < 100; i++ {
@@ -992,8 +984,7 @@ func TestUnbatchedWithoutFlushers(t *testing.T) {
 	t.Cleanup(func() { r.Close() })
 	require.Nil(t, r.flusher, "no batching without the exit hook")
 
-	cg := newPodCgroup(t, "unbatched")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "unbatched")
 	path := filepath.Join(dataDir(t), "f.bin")
 	writeFile(t, path, 1<<20)
 	cg.run(t, "randpread", path, "1000", "1")
@@ -1014,8 +1005,7 @@ func TestUnbatchedWithoutFlushers(t *testing.T) {
 // is no read call.
 func TestSendfileCountsPagesWithoutReads(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	cg := newPodCgroup(t, "sendfile")
-	require.NoError(t, r.Allow(cg.id))
+	cg := allowedPod(t, r, "sendfile")
 	path := filepath.Join(dataDir(t), "f.bin")
 	writeFile(t, path, 1<<20)
 	cg.run(t, "sendfile", path)
