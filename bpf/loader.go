@@ -263,6 +263,9 @@ func Load(opts Options) (*Recorder, error) {
 		}
 		m.MaxEntries = n
 	}
+	if m := spec.Maps[accessMapAllowSlots]; m == nil || m.MaxEntries != 2*allowSlots {
+		return nil, fmt.Errorf("load bpf spec: map %s does not have the %d entries loader.go expects (ALLOW_SLOTS in access.bpf.c)", accessMapAllowSlots, 2*allowSlots)
+	}
 
 	r := &Recorder{
 		opts:    opts,
