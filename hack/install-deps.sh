@@ -10,6 +10,7 @@ packages=(
   fio                              # reference workloads
   rclone fuse3                     # a slow remote behind a FUSE mount
   prometheus                       # scraping and rule checks
+  python3-torch                    # DataLoader workloads (prefetch, profile tests)
   jq
   containerd runc containernetworking-plugins  # the real node (test/node)
   busybox-static iptables conntrack iproute2   #   workload image, Services
