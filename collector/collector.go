@@ -42,7 +42,15 @@ type Options struct {
 	ProcRoot string
 	// MaxPaths bounds the remembered file paths (default 1<<20).
 	MaxPaths int
-	Log      logr.Logger
+	// HoldUnattributed is how long a drained record whose cgroup no
+	// observed container has yet is kept for a later drain (default 5s;
+	// negative: not at all). The kernel records a container from the
+	// instant its cgroup is made, under its pod's allowed cgroup, while the
+	// pod index learns which container it is from the kubelet's status and
+	// a rate-limited cgroup walk, up to a second or two later: a short
+	// Job's reads can all fall in that gap.
+	HoldUnattributed time.Duration
+	Log              logr.Logger
 }
 
 const (
@@ -50,7 +58,17 @@ const (
 	eventPoll = 50 * time.Millisecond
 	// minLookupBudget is the least time one drain may spend on API lookups.
 	minLookupBudget = 5 * time.Second
+	// maxHeld bounds the records held for a later drain; past it they are
+	// dropped and counted as unattributed at once.
+	maxHeld = 1 << 16
 )
+
+// heldRecord is a drained record waiting for its cgroup to be attributed.
+type heldRecord struct {
+	rec bpf.Record
+	// drains is how many drains it has waited.
+	drains int
+}
 
 // Collector drains a Source on an interval and turns each drain into one
 // attributed AccessWindow.
@@ -62,6 +80,8 @@ type Collector struct {
 	lastStats SourceStats
 	records   []bpf.Record
 	events    []bpf.FileEvent
+	held      []heldRecord
+	holdFor   int // drains a record may be held
 	// Stats of the whole run, for logs and tests.
 	windows, unattributed uint64
 }
@@ -86,7 +106,14 @@ func New(opts Options) (*Collector, error) {
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = "/proc"
 	}
-	return &Collector{opts: opts, files: newFileTable(opts.ProcRoot, opts.MaxPaths), lastEnd: time.Now()}, nil
+	if opts.HoldUnattributed == 0 {
+		opts.HoldUnattributed = 5 * time.Second
+	}
+	holdFor := 0
+	if opts.HoldUnattributed > 0 {
+		holdFor = int((opts.HoldUnattributed + opts.Interval - 1) / opts.Interval)
+	}
+	return &Collector{opts: opts, files: newFileTable(opts.ProcRoot, opts.MaxPaths), lastEnd: time.Now(), holdFor: holdFor}, nil
 }
 
 // Run drains every Interval until ctx ends, then drains once more so that
@@ -102,6 +129,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			_, err := c.Tick(context.WithoutCancel(ctx))
+			// Records still held will not be attributed by anyone.
+			c.unattributed += uint64(len(c.held))
+			c.held = nil
 			return err
 		case <-events.C:
 			c.takeEvents()
@@ -138,22 +168,44 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	}
 	off := sampleClockOffset()
 	end := time.Now()
-	recs := make([]attributed, 0, len(c.records))
+	recs := make([]attributed, 0, len(c.records)+len(c.held))
 	var unattributed uint64
-	for _, r := range c.records {
+	attribute := func(r *bpf.Record) bool {
 		pc, ok := c.opts.Pods.Lookup(r.Key.CgroupID)
 		if !ok {
-			unattributed++
-			continue
+			return false
 		}
-		a := attributed{rec: r, pod: pc.Pod, container: pc.Container, workload: c.opts.Workloads.Resolve(ctx, pc.Pod)}
+		a := attributed{rec: *r, pod: pc.Pod, container: pc.Container, workload: c.opts.Workloads.Resolve(ctx, pc.Pod)}
 		if p := c.files.lookup(r.Key); p != "" {
 			a.dataset, a.path = c.opts.Datasets.Resolve(ctx, pc.Pod, pc.Container, p)
 		} else {
 			a.dataset = c.opts.Datasets.ResolveDevice(ctx, pc.Pod, r.Key.Dev)
 		}
 		recs = append(recs, a)
+		return true
 	}
+	// Records held from earlier drains first, then this drain's; what
+	// still has no container waits for a later drain, up to holdFor.
+	held := c.held[:0]
+	hold := func(h heldRecord) {
+		if h.drains >= c.holdFor || len(held) >= maxHeld {
+			unattributed++
+			return
+		}
+		held = append(held, h)
+	}
+	for _, h := range c.held {
+		if !attribute(&h.rec) {
+			h.drains++
+			hold(h)
+		}
+	}
+	for i := range c.records {
+		if !attribute(&c.records[i]) {
+			hold(heldRecord{rec: c.records[i]})
+		}
+	}
+	c.held = held
 	stats := c.opts.Source.Stats()
 	dropped := &accessv1.Dropped{
 		RingbufEvents:       delta(stats.EventsLost, c.lastStats.EventsLost),
@@ -168,10 +220,20 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	if unattributed > 0 {
 		c.opts.Log.V(1).Info("records without an observed container", "records", unattributed)
 	}
-	c.files.forget(func(id uint64) bool { _, ok := c.opts.Pods.Lookup(id); return ok })
+	heldIDs := make(map[uint64]bool, len(c.held))
+	for _, h := range c.held {
+		heldIDs[h.rec.Key.CgroupID] = true
+	}
+	c.files.forget(func(id uint64) bool {
+		_, ok := c.opts.Pods.Lookup(id)
+		return ok || heldIDs[id]
+	})
 	if c.opts.Metrics != nil {
 		observed, pending := c.opts.Pods.Observed()
-		c.opts.Metrics.observeWindow(w, stats, unattributed, observed, pending, c.files.len())
+		c.opts.Metrics.observeWindow(w, stats, windowState{
+			unattributed: unattributed, observed: observed, pending: pending,
+			paths: c.files.len(), held: len(c.held),
+		})
 		c.opts.Metrics.ObserveDrain(time.Since(began))
 	}
 	if _, serr := c.opts.Sink.Enqueue(w); serr != nil {

@@ -29,12 +29,13 @@ type Metrics struct {
 	observed  int
 	pending   int
 	paths     int
+	held      int
 	drainHist prometheus.Histogram
 
 	readBytes, readOps, steps, missPages, waitSeconds         *prometheus.Desc
 	eventsLost, mapFull, mapFill, progTime, progRuns, missing *prometheus.Desc
 	buffered, droppedWin, shipped, shipFailures, unattrDesc   *prometheus.Desc
-	observedDesc, pendingDesc, pathsDesc                      *prometheus.Desc
+	observedDesc, pendingDesc, pathsDesc, heldDesc            *prometheus.Desc
 	rawSyscalls, deferred, inherited                          *prometheus.Desc
 }
 
@@ -83,6 +84,7 @@ func NewMetrics(ttl time.Duration) *Metrics {
 		observedDesc: d("observed_containers", "Containers on the kernel's allow-list."),
 		pendingDesc:  d("pending_containers", "Opted-in containers whose cgroup was not found on this node."),
 		pathsDesc:    d("file_paths", "File paths remembered from the kernel's file events."),
+		heldDesc:     d("held_records", "Drained records held for a later drain because their container was not known yet (a container seen by the kernel before the kubelet's status names it)."),
 		rawSyscalls:  d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
 		deferred:     d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
 		inherited:    d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
@@ -99,8 +101,17 @@ func (m *Metrics) SetShipperStats(f func() ship.Stats) {
 // ObserveDrain records how long one drain took.
 func (m *Metrics) ObserveDrain(d time.Duration) { m.drainHist.Observe(d.Seconds()) }
 
+// windowState is the collector's state at the end of a window.
+type windowState struct {
+	// unattributed records were dropped in this window.
+	unattributed uint64
+	// observed and pending containers (Attributor.Observed), remembered
+	// paths, records held for a later drain.
+	observed, pending, paths, held int
+}
+
 // observeWindow adds a window's counters and the collector's state at its end.
-func (m *Metrics) observeWindow(w *accessv1.AccessWindow, src SourceStats, unattributed uint64, observed, pending, paths int) {
+func (m *Metrics) observeWindow(w *accessv1.AccessWindow, src SourceStats, st windowState) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -129,8 +140,8 @@ func (m *Metrics) observeWindow(w *accessv1.AccessWindow, src SourceStats, unatt
 		}
 	}
 	m.source = src
-	m.unattrib += unattributed
-	m.observed, m.pending, m.paths = observed, pending, paths
+	m.unattrib += st.unattributed
+	m.observed, m.pending, m.paths, m.held = st.observed, st.pending, st.paths, st.held
 }
 
 // Describe implements prometheus.Collector.
@@ -138,7 +149,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.readBytes, m.readOps, m.steps, m.missPages, m.waitSeconds,
 		m.eventsLost, m.mapFull, m.mapFill, m.progTime, m.progRuns, m.missing,
 		m.buffered, m.droppedWin, m.shipped, m.shipFailures, m.unattrDesc,
-		m.observedDesc, m.pendingDesc, m.pathsDesc, m.rawSyscalls, m.deferred, m.inherited} {
+		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited} {
 		ch <- d
 	}
 	m.drainHist.Describe(ch)
@@ -193,5 +204,6 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	g(m.observedDesc, float64(m.observed))
 	g(m.pendingDesc, float64(m.pending))
 	g(m.pathsDesc, float64(m.paths))
+	g(m.heldDesc, float64(m.held))
 	m.drainHist.Collect(ch)
 }

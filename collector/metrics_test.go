@@ -26,8 +26,8 @@ func TestMetricsFromWindows(t *testing.T) {
 	src := SourceStats{EventsLost: 4, MapEntries: 250, MapCapacity: 1000, MissingHooks: []string{"tp_btf/mm_filemap_get_pages"},
 		Programs:    map[string]ProgramStats{"read_exit": {RunTime: 1500 * time.Millisecond, RunCount: 7}},
 		RawSyscalls: true, DeferredBatches: 3, InheritedAllows: 6}
-	m.observeWindow(w, src, 2, 5, 1, 9)
-	m.observeWindow(w, src, 0, 5, 1, 9)
+	m.observeWindow(w, src, windowState{unattributed: 2, observed: 5, pending: 1, paths: 9, held: 3})
+	m.observeWindow(w, src, windowState{observed: 5, pending: 1, paths: 9, held: 3})
 	m.ObserveDrain(3 * time.Millisecond)
 
 	expected := `
@@ -65,12 +65,16 @@ eddy_collector_deferred_batches_total 3
 # HELP eddy_collector_inherited_allows_total Container cgroups the kernel allowed as they were created in an observed pod's cgroup.
 # TYPE eddy_collector_inherited_allows_total counter
 eddy_collector_inherited_allows_total 6
+# HELP eddy_collector_held_records Drained records held for a later drain because their container was not known yet (a container seen by the kernel before the kubelet's status names it).
+# TYPE eddy_collector_held_records gauge
+eddy_collector_held_records 3
 `
 	require.NoError(t, testutil.CollectAndCompare(m, strings.NewReader(expected),
 		"eddy_collector_read_bytes_total", "eddy_collector_read_steps_total", "eddy_collector_read_wait_seconds_total",
 		"eddy_collector_map_fill_ratio", "eddy_collector_windows_dropped_total", "eddy_collector_unattributed_records_total",
 		"eddy_collector_hook_missing", "eddy_collector_bpf_run_time_seconds_total",
-		"eddy_collector_raw_syscall_hooks", "eddy_collector_deferred_batches_total", "eddy_collector_inherited_allows_total"))
+		"eddy_collector_raw_syscall_hooks", "eddy_collector_deferred_batches_total", "eddy_collector_inherited_allows_total",
+		"eddy_collector_held_records"))
 
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(m))
@@ -91,9 +95,9 @@ func TestMetricsForgetIdleSeries(t *testing.T) {
 	clock := time.Now()
 	m.now = func() time.Time { return clock }
 	w := &accessv1.AccessWindow{Files: []*accessv1.FileAccess{{Workload: &accessv1.WorkloadRef{Namespace: "ml", Kind: "Pod", Name: "p"}, Pod: "p", ReadBytes: 1}}}
-	m.observeWindow(w, SourceStats{}, 0, 0, 0, 0)
+	m.observeWindow(w, SourceStats{}, windowState{})
 	assert.Equal(t, 1, testutil.CollectAndCount(m, "eddy_collector_read_bytes_total"))
 	clock = clock.Add(2 * time.Minute)
-	m.observeWindow(&accessv1.AccessWindow{}, SourceStats{}, 0, 0, 0, 0)
+	m.observeWindow(&accessv1.AccessWindow{}, SourceStats{}, windowState{})
 	assert.Equal(t, 0, testutil.CollectAndCount(m, "eddy_collector_read_bytes_total"))
 }

@@ -3,9 +3,11 @@ package collector
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -104,7 +106,7 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Equal(t, 1, sink.Stats().Buffered, "the window is stored for shipping")
 	assert.Equal(t, "node-1", w.Node)
 	assert.Less(t, w.StartUnixNano, w.EndUnixNano)
-	assertProto(t, &accessv1.Dropped{RingbufEvents: 5, MapFull: 1, UnattributedRecords: 1}, w.Dropped)
+	assertProto(t, &accessv1.Dropped{RingbufEvents: 5, MapFull: 1}, w.Dropped, "cgroup 999's record is held for a later drain")
 	require.Len(t, w.Files, 3)
 
 	// Sorted by namespace, pod, container, path: "debug" before "web-...".
@@ -147,8 +149,76 @@ func TestWindowAssembly(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, w.EndUnixNano, w2.StartUnixNano)
 	assert.Empty(t, w2.Files)
-	assertProto(t, &accessv1.Dropped{RingbufEvents: 2}, w2.Dropped)
+	assertProto(t, &accessv1.Dropped{RingbufEvents: 2, UnattributedRecords: 1}, w2.Dropped,
+		"with the default 10s interval a record is held for one drain, then dropped")
 	assert.Equal(t, 1, calls, "workload owners are looked up once")
+}
+
+// A container's reads drained before the pod index knows the container
+// (the kernel records it from the instant its cgroup exists, the kubelet
+// names it up to a second or two later) are held and come out in the first
+// window after it is known; records never attributed are dropped after
+// HoldUnattributed and counted.
+func TestUnattributedRecordsAreHeldUntilTheirContainerIsKnown(t *testing.T) {
+	ctx := context.Background()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "train-1-abc", UID: types.UID("uid-t")}}
+	pods := staticPods{}
+	src := NewReplaySource()
+	require.NoError(t, src.Allow(301))
+	require.NoError(t, src.Allow(302))
+	m := NewMetrics(0)
+	c, err := New(Options{
+		Node: "node-1", Source: src, Pods: pods, Sink: openShipper(t),
+		Workloads: NewWorkloadResolver(nil, 0), Datasets: NewDatasetResolver(nil, nil, 0),
+		Interval: time.Second, HoldUnattributed: 3 * time.Second, Metrics: m,
+	})
+	require.NoError(t, err)
+	known := bpf.FileKey{CgroupID: 301, Dev: 1, Ino: 10}
+	never := bpf.FileKey{CgroupID: 302, Dev: 1, Ino: 11}
+	src.Push([]bpf.Record{{Key: known, ReadOps: 100, ReadBytes: 100 << 12}, {Key: never, ReadOps: 1, ReadBytes: 1}},
+		[]bpf.FileEvent{{Key: known, Path: "/data/a.bin", Pid: 1}})
+
+	w, err := c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, w.Files)
+	assert.Zero(t, w.Dropped.GetUnattributedRecords())
+	assert.Equal(t, 2.0, heldRecords(t, m))
+
+	// The pod index learns the container; more reads come in.
+	pods[301] = &PodContainer{Pod: pod, Container: "trainer", CgroupID: 301}
+	src.Push([]bpf.Record{{Key: known, ReadOps: 5, ReadBytes: 5 << 12}}, nil)
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	require.Len(t, w.Files, 1)
+	assert.Equal(t, "trainer", w.Files[0].Container)
+	assert.Equal(t, uint64(105), w.Files[0].ReadOps, "the held record and the new one, merged")
+	assert.Equal(t, "/data/a.bin", w.Files[0].Path, "the path of a held record's file is kept")
+	assert.Zero(t, w.Dropped.GetUnattributedRecords())
+
+	// The other record is dropped on its third drain (3s at 1s intervals).
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, w.Dropped.GetUnattributedRecords())
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), w.Dropped.GetUnattributedRecords())
+	assert.Zero(t, heldRecords(t, m))
+}
+
+// heldRecords reads the held_records gauge.
+func heldRecords(t *testing.T, m *Metrics) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(m))
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == "eddy_collector_held_records" {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no eddy_collector_held_records")
+	return 0
 }
 
 func TestClockOffsetKeepsZero(t *testing.T) {
@@ -159,7 +229,7 @@ func TestClockOffsetKeepsZero(t *testing.T) {
 
 // assertProto compares messages by content (marshalling leaves size caches
 // behind that a field-by-field comparison would trip on).
-func assertProto(t *testing.T, want, got proto.Message) {
+func assertProto(t *testing.T, want, got proto.Message, msg ...string) {
 	t.Helper()
-	assert.True(t, proto.Equal(want, got), "want %v\ngot  %v", prototext.Format(want), prototext.Format(got))
+	assert.True(t, proto.Equal(want, got), "%s\nwant %v\ngot  %v", strings.Join(msg, " "), prototext.Format(want), prototext.Format(got))
 }
