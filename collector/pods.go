@@ -270,6 +270,17 @@ func (p *PodIndex) Sync() {
 		}
 		for _, c := range ContainerIDs(pod) {
 			es, ok := p.resolver.ContainerCgroups(c.ID)
+			if _, observed := wantTrees[pod.UID]; !ok && observed {
+				// The kernel records it already (its cgroup was made under
+				// the pod's): look for it now, not at the next walk the rate
+				// limit allows, so its reads are attributed sooner.
+				for _, e := range p.resolver.PodCgroups(string(pod.UID), startingRescan) {
+					if e.ContainerID == c.ID {
+						es = append(es, e)
+					}
+				}
+				ok = len(es) > 0
+			}
 			if !ok {
 				pending++
 				continue

@@ -134,3 +134,50 @@ func sorted(ids []uint64) []uint64 {
 	slices.Sort(out)
 	return out
 }
+
+// A running pod's container whose cgroup appears after the last walk (the
+// kubelet names it before the walk sees it) is found at once, not at the
+// next walk the resolver's rate limit allows: the kernel records it from its
+// creation, under the pod's allowed cgroup, and records nobody can attribute
+// are lost.
+func TestNamedContainerOfObservedPodFoundDespiteRateLimit(t *testing.T) {
+	env := controlplane.StartForTest(t, controlplane.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Client
+	cs, err := kubernetes.NewForConfig(env.Config)
+	require.NoError(t, err)
+	root := t.TempDir()
+	const node = "node-a"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
+	require.NoError(t, c.Create(ctx, ns))
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "job"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "x"}}}}
+	require.NoError(t, c.Create(ctx, p))
+	id := randomHex(t, 32)
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", ContainerID: "containerd://" + id, Image: "x", ImageID: "x"}}
+	require.NoError(t, c.Status().Update(ctx, p))
+	podDir := filepath.Join(root, "kubepods", "besteffort", "pod"+string(p.UID))
+	require.NoError(t, os.MkdirAll(podDir, 0o755))
+	podCg, err := cgroups.CgroupID(podDir)
+	require.NoError(t, err)
+
+	src := collector.NewReplaySource()
+	// A rate limit no test outlasts: only the observed pod's walk can find
+	// the container.
+	idx, err := collector.NewPodIndex(cs, src, cgroups.NewResolver(root, cgroups.ResolverOptions{MinRescanInterval: time.Hour, MaxAge: time.Hour}),
+		collector.PodIndexOptions{Node: node, Retain: time.Hour, Resync: 50 * time.Millisecond, Log: testLogger(t)})
+	require.NoError(t, err)
+	go idx.Run(ctx)
+	require.Eventually(t, func() bool { return slices.Equal([]uint64{podCg}, src.TreeIDs()) },
+		10*time.Second, 10*time.Millisecond, "the pod's cgroup is observed as a tree")
+
+	ctrDir := filepath.Join(podDir, id)
+	require.NoError(t, os.Mkdir(ctrDir, 0o755))
+	ctrCg, err := cgroups.CgroupID(ctrDir)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		pc, ok := idx.Lookup(ctrCg)
+		return ok && pc.Container == "main"
+	}, 5*time.Second, 10*time.Millisecond, "the container is attributed without waiting for the rate limit")
+}
