@@ -24,19 +24,34 @@ import (
 // server. The cgroup tree is an ordinary directory tree shaped like the
 // kubelet's (the resolver only needs directories and their inodes), so the
 // test runs without root; the node test covers real cgroups.
-func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
+// indexEnv is a real API server with an opted-in namespace team-a, and an
+// empty directory standing in for the node's cgroup tree.
+type indexEnv struct {
+	ctx  context.Context
+	c    client.Client
+	cs   kubernetes.Interface
+	root string
+	nsOn *corev1.Namespace
+}
+
+func startIndexEnv(t *testing.T) *indexEnv {
+	t.Helper()
 	env := controlplane.StartForTest(t, controlplane.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := env.Client
+	t.Cleanup(cancel)
 	cs, err := kubernetes.NewForConfig(env.Config)
 	require.NoError(t, err)
-	root := t.TempDir()
+	nsOn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
+	require.NoError(t, env.Client.Create(ctx, nsOn))
+	return &indexEnv{ctx: ctx, c: env.Client, cs: cs, root: t.TempDir(), nsOn: nsOn}
+}
+
+func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
+	e := startIndexEnv(t)
+	ctx, c, cs, root, nsOn := e.ctx, e.c, e.cs, e.root, e.nsOn
 	const node = "node-a"
 
-	nsOn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
 	nsOff := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}}
-	require.NoError(t, c.Create(ctx, nsOn))
 	require.NoError(t, c.Create(ctx, nsOff))
 
 	// mkPod creates a running pod whose container cgroup exists under root.
@@ -141,17 +156,10 @@ func sorted(ids []uint64) []uint64 {
 // creation, under the pod's allowed cgroup, and records nobody can attribute
 // are lost.
 func TestNamedContainerOfObservedPodFoundDespiteRateLimit(t *testing.T) {
-	env := controlplane.StartForTest(t, controlplane.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := env.Client
-	cs, err := kubernetes.NewForConfig(env.Config)
-	require.NoError(t, err)
-	root := t.TempDir()
+	e := startIndexEnv(t)
+	ctx, c, root := e.ctx, e.c, e.root
 	const node = "node-a"
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
-	require.NoError(t, c.Create(ctx, ns))
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "job"},
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.nsOn.Name, Name: "job"},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "x"}}}}
 	require.NoError(t, c.Create(ctx, p))
 	id := randomHex(t, 32)
@@ -165,7 +173,7 @@ func TestNamedContainerOfObservedPodFoundDespiteRateLimit(t *testing.T) {
 	src := collector.NewReplaySource()
 	// A rate limit no test outlasts: only the observed pod's walk can find
 	// the container.
-	idx, err := collector.NewPodIndex(cs, src, cgroups.NewResolver(root, cgroups.ResolverOptions{MinRescanInterval: time.Hour, MaxAge: time.Hour}),
+	idx, err := collector.NewPodIndex(e.cs, src, cgroups.NewResolver(root, cgroups.ResolverOptions{MinRescanInterval: time.Hour, MaxAge: time.Hour}),
 		collector.PodIndexOptions{Node: node, Retain: time.Hour, Resync: 50 * time.Millisecond, Log: testLogger(t)})
 	require.NoError(t, err)
 	go idx.Run(ctx)
