@@ -58,9 +58,10 @@ const (
 	eventPoll = 50 * time.Millisecond
 	// minLookupBudget is the least time one drain may spend on API lookups.
 	minLookupBudget = 5 * time.Second
-	// maxHeld bounds the records held for a later drain; past it they are
-	// dropped and counted as unattributed at once.
-	maxHeld = 1 << 16
+	// maxHeld bounds the records held for a later drain (760 bytes each:
+	// 6 MiB at most); past it they are dropped and counted as unattributed
+	// at once.
+	maxHeld = 1 << 13
 )
 
 // heldRecord is a drained record waiting for its cgroup to be attributed.
