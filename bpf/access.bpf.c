@@ -168,6 +168,20 @@ struct {
 	__type(value, __u8);
 } allowed_cgroups SEC(".maps");
 
+// Values of allowed_cgroups. ALLOW_TREE marks a pod's cgroup: the cgroups
+// created under it afterwards (its containers', before any process runs in
+// them) are allowed by on_cgroup_mkdir with ALLOW_INHERITED, and removed
+// with their cgroup by on_cgroup_rmdir. So a container is recorded from its
+// first read, however late user space learns its id. User space leaves the
+// kernel's entries to the kernel: it stops recording one (eddy's own
+// containers) by marking it DENIED_INHERITED, and allowing it again marks
+// it ALLOW_INHERITED, so that on_cgroup_rmdir still removes it and its count
+// in allow_slots.
+#define ALLOW_CGROUP 1
+#define ALLOW_TREE 2
+#define ALLOW_INHERITED 3
+#define DENIED_INHERITED 4
+
 // allow_slots is a counting filter in front of allowed_cgroups: slot
 // (id & ALLOW_SLOT_MASK) counts the allowed cgroups whose id maps to it, and
 // when it is zero the cgroup is certainly not allowed, which an inlined array
@@ -307,7 +321,8 @@ static __always_inline bool cgroup_allowed(__u64 cgid)
 {
 	if (!maybe_allowed(cgid))
 		return false;
-	return bpf_map_lookup_elem(&allowed_cgroups, &cgid) != NULL;
+	__u8 *v = bpf_map_lookup_elem(&allowed_cgroups, &cgid);
+	return v && *v != DENIED_INHERITED;
 }
 
 // fd_file returns the struct file behind fd in the current task's table, and
@@ -688,15 +703,6 @@ static __always_inline void flush_task_batch(struct task_struct *task)
 	unlock_batch(b);
 }
 
-// Values of allowed_cgroups. ALLOW_TREE marks a pod's cgroup: the cgroups
-// created under it afterwards (its containers', before any process runs in
-// them) are allowed by on_cgroup_mkdir with ALLOW_INHERITED, and removed
-// with their cgroup by on_cgroup_rmdir. So a container is recorded from its
-// first read, however late user space learns its id.
-#define ALLOW_CGROUP 1
-#define ALLOW_TREE 2
-#define ALLOW_INHERITED 3
-
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(on_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
@@ -733,7 +739,7 @@ int BPF_PROG(on_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
 	__u8 *v = bpf_map_lookup_elem(&allowed_cgroups, &id);
-	if (!v || *v != ALLOW_INHERITED || bpf_map_delete_elem(&allowed_cgroups, &id))
+	if (!v || (*v != ALLOW_INHERITED && *v != DENIED_INHERITED) || bpf_map_delete_elem(&allowed_cgroups, &id))
 		return 0;
 	__u32 *slot = kernel_allow_slot(id);
 	if (slot)

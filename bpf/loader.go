@@ -553,9 +553,10 @@ func (r *Recorder) Allow(cgroupID uint64) error {
 
 // Values of the kernel's allow-list (ALLOW_* in access.bpf.c).
 const (
-	allowCgroup    uint8 = 1
-	allowTree      uint8 = 2
-	allowInherited uint8 = 3
+	allowCgroup     uint8 = 1
+	allowTree       uint8 = 2
+	allowInherited  uint8 = 3
+	deniedInherited uint8 = 4
 )
 
 // AllowTree starts recording reads by tasks in the cgroup and in every
@@ -572,15 +573,7 @@ func (r *Recorder) AllowTree(cgroupID uint64) error {
 }
 
 func (r *Recorder) allow(cgroupID uint64, how uint8) error {
-	if !r.allowed[cgroupID] {
-		// Count the cgroup in its filter slot before the programs can find
-		// it in the list, so the filter never hides an allowed cgroup.
-		if err := r.putAllowSlot(cgroupID, 1); err != nil {
-			return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
-		}
-		r.allowed[cgroupID] = true
-	}
-	if err := r.maps.AllowedCgroups.Put(cgroupID, how); err != nil {
+	if err := r.insertAllowed(cgroupID, how); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
 	if err := r.bumpAllowGen(); err != nil {
@@ -589,19 +582,67 @@ func (r *Recorder) allow(cgroupID uint64, how uint8) error {
 	return nil
 }
 
+// insertAllowed puts cgroupID on the allow-list. An entry the kernel made
+// (a container cgroup created under an allowed tree) stays the kernel's, so
+// that the kernel removes it, and its count in the filter, with the cgroup;
+// only AllowTree takes such an entry over, which leaves the kernel's count
+// for its filter slot one too high (harmless: a hash lookup for the slot).
+func (r *Recorder) insertAllowed(cgroupID uint64, how uint8) error {
+	if r.allowed[cgroupID] {
+		return r.maps.AllowedCgroups.Put(cgroupID, how)
+	}
+	// Count the cgroup in its filter slot before the programs can find it
+	// in the list, so the filter never hides an allowed cgroup.
+	if err := r.putAllowSlot(cgroupID, 1); err != nil {
+		return err
+	}
+	err := r.maps.AllowedCgroups.Update(cgroupID, how, ebpf.UpdateNoExist)
+	if err == nil {
+		r.allowed[cgroupID] = true
+		return nil
+	}
+	if uerr := r.putAllowSlot(cgroupID, -1); uerr != nil {
+		return errors.Join(err, uerr)
+	}
+	if !errors.Is(err, ebpf.ErrKeyExist) {
+		return err
+	}
+	if how == allowTree {
+		if err := r.putAllowSlot(cgroupID, 1); err != nil {
+			return err
+		}
+		r.allowed[cgroupID] = true
+		return r.maps.AllowedCgroups.Put(cgroupID, how)
+	}
+	// The kernel's entry, maybe denied: allow it again. Gone meanwhile
+	// means its cgroup is gone.
+	err = r.maps.AllowedCgroups.Update(cgroupID, allowInherited, ebpf.UpdateExist)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
 // Disallow stops recording for the cgroup; what it recorded so far stays in
 // the map until the next Drain. Disallowing an unknown cgroup is not an error.
 func (r *Recorder) Disallow(cgroupID uint64) error {
 	r.allowMu.Lock()
 	defer r.allowMu.Unlock()
-	if err := r.maps.AllowedCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
-	}
 	if r.allowed[cgroupID] {
+		if err := r.maps.AllowedCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
+		}
 		if err := r.putAllowSlot(cgroupID, -1); err != nil {
 			return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
 		}
 		delete(r.allowed, cgroupID)
+	} else {
+		// Maybe the kernel's entry: deny it, and leave it to the kernel to
+		// remove with its cgroup.
+		err := r.maps.AllowedCgroups.Update(cgroupID, deniedInherited, ebpf.UpdateExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
+		}
 	}
 	if err := r.bumpAllowGen(); err != nil {
 		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)

@@ -1077,6 +1077,27 @@ func TestAllowTreeRecordsContainersFromTheirFirstRead(t *testing.T) {
 	}
 	assert.Equal(t, uint32(1), kernelSlot(), "the kernel counts the cgroup it allowed in the filter")
 
+	// User space allowing the container once it knows it, then silencing
+	// it (as the collector does with eddy's own), leaves the entry the
+	// kernel's: no longer recorded, still removed with its cgroup.
+	entry := func() uint8 {
+		require.NoError(t, r.maps.AllowedCgroups.Lookup(id, &how))
+		return how
+	}
+	ctr := &podCgroup{group: g, id: id}
+	require.NoError(t, r.Allow(id))
+	assert.Equal(t, allowInherited, entry())
+	require.NoError(t, r.Disallow(id))
+	assert.Equal(t, deniedInherited, entry())
+	ctr.run(t, "seqread", path, "65536")
+	assert.Empty(t, r.drainCgroup(t, id), "a denied container is not recorded")
+	require.NoError(t, r.Allow(id))
+	assert.Equal(t, allowInherited, entry())
+	ctr.run(t, "seqread", path, "65536")
+	assert.Equal(t, uint64(1<<20), r.drainCgroup(t, id)[ino].ReadBytes, "allowed again")
+	require.NoError(t, r.Disallow(id))
+	assert.Equal(t, uint32(1), kernelSlot())
+
 	require.NoError(t, g.Remove())
 	err = r.maps.AllowedCgroups.Lookup(id, &how)
 	assert.ErrorIs(t, err, ebpf.ErrKeyNotExist, "the allowance goes with the cgroup")
