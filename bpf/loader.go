@@ -597,6 +597,9 @@ func (r *Recorder) insertAllowed(cgroupID uint64, how uint8) error {
 		return err
 	}
 	err := r.maps.AllowedCgroups.Update(cgroupID, how, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) && how == allowTree {
+		err = r.maps.AllowedCgroups.Put(cgroupID, how) // takes the kernel's entry over
+	}
 	if err == nil {
 		r.allowed[cgroupID] = true
 		return nil
@@ -606,13 +609,6 @@ func (r *Recorder) insertAllowed(cgroupID uint64, how uint8) error {
 	}
 	if !errors.Is(err, ebpf.ErrKeyExist) {
 		return err
-	}
-	if how == allowTree {
-		if err := r.putAllowSlot(cgroupID, 1); err != nil {
-			return err
-		}
-		r.allowed[cgroupID] = true
-		return r.maps.AllowedCgroups.Put(cgroupID, how)
 	}
 	// The kernel's entry, maybe denied: allow it again. Gone meanwhile
 	// means its cgroup is gone.

@@ -274,12 +274,7 @@ func (p *PodIndex) Sync() {
 				// The kernel records it already (its cgroup was made under
 				// the pod's): look for it now, not at the next walk the rate
 				// limit allows, so its reads are attributed sooner.
-				for _, e := range p.resolver.PodCgroups(string(pod.UID), startingRescan) {
-					if e.ContainerID == c.ID {
-						es = append(es, e)
-					}
-				}
-				ok = len(es) > 0
+				es, ok = p.resolver.FreshContainerCgroups(c.ID, startingRescan)
 			}
 			if !ok {
 				pending++

@@ -118,6 +118,20 @@ func (r *Resolver) ContainerCgroups(containerID string) ([]Entry, bool) {
 	return es, ok
 }
 
+// FreshContainerCgroups is ContainerCgroups from a walk no older than
+// maxStale (walking again when it is older, whatever the rate limit): for a
+// container whose cgroup the kernel already records, under a pod it observes.
+func (r *Resolver) FreshContainerCgroups(containerID string, maxStale time.Duration) ([]Entry, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	es, ok := r.byCtr[containerID]
+	if !ok && r.now().Sub(r.lastScan) >= maxStale {
+		_ = r.rescanLocked(true)
+		es, ok = r.byCtr[containerID]
+	}
+	return es, ok
+}
+
 // PodCgroups returns the container cgroups under the pod with this UID,
 // from a walk no older than maxStale (walking again when it is older,
 // whatever the rate limit): while a pod starts, its containers' cgroups
