@@ -42,6 +42,11 @@ func requireKernel(t testing.TB) {
 	if _, err := cgroupv2.Mountpoint(); err != nil {
 		t.Skipf("skipping kernel test: %v", err)
 	}
+	// The syscalls trace events these tests expect need tracefs; a fresh
+	// machine has none mounted.
+	if _, err := EnsureTraceFS(); err != nil {
+		t.Fatalf("the kernel tests need tracefs: %v", err)
+	}
 }
 
 // testRecorder is a loaded Recorder plus every event it emitted.

@@ -262,6 +262,9 @@ func requireNode(b *testing.B) {
 	if _, err := cgroupv2.Mountpoint(); err != nil {
 		b.Skipf("skipping kernel benchmark: %v", err)
 	}
+	if _, err := bpf.EnsureTraceFS(); err != nil {
+		b.Fatalf("the benchmark measures the syscalls trace events, which need tracefs: %v", err)
+	}
 }
 
 // diskDir returns a fresh directory on a disk-backed file system, so reads

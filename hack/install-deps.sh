@@ -15,11 +15,29 @@ packages=(
   containerd runc containernetworking-plugins  # the real node (test/node)
   busybox-static iptables conntrack iproute2   #   workload image, Services
 )
+# The collector's syscall hooks are the syscalls:* trace events, which need
+# tracefs; without it they fall back to raw_syscalls (a program on every
+# syscall of the node), and the kernel tests that check the trace events fail.
+# Hosts usually mount it at boot; a fresh VM may not.
+mount_tracefs() {
+  if [ "$(stat -f -c %T /sys/kernel/tracing 2>/dev/null)" = tracefs ] ||
+     [ "$(stat -f -c %T /sys/kernel/debug/tracing 2>/dev/null)" = tracefs ]; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tracefs is not mounted; as root: mount -t tracefs nodev /sys/kernel/tracing" >&2
+    return 1
+  fi
+  echo "mounting tracefs at /sys/kernel/tracing"
+  mount -t tracefs nodev /sys/kernel/tracing
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  mount_tracefs
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,3 +48,4 @@ echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+mount_tracefs

@@ -50,6 +50,9 @@ func requireKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to load BPF programs and create cgroups")
 	}
+	if _, err := bpf.EnsureTraceFS(); err != nil {
+		t.Fatalf("profiling needs tracefs for the syscalls trace events: %v", err)
+	}
 	rec, err := bpf.Load(bpf.Options{})
 	if err != nil {
 		t.Skipf("BPF recorder unavailable here: %v", err)

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	"github.com/eddy-autotune/eddy/bpf"
 	"github.com/eddy-autotune/eddy/collector"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
@@ -140,6 +141,9 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	mount, err := cgroupv2.Mountpoint()
 	if err != nil {
 		t.Skipf("no cgroup2 mount: %v", err)
+	}
+	if _, err := bpf.EnsureTraceFS(); err != nil {
+		t.Fatalf("the collector's syscall hooks need tracefs: %v", err)
 	}
 	env := controlplane.StartForTest(t, controlplane.Options{})
 	ctx := context.Background()
