@@ -9,12 +9,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
-
 	"github.com/eddy-autotune/eddy/analyzer/advice"
-	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/history"
 	"github.com/eddy-autotune/eddy/analyzer/internal/simulate"
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // The window streams below are synthetic: internal/simulate models each
@@ -41,7 +40,7 @@ func run(t *testing.T, sim *simulate.Sim, ops []simulate.Op, after time.Duration
 	return a
 }
 
-func recommendation(t *testing.T, a Assessment, action advice.Action) advice.Recommendation {
+func recommendation(t *testing.T, a Assessment, action v1.Action) advice.Recommendation {
 	t.Helper()
 	for _, r := range a.Advice.Recommendations {
 		if r.Action == action {
@@ -59,7 +58,7 @@ func TestSequentialScanOfAFolder(t *testing.T) {
 	a := run(t, sim, simulate.Scan(files, 128*kib, 1), 0)
 
 	f := a.Features
-	assert.Equal(t, classify.SequentialScan, a.Decision.Class)
+	assert.Equal(t, v1.ClassSequentialScan, a.Decision.Class)
 	assert.GreaterOrEqual(t, a.Decision.Confidence, 0.8)
 	assert.InDelta(t, 1, f.SequentialRatio, 0.01)
 	assert.InDelta(t, 1, f.WholeFileRatio, 0.01)
@@ -73,8 +72,8 @@ func TestSequentialScanOfAFolder(t *testing.T) {
 	assert.InDelta(t, 0.5, f.ReadWaitShare, 0.01, "1 ms latency + 1 ms compute per read")
 	assert.Equal(t, 0.0, f.WorkingSetBytes, "read-once data has no working set")
 
-	p := recommendation(t, a, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.Sequential, p.Strategy)
+	p := recommendation(t, a, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategySequential, p.Strategy)
 	assert.False(t, p.KeepInCache)
 	// T = 128 KiB per 2 ms = 62.5 MiB/s; w = 0.5 → T_d = 125 MiB/s; B = 1.25 T_d.
 	B := 128 * kib / 0.002 / 0.5 * advice.BandwidthHeadroom
@@ -90,12 +89,12 @@ func TestScanRepeatedInFixedOrder(t *testing.T) {
 	sim.Window = time.Second
 	a := run(t, sim, simulate.Scan(files, 128*kib, 3), 0)
 
-	assert.Equal(t, classify.SequentialScan, a.Decision.Class)
+	assert.Equal(t, v1.ClassSequentialScan, a.Decision.Class)
 	require.True(t, a.Features.OrderKnown)
 	assert.InDelta(t, 1, a.Features.OrderCorrelation, 0.01)
 	assert.Equal(t, 3.0, a.Features.Epochs)
 	assert.InDelta(t, 2.0/3, a.Features.Reuse, 0.02)
-	assert.True(t, recommendation(t, a, advice.Prefetch).Prefetch.KeepInCache, "a repeated scan that fits is kept")
+	assert.True(t, recommendation(t, a, v1.ActionPrefetch).Prefetch.KeepInCache, "a repeated scan that fits is kept")
 }
 
 func TestShuffledEpochs(t *testing.T) {
@@ -105,7 +104,7 @@ func TestShuffledEpochs(t *testing.T) {
 	a := run(t, sim, simulate.Shuffled(files, 128*kib, 3, rand.New(rand.NewPCG(1, 2))), 0)
 
 	f := a.Features
-	assert.Equal(t, classify.ShuffledEpochs, a.Decision.Class)
+	assert.Equal(t, v1.ClassShuffledEpochs, a.Decision.Class)
 	assert.GreaterOrEqual(t, a.Decision.Confidence, 0.7)
 	assert.Equal(t, 3.0, f.Epochs)
 	require.True(t, f.OrderKnown)
@@ -115,14 +114,14 @@ func TestShuffledEpochs(t *testing.T) {
 	// Each file comes back after about one dataset (125 MiB) of other data.
 	assert.InDelta(t, 125*mib, f.WorkingSetBytes, 60*mib)
 
-	p := recommendation(t, a, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.WholeDataset, p.Strategy)
+	p := recommendation(t, a, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 	assert.True(t, p.WarmBeforeStart, "fits the budget and waits on reads half the time")
 	assert.True(t, p.KeepInCache)
 	assert.Equal(t, int64(256*kib), p.BlockBytes, "files fetched whole")
 	assert.InDelta(t, f.DatasetBytes, float64(p.BudgetBytes), 1)
 	assert.InEpsilon(t, 125*mib, f.DatasetBytes, 0.1, "estimated from 256 sampled files")
-	c := recommendation(t, a, advice.ScaleCache).Cache
+	c := recommendation(t, a, v1.ActionScaleCache).Cache
 	w, _, _ := advice.Workers(f.DatasetBytes, advice.DemandedThroughput(&f), advice.DefaultBounds)
 	assert.Equal(t, w, c.Workers)
 
@@ -133,8 +132,8 @@ func TestShuffledEpochs(t *testing.T) {
 		tr.Observe(w)
 	}
 	small, _ := tr.Assess(tr.Keys()[0], end.UnixNano())
-	recommendation(t, small, advice.InjectSDK)
-	assert.Equal(t, advice.Ordered, recommendation(t, small, advice.Prefetch).Prefetch.Strategy)
+	recommendation(t, small, v1.ActionInjectSDK)
+	assert.Equal(t, v1.StrategyOrdered, recommendation(t, small, v1.ActionPrefetch).Prefetch.Strategy)
 }
 
 func TestRandomReads(t *testing.T) {
@@ -144,16 +143,16 @@ func TestRandomReads(t *testing.T) {
 	a := run(t, sim, simulate.Random(files, 50000, 4*kib, rand.New(rand.NewPCG(3, 4))), 0)
 
 	f := a.Features
-	assert.Equal(t, classify.RandomReads, a.Decision.Class)
+	assert.Equal(t, v1.ClassRandomReads, a.Decision.Class)
 	assert.GreaterOrEqual(t, a.Decision.Confidence, 0.7)
 	assert.Less(t, f.SequentialRatio, 0.01)
 	assert.InDelta(t, 4*kib, f.MedianReadBytes, 2*kib)
 	assert.Equal(t, 0.0, f.WholeFileRatio)
 	assert.InDelta(t, 1, f.ReadWaitShare, 0.01)
 	for _, r := range a.Advice.Recommendations {
-		assert.NotEqual(t, advice.Prefetch, r.Action, "no whole-file prefetch for random reads")
+		assert.NotEqual(t, v1.ActionPrefetch, r.Action, "no whole-file prefetch for random reads")
 	}
-	c := recommendation(t, a, advice.ScaleCache).Cache
+	c := recommendation(t, a, v1.ActionScaleCache).Cache
 	assert.Equal(t, f.WorkingSetBytes, c.WorkingSetBytes)
 	w, fc, ft := advice.Workers(f.WorkingSetBytes, advice.DemandedThroughput(&f), advice.DefaultBounds)
 	assert.Equal(t, []int{w, fc, ft}, []int{c.Workers, c.WorkersForCapacity, c.WorkersForThroughput})
@@ -165,7 +164,7 @@ func TestHotSet(t *testing.T) {
 	a := run(t, sim, simulate.Hot(files, 30000, 50, 0.9, 64*kib, rand.New(rand.NewPCG(5, 6))), 0)
 
 	f := a.Features
-	assert.Equal(t, classify.HotSet, a.Decision.Class)
+	assert.Equal(t, v1.ClassHotSet, a.Decision.Class)
 	assert.GreaterOrEqual(t, a.Decision.Confidence, 0.7)
 	t.Logf("mrc %v", f.MissRatioCurve)
 	assert.Greater(t, f.HotSetShare, 0.85)
@@ -176,8 +175,8 @@ func TestHotSet(t *testing.T) {
 	assert.Greater(t, f.WorkingSetBytes, 2.0*mib)
 	assert.Less(t, f.MissRatioAt(f.WorkingSetBytes), f.MissRatioAt(1*mib))
 
-	p := recommendation(t, a, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.HotSet, p.Strategy)
+	p := recommendation(t, a, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategyHotSet, p.Strategy)
 	assert.Equal(t, int64(f.WorkingSetBytes), p.BudgetBytes)
 }
 
@@ -186,7 +185,7 @@ func TestWriteMostly(t *testing.T) {
 	sim := simulate.New(files)
 	sim.Window = 100 * time.Millisecond
 	a := run(t, sim, simulate.Writes(files, 1*mib), 0)
-	assert.Equal(t, classify.WriteMostly, a.Decision.Class)
+	assert.Equal(t, v1.ClassWriteMostly, a.Decision.Class)
 	assert.GreaterOrEqual(t, a.Decision.Confidence, 0.7)
 	assert.Empty(t, a.Advice.Recommendations)
 }
@@ -197,12 +196,12 @@ func TestIdleAfterReadsStop(t *testing.T) {
 	ops := simulate.Scan(files, 1*mib, 1)
 
 	busy := run(t, sim, ops, time.Minute)
-	assert.NotEqual(t, classify.Idle, busy.Decision.Class)
+	assert.NotEqual(t, v1.ClassIdle, busy.Decision.Class)
 
 	idle := run(t, sim, ops, 30*time.Minute)
-	assert.Equal(t, classify.Idle, idle.Decision.Class)
+	assert.Equal(t, v1.ClassIdle, idle.Decision.Class)
 	assert.GreaterOrEqual(t, idle.Decision.Confidence, 0.5)
-	ev := recommendation(t, idle, advice.EvictDataset)
+	ev := recommendation(t, idle, v1.ActionEvictDataset)
 	assert.Equal(t, advice.DefaultBounds.MinWorkers, ev.Evict.ScaleWorkersTo)
 	assert.InDelta(t, 200*mib, ev.Evidence.Benefit.DatasetBytesFreed, 1)
 }
@@ -245,7 +244,7 @@ func TestCheckpointRestoresEverything(t *testing.T) {
 	a1, _ = orig.Assess(k, now)
 	a2, _ = restored.Assess(k, now)
 	assert.Equal(t, a1, a2, "and evolves the same")
-	assert.Equal(t, classify.ShuffledEpochs, a2.Decision.Class)
+	assert.Equal(t, v1.ClassShuffledEpochs, a2.Decision.Class)
 
 	again, err := restored.Checkpoint(k)
 	require.NoError(t, err)
@@ -278,7 +277,7 @@ func TestFileSamplingBoundsMemoryAndEstimates(t *testing.T) {
 	a, _ := tr.Assess(k, end.UnixNano())
 	assert.InEpsilon(t, 5000, a.Features.Files, 0.2)
 	assert.InEpsilon(t, 5000*64*kib, a.Features.DatasetBytes, 0.2)
-	assert.Equal(t, classify.SequentialScan, a.Decision.Class)
+	assert.Equal(t, v1.ClassSequentialScan, a.Decision.Class)
 }
 
 func TestAssessmentIsJSON(t *testing.T) {
@@ -311,11 +310,11 @@ func TestEpochsWithinOneWindow(t *testing.T) {
 
 	shuffled := run(t, sim, simulate.Shuffled(files, 64*kib, 5, rand.New(rand.NewPCG(9, 9))), 0)
 	assert.Equal(t, uint64(1), shuffled.Features.Windows)
-	assert.Equal(t, classify.ShuffledEpochs, shuffled.Decision.Class)
+	assert.Equal(t, v1.ClassShuffledEpochs, shuffled.Decision.Class)
 	assert.Equal(t, 200, shuffled.Features.OrderFiles)
 	assert.InDelta(t, 0, shuffled.Features.OrderCorrelation, 0.25)
 
 	fixed := run(t, sim, simulate.Scan(files, 64*kib, 5), 0)
-	assert.Equal(t, classify.SequentialScan, fixed.Decision.Class)
+	assert.Equal(t, v1.ClassSequentialScan, fixed.Decision.Class)
 	assert.InDelta(t, 1, fixed.Features.OrderCorrelation, 1e-9)
 }

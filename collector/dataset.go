@@ -12,13 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
-)
-
-// Dataset sources, as in accessv1.DatasetRef.source.
-const (
-	DatasetSourceFluid  = "fluid"
-	DatasetSourcePVC    = "pvc"
-	DatasetSourceVolume = "volume"
+	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // How Fluid marks what it manages. Fluid names a dataset's PVC after the
@@ -96,7 +90,7 @@ func (r *DatasetResolver) Resolve(ctx context.Context, pod *corev1.Pod, containe
 	}
 	vol := findVolume(pod, mount.Name)
 	if vol == nil {
-		return &accessv1.DatasetRef{Namespace: pod.Namespace, Name: mount.Name, Source: DatasetSourceVolume}, rel
+		return &accessv1.DatasetRef{Namespace: pod.Namespace, Name: mount.Name, Source: string(v1alpha1.DatasetSourceVolume)}, rel
 	}
 	return r.volumeDataset(ctx, pod, vol), rel
 }
@@ -173,24 +167,24 @@ func (r *DatasetResolver) volumeDataset(ctx context.Context, pod *corev1.Pod, vo
 			if ns == "" {
 				ns = pod.Namespace
 			}
-			return &accessv1.DatasetRef{Namespace: ns, Name: name, Source: DatasetSourceFluid}
+			return &accessv1.DatasetRef{Namespace: ns, Name: name, Source: string(v1alpha1.DatasetSourceFluid)}
 		}
 	}
 	if claim == "" {
-		return &accessv1.DatasetRef{Namespace: pod.Namespace, Name: vol.Name, Source: DatasetSourceVolume}
+		return &accessv1.DatasetRef{Namespace: pod.Namespace, Name: vol.Name, Source: string(v1alpha1.DatasetSourceVolume)}
 	}
 	return r.claimDataset(ctx, pod.Namespace, claim)
 }
 
 func (r *DatasetResolver) claimDataset(ctx context.Context, namespace, claim string) *accessv1.DatasetRef {
-	ds := &accessv1.DatasetRef{Namespace: namespace, Name: claim, Source: DatasetSourcePVC, Pvc: claim}
+	ds := &accessv1.DatasetRef{Namespace: namespace, Name: claim, Source: string(v1alpha1.DatasetSourcePVC), Pvc: claim}
 	pvc, err := r.claim(ctx, namespace, claim)
 	if err != nil || pvc == nil {
 		// Without the PVC the claim name is still the best name we have.
 		return ds
 	}
 	if fluidClaim(pvc) {
-		ds.Source = DatasetSourceFluid
+		ds.Source = string(v1alpha1.DatasetSourceFluid)
 		return ds
 	}
 	if pvc.Spec.VolumeName == "" {
@@ -200,7 +194,7 @@ func (r *DatasetResolver) claimDataset(ctx context.Context, namespace, claim str
 	if err != nil || pv == nil || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != fluidCSIDriver {
 		return ds
 	}
-	ds.Source = DatasetSourceFluid
+	ds.Source = string(v1alpha1.DatasetSourceFluid)
 	if name := pv.Spec.CSI.VolumeAttributes[fluidRuntimeNameAttr]; name != "" {
 		ds.Name = name
 		if ns := pv.Spec.CSI.VolumeAttributes[fluidRuntimeNSAttr]; ns != "" {

@@ -60,9 +60,9 @@ func TestResolveDeviceFromKubeletPodsFolder(t *testing.T) {
 	assert.Nil(t, r.ResolveDevice(ctx, pod, dev(csiMount)), "without the pods folder nothing is resolved by device")
 
 	r.SetKubeletPodsDir(pods)
-	assert.Equal(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "fluid", Pvc: "imagenet"},
+	assert.Equal(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "Fluid", Pvc: "imagenet"},
 		r.ResolveDevice(ctx, pod, dev(csiMount)), "CSI folder is named after the PV")
-	assert.Equal(t, &accessv1.DatasetRef{Namespace: "ml", Name: "shared", Source: "volume"}, r.ResolveDevice(ctx, pod, dev(nfs)))
+	assert.Equal(t, &accessv1.DatasetRef{Namespace: "ml", Name: "shared", Source: "Volume"}, r.ResolveDevice(ctx, pod, dev(nfs)))
 	assert.Nil(t, r.ResolveDevice(ctx, pod, dev(empty)), "volumes on the node's own disk are ambiguous")
 	assert.Nil(t, r.ResolveDevice(ctx, pod, 12345), "unknown device")
 	other := pod.DeepCopy()

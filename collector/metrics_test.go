@@ -18,7 +18,7 @@ func TestMetricsFromWindows(t *testing.T) {
 	m := NewMetrics(time.Hour)
 	m.SetShipperStats(func() ship.Stats { return ship.Stats{Buffered: 3, Dropped: 2, Shipped: 10, Failures: 1} })
 	wl := &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", Name: "web"}
-	ds := &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "fluid"}
+	ds := &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "Fluid"}
 	w := &accessv1.AccessWindow{Files: []*accessv1.FileAccess{
 		{Workload: wl, Pod: "web-1", Dataset: ds, Path: "train/a.jpg", ReadBytes: 1000, ReadOps: 2, SeqSteps: 1, RandSteps: 1, PagesAdded: 3, ReadWaitNano: 5e8},
 		{Workload: wl, Pod: "web-1", Dataset: ds, Path: "train/b.jpg", ReadBytes: 24, ReadOps: 1, SeqSteps: 1, ReadWaitNano: 5e8},

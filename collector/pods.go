@@ -21,15 +21,6 @@ import (
 	"github.com/eddy-autotune/eddy/collector/cgroups"
 )
 
-// Opt-in and opt-out labels (ARCHITECTURE.md): a namespace labelled
-// eddy.io/autotune=enabled is observed, except its pods labelled
-// eddy.io/autotune=disabled.
-const (
-	AutotuneLabel    = "eddy.io/autotune"
-	AutotuneEnabled  = "enabled"
-	AutotuneDisabled = "disabled"
-)
-
 // PodContainer is one container of an observed pod, with the cgroup its
 // processes run in (the container's own, or one nested in it).
 type PodContainer struct {
@@ -386,13 +377,13 @@ func (p *PodIndex) Observed() (observed, pending int) {
 
 // NamespaceOptedIn reports whether the namespace asks for autotuning.
 func NamespaceOptedIn(ns *corev1.Namespace) bool {
-	return ns.Labels[AutotuneLabel] == AutotuneEnabled
+	return ns.Labels[eddyv1alpha1.AutotuneLabel] == eddyv1alpha1.AutotuneEnabled
 }
 
 // PodOptedIn reports whether a pod in an opted-in namespace is observed: all
 // are, except those labelled eddy.io/autotune=disabled.
 func PodOptedIn(pod *corev1.Pod) bool {
-	return pod.Labels[AutotuneLabel] != AutotuneDisabled
+	return pod.Labels[eddyv1alpha1.AutotuneLabel] != eddyv1alpha1.AutotuneDisabled
 }
 
 func injectedByEddy(pod *corev1.Pod, container string) bool {

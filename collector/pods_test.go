@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+
 	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,12 +16,12 @@ func TestOptIn(t *testing.T) {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Labels: l}}
 	}
 	pod := func(l map[string]string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}} }
-	assert.True(t, NamespaceOptedIn(ns(map[string]string{AutotuneLabel: "enabled"})))
-	assert.False(t, NamespaceOptedIn(ns(map[string]string{AutotuneLabel: "Enabled"})))
+	assert.True(t, NamespaceOptedIn(ns(map[string]string{eddyv1alpha1.AutotuneLabel: "enabled"})))
+	assert.False(t, NamespaceOptedIn(ns(map[string]string{eddyv1alpha1.AutotuneLabel: "Enabled"})))
 	assert.False(t, NamespaceOptedIn(ns(nil)))
 	assert.True(t, PodOptedIn(pod(nil)))
-	assert.True(t, PodOptedIn(pod(map[string]string{AutotuneLabel: "enabled"})))
-	assert.False(t, PodOptedIn(pod(map[string]string{AutotuneLabel: "disabled"})))
+	assert.True(t, PodOptedIn(pod(map[string]string{eddyv1alpha1.AutotuneLabel: "enabled"})))
+	assert.False(t, PodOptedIn(pod(map[string]string{eddyv1alpha1.AutotuneLabel: "disabled"})))
 }
 
 func TestContainerIDs(t *testing.T) {

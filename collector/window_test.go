@@ -121,7 +121,7 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Equal(t, "uid-a", fa.PodUid)
 	assert.Equal(t, "main", fa.Container)
 	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", ApiVersion: "apps/v1", Name: "web"}, fa.Workload)
-	assertProto(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "pvc", Pvc: "imagenet"}, fa.Dataset)
+	assertProto(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "PVC", Pvc: "imagenet"}, fa.Dataset)
 	assert.Equal(t, "train/a.JPEG", fa.Path)
 	assert.Equal(t, uint64(0x800001), fa.Dev)
 	assert.Equal(t, uint64(10), fa.Ino)

@@ -8,12 +8,13 @@ package kubectlplugin
 import (
 	"context"
 	"fmt"
-	"github.com/dustin/go-humanize"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
-	"github.com/eddy-autotune/eddy/operator"
 )
 
 // ListOptions choose the recommendations shown.
@@ -231,7 +231,7 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 		}
 		found = true
 		st := p.Status
-		fmt.Fprintf(w, "%s/%s reading dataset %s (%s) — profile %s\n", p.Spec.WorkloadRef.Kind, p.Spec.WorkloadRef.Name, p.Spec.Dataset.Name, orDash(p.Spec.Dataset.Source), p.Name)
+		fmt.Fprintf(w, "%s/%s reading dataset %s (%s) — profile %s\n", p.Spec.WorkloadRef.Kind, p.Spec.WorkloadRef.Name, p.Spec.Dataset.Name, orDash(string(p.Spec.Dataset.Source)), p.Name)
 		fmt.Fprintf(w, "  Class:       %s (confidence %.2f, %d pods, %d windows", orDash(string(st.Class)), st.Confidence, st.ObservedPods, st.Windows)
 		if st.LastSeen != nil {
 			fmt.Fprintf(w, ", last read %s ago", age(now, st.LastSeen.Time))
@@ -393,7 +393,7 @@ func Status(ctx context.Context, c client.Reader, w io.Writer, o StatusOptions) 
 				fmt.Fprint(w, ", DRY RUN")
 			}
 			fmt.Fprintln(w)
-			if c := meta.FindStatusCondition(pol.Status.Conditions, operator.PolicyConditionBudgetExhausted); c != nil {
+			if c := meta.FindStatusCondition(pol.Status.Conditions, eddyv1alpha1.ConditionBudgetExhausted); c != nil {
 				fmt.Fprintf(w, "  Budget:      %s\n", c.Message)
 			}
 		}
@@ -412,10 +412,10 @@ func Status(ctx context.Context, c client.Reader, w io.Writer, o StatusOptions) 
 		}
 		fmt.Fprintf(w, "  Profiles:    %s\n", counts(byClass))
 		for _, p := range pvcs.Items {
-			if p.Namespace != ns || p.Annotations[operator.EvictedAtAnnotation] == "" {
+			if p.Namespace != ns || p.Annotations[eddyv1alpha1.EvictedAtAnnotation] == "" {
 				continue
 			}
-			fmt.Fprintf(w, "  Evicted:     %s at %s by %s: %s\n", p.Name, p.Annotations[operator.EvictedAtAnnotation], p.Annotations[operator.EvictedByAnnotation], p.Annotations[operator.EvictedReasonAnnotation])
+			fmt.Fprintf(w, "  Evicted:     %s at %s by %s: %s\n", p.Name, p.Annotations[eddyv1alpha1.EvictedAtAnnotation], p.Annotations[eddyv1alpha1.EvictedByAnnotation], p.Annotations[eddyv1alpha1.EvictedReasonAnnotation])
 		}
 	}
 	return nil

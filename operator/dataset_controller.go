@@ -96,14 +96,14 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return r.inUse(ctx, ds, t, pod, pol)
 	}
 	now := r.Options.Now()
-	unusedSince, err := time.Parse(time.RFC3339, ann[UnusedSinceAnnotation])
+	unusedSince, err := time.Parse(time.RFC3339, ann[eddyv1alpha1.UnusedSinceAnnotation])
 	if err != nil {
 		unusedSince = now
-		if err := annotateDataset(ctx, r.Client, r.scaler, req.Namespace, req.Name, map[string]any{UnusedSinceAnnotation: now.UTC().Format(time.RFC3339Nano)}); err != nil {
+		if err := annotateDataset(ctx, r.Client, r.scaler, req.Namespace, req.Name, map[string]any{eddyv1alpha1.UnusedSinceAnnotation: now.UTC().Format(time.RFC3339Nano)}); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if ann[EvictedAtAnnotation] != "" {
+	if ann[eddyv1alpha1.EvictedAtAnnotation] != "" {
 		return ctrl.Result{}, nil
 	}
 	idleSince, lastReader, err := r.lastRead(ctx, req.Namespace, req.Name)
@@ -138,10 +138,10 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 func (r *DatasetReconciler) inUse(ctx context.Context, ds *metav1.PartialObjectMetadata, t cacheTarget, pod string, pol effectivePolicy) (ctrl.Result, error) {
 	ann := ds.GetAnnotations()
 	patch := map[string]any{}
-	if ann[UnusedSinceAnnotation] != "" {
-		patch[UnusedSinceAnnotation] = nil
+	if ann[eddyv1alpha1.UnusedSinceAnnotation] != "" {
+		patch[eddyv1alpha1.UnusedSinceAnnotation] = nil
 	}
-	if ann[EvictedAtAnnotation] != "" {
+	if ann[eddyv1alpha1.EvictedAtAnnotation] != "" {
 		if err := r.heartbeat.check(ctx); err != nil {
 			r.Recorder.warning(ds, "AnalyzerStale", "RestoreCache", "%v", err)
 			return ctrl.Result{RequeueAfter: r.Options.StaleRetry}, nil
@@ -158,10 +158,10 @@ func (r *DatasetReconciler) inUse(ctx context.Context, ds *metav1.PartialObjectM
 		if _, err := r.scaler.setReplicas(ctx, t, replicas, nil); err != nil {
 			return ctrl.Result{}, err
 		}
-		for _, k := range []string{EvictedAtAnnotation, EvictedByAnnotation, EvictedReasonAnnotation, ReplicasBeforeEvictionAnnotation} {
+		for _, k := range []string{eddyv1alpha1.EvictedAtAnnotation, eddyv1alpha1.EvictedByAnnotation, eddyv1alpha1.EvictedReasonAnnotation, eddyv1alpha1.ReplicasBeforeEvictionAnnotation} {
 			patch[k] = nil
 		}
-		patch[RestoredAtAnnotation] = r.Options.Now().UTC().Format(time.RFC3339)
+		patch[eddyv1alpha1.RestoredAtAnnotation] = r.Options.Now().UTC().Format(time.RFC3339)
 		r.Recorder.normal(ds, "CacheRestored", "RestoreCache", "%s", what)
 	}
 	if len(patch) == 0 {
@@ -181,7 +181,7 @@ func (r *DatasetReconciler) restoreReplicas(ctx context.Context, ds *metav1.Part
 	var last *eddyv1alpha1.Recommendation
 	for i := range list.Items {
 		s := &list.Items[i]
-		if s.Spec.Action != eddyv1alpha1.ActionScaleCache || s.Status.AppliedAt == nil || !isApplied(s.Status.Phase) {
+		if s.Spec.Action != eddyv1alpha1.ActionScaleCache || s.Status.AppliedAt == nil || !s.Status.Phase.InForce() {
 			continue
 		}
 		if last == nil || last.Status.AppliedAt.Before(s.Status.AppliedAt) {
@@ -192,7 +192,7 @@ func (r *DatasetReconciler) restoreReplicas(ctx context.Context, ds *metav1.Part
 		n, _ := pol.clampReplicas(last.Spec.ScaleCache.Replicas)
 		return n, "as last recommended by " + last.Name, nil
 	}
-	if n, err := strconv.ParseInt(ds.GetAnnotations()[ReplicasBeforeEvictionAnnotation], 10, 32); err == nil && n > 0 {
+	if n, err := strconv.ParseInt(ds.GetAnnotations()[eddyv1alpha1.ReplicasBeforeEvictionAnnotation], 10, 32); err == nil && n > 0 {
 		c, _ := pol.clampReplicas(int32(n))
 		return c, "as before eviction", nil
 	}
@@ -250,7 +250,7 @@ func (r *DatasetReconciler) evictRecommendation(ns, name string, idleSince time.
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: prefix + "-evict-" + hex.EncodeToString(sum[:])[:10]},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef:    lastReader,
-			Dataset:      eddyv1alpha1.DatasetReference{Name: name, Source: "PVC"},
+			Dataset:      eddyv1alpha1.DatasetReference{Name: name, Source: eddyv1alpha1.DatasetSourcePVC},
 			Action:       eddyv1alpha1.ActionEvictDataset,
 			EvictDataset: &eddyv1alpha1.EvictDatasetParameters{IdleSince: metav1.NewTime(idleSince), MinReplicas: pol.minReplicas(0)},
 			Evidence: eddyv1alpha1.Evidence{

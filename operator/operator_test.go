@@ -55,7 +55,7 @@ func TestScalesCacheTargetsWithinBounds(t *testing.T) {
 	rec := waitPhase(t, ns, "imagenet-up", eddyv1alpha1.PhaseApplied, 30*time.Second)
 	require.EqualValues(t, 4, runtimeReplicas(t, ns, "imagenet"), "the runtime must be held at the policy's max of 4, not the recommended 10")
 	require.Contains(t, condition(rec, eddyv1alpha1.ConditionApplied).Message, "held within the policy's bounds 1..4")
-	require.Equal(t, "1", rec.Annotations[operator.PreviousReplicasAnnotation])
+	require.Equal(t, "1", rec.Annotations[eddyv1alpha1.PreviousReplicasAnnotation])
 
 	// Lower demand: the scale-down waits until it held for the window.
 	time.Sleep(time.Second) // creation times have one-second resolution: be clearly newer
@@ -161,7 +161,7 @@ func TestChangeBudgetHoldsUnderBurst(t *testing.T) {
 	pol := &eddyv1alpha1.AutotunePolicy{}
 	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, pol))
 	require.Len(t, pol.Status.AppliedChanges, 3)
-	c := findPolicyCondition(pol, operator.PolicyConditionBudgetExhausted)
+	c := findPolicyCondition(pol, eddyv1alpha1.ConditionBudgetExhausted)
 	require.Equal(t, metav1.ConditionTrue, c.Status, c.Message)
 	require.True(t, hasEvent(t, ns, "BudgetExhausted"), "no BudgetExhausted event says why the rest wait")
 }
@@ -253,9 +253,9 @@ func TestIdleDatasetEvictedAndRestored(t *testing.T) {
 	waitRunningPods(t, ns, "scratch-cache", 1)
 	pvc := &corev1.PersistentVolumeClaim{}
 	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "scratch"}, pvc))
-	require.NotEmpty(t, pvc.Annotations[operator.EvictedAtAnnotation])
-	require.Equal(t, evict, pvc.Annotations[operator.EvictedByAnnotation])
-	require.Contains(t, pvc.Annotations[operator.EvictedReasonAnnotation], "no pod references dataset scratch")
+	require.NotEmpty(t, pvc.Annotations[eddyv1alpha1.EvictedAtAnnotation])
+	require.Equal(t, evict, pvc.Annotations[eddyv1alpha1.EvictedByAnnotation])
+	require.Contains(t, pvc.Annotations[eddyv1alpha1.EvictedReasonAnnotation], "no pod references dataset scratch")
 
 	createReader(t, ns, "reader-again", "scratch")
 	eventually(t, 30*time.Second, "cache scaled back", func() (bool, string) {
@@ -264,8 +264,8 @@ func TestIdleDatasetEvictedAndRestored(t *testing.T) {
 	})
 	waitRunningPods(t, ns, "scratch-cache", 3)
 	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "scratch"}, pvc))
-	require.Empty(t, pvc.Annotations[operator.EvictedAtAnnotation])
-	require.NotEmpty(t, pvc.Annotations[operator.RestoredAtAnnotation])
+	require.Empty(t, pvc.Annotations[eddyv1alpha1.EvictedAtAnnotation])
+	require.NotEmpty(t, pvc.Annotations[eddyv1alpha1.RestoredAtAnnotation])
 	time.Sleep(4 * time.Second)
 	require.Len(t, evictions(t, ns), 1, "a dataset in use again was proposed for eviction")
 }
@@ -298,7 +298,7 @@ func TestRestartMidActionDoesNotRepeat(t *testing.T) {
 
 	// The state a crashed operator left: intent recorded, replicas already 4 (were 2).
 	rec := scaleRec(ns, "grow", "data", 4)
-	rec.Annotations = map[string]string{operator.PreviousReplicasAnnotation: "2"}
+	rec.Annotations = map[string]string{eddyv1alpha1.PreviousReplicasAnnotation: "2"}
 	create(t, rec)
 	rec.Status.Phase = eddyv1alpha1.PhaseApproved
 	rec.Status.Conditions = []metav1.Condition{
@@ -313,7 +313,7 @@ func TestRestartMidActionDoesNotRepeat(t *testing.T) {
 	stop := startOperator(t, testOptions(), counter)
 	applied := waitPhase(t, ns, "grow", eddyv1alpha1.PhaseApplied, 30*time.Second)
 	require.Equal(t, 0, counter.count("PUT", "/apis/apps/v1/namespaces/"+ns+"/statefulsets/cache/scale"), "the new operator wrote /scale again")
-	require.Equal(t, "2", applied.Annotations[operator.PreviousReplicasAnnotation], "previous replicas must survive the restart")
+	require.Equal(t, "2", applied.Annotations[eddyv1alpha1.PreviousReplicasAnnotation], "previous replicas must survive the restart")
 	require.Contains(t, condition(applied, eddyv1alpha1.ConditionApplied).Message, "from 2 to 4")
 
 	// A pod-level recommendation is applied and rolled out once; an operator
@@ -321,24 +321,24 @@ func TestRestartMidActionDoesNotRepeat(t *testing.T) {
 	create(t, prefetchRec(ns, "prefetch", "data", withTarget("StatefulSet", "scan")))
 	eventually(t, 30*time.Second, "rolled out", func() (bool, string) {
 		r := getRec(t, ns, "prefetch")
-		return condition(r, operator.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
+		return condition(r, eddyv1alpha1.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
 	})
 	sts := &appsv1.StatefulSet{}
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "scan"}, sts))
 	gen := sts.Generation
-	require.Equal(t, "prefetch", sts.Spec.Template.Annotations[operator.RestartedForAnnotation])
+	require.Equal(t, "prefetch", sts.Spec.Template.Annotations[eddyv1alpha1.RestartedForAnnotation])
 	require.NotEmpty(t, sts.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"])
 
 	// Simulate a crash between the restart and recording it.
 	r := getRec(t, ns, "prefetch")
-	r.Status.Conditions[indexOf(r, operator.ConditionRestarted)].Status = metav1.ConditionUnknown
+	r.Status.Conditions[indexOf(r, eddyv1alpha1.ConditionRestarted)].Status = metav1.ConditionUnknown
 	stop()
 	require.NoError(t, env.Client.Status().Update(ctx, r))
 	counter2 := &requestCounter{}
 	startOperator(t, testOptions(), counter2)
 	eventually(t, 30*time.Second, "restart recorded again", func() (bool, string) {
 		r := getRec(t, ns, "prefetch")
-		return condition(r, operator.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
+		return condition(r, eddyv1alpha1.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
 	})
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "scan"}, sts))
 	require.Equal(t, gen, sts.Generation, "the pods were restarted a second time")
@@ -394,11 +394,11 @@ func TestDryRunRecordsWithoutActing(t *testing.T) {
 	create(t, scaleRec(ns, "grow", "data", 3))
 	eventually(t, 30*time.Second, "dry run recorded", func() (bool, string) {
 		r := getRec(t, ns, "grow")
-		return condition(r, operator.ConditionDryRun).Status == metav1.ConditionTrue, describe(r)
+		return condition(r, eddyv1alpha1.ConditionDryRun).Status == metav1.ConditionTrue, describe(r)
 	})
 	holdPhase(t, ns, "grow", eddyv1alpha1.PhaseProposed, 2*time.Second)
 	require.EqualValues(t, 1, stsReplicas(t, ns, "cache"))
-	require.Contains(t, condition(getRec(t, ns, "grow"), operator.ConditionDryRun).Message, "would auto-approve")
+	require.Contains(t, condition(getRec(t, ns, "grow"), eddyv1alpha1.ConditionDryRun).Message, "would auto-approve")
 }
 
 // TestLeaderElectionOneActs: a second operator waits while the first leads.
@@ -514,20 +514,20 @@ func TestRolloutRestartWaitsForDisruptionBudget(t *testing.T) {
 	create(t, prefetchRec(ns, "prefetch", "data", withTarget("StatefulSet", "scan")))
 	eventually(t, 30*time.Second, "restart waiting for the budget", func() (bool, string) {
 		r := getRec(t, ns, "prefetch")
-		c := condition(r, operator.ConditionRestarted)
+		c := condition(r, eddyv1alpha1.ConditionRestarted)
 		return r.Status.Phase == eddyv1alpha1.PhaseApplied && c.Reason == "WaitingToRestart" && strings.Contains(c.Message, "PodDisruptionBudget scan"), describe(r)
 	})
 	sts := &appsv1.StatefulSet{}
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "scan"}, sts))
-	require.Empty(t, sts.Spec.Template.Annotations[operator.RestartedForAnnotation], "restarted despite the budget")
+	require.Empty(t, sts.Spec.Template.Annotations[eddyv1alpha1.RestartedForAnnotation], "restarted despite the budget")
 
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKeyFromObject(pdb), pdb))
 	pdb.Spec.MinAvailable = ptr.To(intstr.FromInt32(1))
 	require.NoError(t, env.Client.Update(ctx, pdb))
 	eventually(t, 45*time.Second, "restarted once the budget allows", func() (bool, string) {
 		r := getRec(t, ns, "prefetch")
-		return condition(r, operator.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
+		return condition(r, eddyv1alpha1.ConditionRestarted).Status == metav1.ConditionTrue, describe(r)
 	})
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "scan"}, sts))
-	require.Equal(t, "prefetch", sts.Spec.Template.Annotations[operator.RestartedForAnnotation])
+	require.Equal(t, "prefetch", sts.Spec.Template.Annotations[eddyv1alpha1.RestartedForAnnotation])
 }

@@ -45,7 +45,7 @@ func policyFor(ctx context.Context, c client.Reader, ns string, dryRun bool) (ef
 	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return effectivePolicy{}, fmt.Errorf("list AutotunePolicies in %s: %w", ns, err)
 	}
-	return resolvePolicy(policyInForce(list.Items), dryRun), nil
+	return resolvePolicy(eddyv1alpha1.PolicyInForce(list.Items), dryRun), nil
 }
 
 // resolvePolicy fills in obj's defaults; obj nil means no policy.
@@ -83,24 +83,6 @@ func resolvePolicy(obj *eddyv1alpha1.AutotunePolicy, dryRun bool) effectivePolic
 	p.rolloutRestart = s.RolloutRestart
 	p.dryRun = p.dryRun || s.DryRun
 	return p
-}
-
-// policyInForce picks the policy a namespace's controllers obey.
-func policyInForce(items []eddyv1alpha1.AutotunePolicy) *eddyv1alpha1.AutotunePolicy {
-	if len(items) == 0 {
-		return nil
-	}
-	sort.Slice(items, func(i, j int) bool {
-		a, b := &items[i], &items[j]
-		if (a.Name == "default") != (b.Name == "default") {
-			return a.Name == "default"
-		}
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Name < b.Name
-	})
-	return &items[0]
 }
 
 // mayAutoApply says whether rec may be approved without a person, and if not, why.

@@ -14,14 +14,6 @@ import (
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
-// Condition types on an AutotunePolicy.
-const (
-	// PolicyConditionReady says whether the policy is the one in force in its namespace.
-	PolicyConditionReady = "Ready"
-	// PolicyConditionBudgetExhausted says whether the change budget is used up.
-	PolicyConditionBudgetExhausted = "BudgetExhausted"
-)
-
 // PolicyReconciler keeps each AutotunePolicy's status: whether it is in
 // force, its applied changes pruned to the budget interval, and whether the
 // budget is exhausted.
@@ -49,10 +41,10 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	orig := pol.Status.DeepCopy()
 	now := r.Options.Now()
 	if eff.obj.Name == pol.Name {
-		meta.SetStatusCondition(&pol.Status.Conditions, metav1.Condition{Type: PolicyConditionReady, Status: metav1.ConditionTrue, Reason: "InForce",
+		meta.SetStatusCondition(&pol.Status.Conditions, metav1.Condition{Type: eddyv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "InForce",
 			Message: fmt.Sprintf("mode %s in namespace %s", eff.mode, pol.Namespace), ObservedGeneration: pol.Generation})
 	} else {
-		meta.SetStatusCondition(&pol.Status.Conditions, metav1.Condition{Type: PolicyConditionReady, Status: metav1.ConditionFalse, Reason: "Ignored",
+		meta.SetStatusCondition(&pol.Status.Conditions, metav1.Condition{Type: eddyv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "Ignored",
 			Message: fmt.Sprintf("policy %s is in force in namespace %s (one per namespace: %q first, else the oldest)", eff.obj.Name, pol.Namespace, "default"), ObservedGeneration: pol.Generation})
 	}
 	own := resolvePolicy(pol, r.Options.DryRun)
@@ -76,7 +68,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 // setBudgetCondition records whether used changes exhaust the budget.
 func setBudgetCondition(pol *eddyv1alpha1.AutotunePolicy, used, maxChanges int, per time.Duration) {
-	c := metav1.Condition{Type: PolicyConditionBudgetExhausted, Status: metav1.ConditionFalse, Reason: "BudgetAvailable", ObservedGeneration: pol.Generation,
+	c := metav1.Condition{Type: eddyv1alpha1.ConditionBudgetExhausted, Status: metav1.ConditionFalse, Reason: "BudgetAvailable", ObservedGeneration: pol.Generation,
 		Message: fmt.Sprintf("%d of %d automatic changes per %s used", used, maxChanges, per)}
 	if used >= maxChanges {
 		c.Status, c.Reason = metav1.ConditionTrue, "BudgetUsedUp"

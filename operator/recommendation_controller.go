@@ -78,7 +78,7 @@ func (r *RecommendationReconciler) siblings(ctx context.Context, o client.Object
 	}
 	var out []reconcile.Request
 	for _, s := range list.Items {
-		if s.Name != rec.Name && !isFinal(s.Status.Phase) {
+		if s.Name != rec.Name && !s.Status.Phase.Final() {
 			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
 		}
 	}
@@ -110,7 +110,7 @@ func (r *RecommendationReconciler) openInNamespace(ctx context.Context, o client
 	}
 	var out []reconcile.Request
 	for _, s := range list.Items {
-		if !isFinal(s.Status.Phase) {
+		if !s.Status.Phase.Final() {
 			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
 		}
 	}
@@ -146,7 +146,7 @@ func (r *RecommendationReconciler) step(ctx context.Context, req ctrl.Request) (
 	if err := r.Get(ctx, req.NamespacedName, rec); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if rec.DeletionTimestamp != nil || isFinal(rec.Status.Phase) {
+	if rec.DeletionTimestamp != nil || rec.Status.Phase.Final() {
 		return ctrl.Result{}, nil
 	}
 	// One dataset's recommendations (and its cache) are handled one at a
@@ -190,7 +190,7 @@ func (r *RecommendationReconciler) step(ctx context.Context, req ctrl.Request) (
 // deny handles a person's Denied=True: before application the recommendation
 // is Rejected; after, it is rolled back.
 func (r *RecommendationReconciler) deny(ctx context.Context, rec *eddyv1alpha1.Recommendation, pol effectivePolicy, c *metav1.Condition) (ctrl.Result, error) {
-	if isApplied(rec.Status.Phase) {
+	if rec.Status.Phase.InForce() {
 		return r.rollback(ctx, rec, pol, "Rejected", "a person rejected it after it was applied: "+c.Message)
 	}
 	rec.Status.Phase = eddyv1alpha1.PhaseRejected
@@ -212,14 +212,14 @@ func (r *RecommendationReconciler) supersede(ctx context.Context, rec *eddyv1alp
 	var newest *eddyv1alpha1.Recommendation
 	for i := range list.Items {
 		s := &list.Items[i]
-		if s.Name == rec.Name || isFinal(s.Status.Phase) || !newer(s, rec) {
+		if s.Name == rec.Name || s.Status.Phase.Final() || !newer(s, rec) {
 			continue
 		}
 		if newest == nil || newer(s, newest) {
 			newest = s
 		}
 	}
-	if newest == nil || (isApplied(rec.Status.Phase) && !isApplied(newest.Status.Phase)) {
+	if newest == nil || (rec.Status.Phase.InForce() && !newest.Status.Phase.InForce()) {
 		return false, nil
 	}
 	rec.Status.Phase = eddyv1alpha1.PhaseSuperseded
@@ -238,8 +238,8 @@ func newer(a, b *eddyv1alpha1.Recommendation) bool {
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return b.CreationTimestamp.Before(&a.CreationTimestamp)
 	}
-	if isApplied(a.Status.Phase) != isApplied(b.Status.Phase) {
-		return isApplied(b.Status.Phase)
+	if a.Status.Phase.InForce() != b.Status.Phase.InForce() {
+		return b.Status.Phase.InForce()
 	}
 	if x, y := a.Status.AppliedAt, b.Status.AppliedAt; x != nil && y != nil && !x.Equal(y) {
 		return y.Before(x)
@@ -348,7 +348,7 @@ func (r *RecommendationReconciler) reserveBudget(ctx context.Context, pol effect
 
 // recordDryRun records what would have been done, once.
 func (r *RecommendationReconciler) recordDryRun(ctx context.Context, rec *eddyv1alpha1.Recommendation, what string) (ctrl.Result, error) {
-	if !setCondition(rec, ConditionDryRun, metav1.ConditionTrue, "WouldAct", "dry run: would "+what) {
+	if !setCondition(rec, eddyv1alpha1.ConditionDryRun, metav1.ConditionTrue, "WouldAct", "dry run: would "+what) {
 		return ctrl.Result{}, nil
 	}
 	if err := r.Status().Update(ctx, rec); err != nil {
@@ -372,8 +372,8 @@ func (r *RecommendationReconciler) fail(ctx context.Context, rec *eddyv1alpha1.R
 // persistIntent records, before acting, what is about to be done and the
 // replicas to roll back to (previous < 0: nothing to roll back to).
 func (r *RecommendationReconciler) persistIntent(ctx context.Context, rec *eddyv1alpha1.Recommendation, previous int32, what string) error {
-	if _, ok := rec.Annotations[PreviousReplicasAnnotation]; !ok && previous >= 0 {
-		patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, PreviousReplicasAnnotation, strconv.Itoa(int(previous)))
+	if _, ok := rec.Annotations[eddyv1alpha1.PreviousReplicasAnnotation]; !ok && previous >= 0 {
+		patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, eddyv1alpha1.PreviousReplicasAnnotation, strconv.Itoa(int(previous)))
 		if err := r.Patch(ctx, rec, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			return fmt.Errorf("record previous replicas on recommendation %s/%s: %w", rec.Namespace, rec.Name, err)
 		}
@@ -392,7 +392,7 @@ func applying(rec *eddyv1alpha1.Recommendation) bool {
 }
 
 func previousReplicas(rec *eddyv1alpha1.Recommendation) (int32, bool) {
-	v, ok := rec.Annotations[PreviousReplicasAnnotation]
+	v, ok := rec.Annotations[eddyv1alpha1.PreviousReplicasAnnotation]
 	if !ok {
 		return 0, false
 	}
@@ -413,7 +413,7 @@ func (r *RecommendationReconciler) markApplied(ctx context.Context, rec *eddyv1a
 		setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionUnknown, "AwaitingFreshData",
 			awaitingMessage(rec, now.Add(max(r.Options.VerifySettle, 0))))
 	}
-	meta.RemoveStatusCondition(&rec.Status.Conditions, ConditionDryRun)
+	meta.RemoveStatusCondition(&rec.Status.Conditions, eddyv1alpha1.ConditionDryRun)
 	if err := r.Status().Update(ctx, rec); err != nil {
 		return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s Applied: %w", rec.Namespace, rec.Name, err)
 	}
@@ -567,11 +567,11 @@ func (r *RecommendationReconciler) applyEvict(ctx context.Context, rec *eddyv1al
 		return ctrl.Result{}, err
 	}
 	if err := r.annotateDataset(ctx, rec.Namespace, ds, map[string]any{
-		EvictedAtAnnotation:              r.Options.Now().UTC().Format(time.RFC3339),
-		EvictedByAnnotation:              rec.Name,
-		EvictedReasonAnnotation:          reason,
-		ReplicasBeforeEvictionAnnotation: strconv.Itoa(int(from)),
-		RestoredAtAnnotation:             nil,
+		eddyv1alpha1.EvictedAtAnnotation:              r.Options.Now().UTC().Format(time.RFC3339),
+		eddyv1alpha1.EvictedByAnnotation:              rec.Name,
+		eddyv1alpha1.EvictedReasonAnnotation:          reason,
+		eddyv1alpha1.ReplicasBeforeEvictionAnnotation: strconv.Itoa(int(from)),
+		eddyv1alpha1.RestoredAtAnnotation:             nil,
 	}); err != nil {
 		return ctrl.Result{}, err
 	}

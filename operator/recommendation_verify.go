@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/dustin/go-humanize"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,8 +24,8 @@ const verifyRetry = 30 * time.Second
 // MinReadWaitDrop and MinThroughputRise). A pod-level one is first rolled out
 // when the policy allows restarts.
 func (r *RecommendationReconciler) verify(ctx context.Context, rec *eddyv1alpha1.Recommendation, pol effectivePolicy) (ctrl.Result, error) {
-	if isPodLevel(rec.Spec.Action) && pol.rolloutRestart && rec.Spec.TargetRef != nil {
-		c := meta.FindStatusCondition(rec.Status.Conditions, ConditionRestarted)
+	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil {
+		c := meta.FindStatusCondition(rec.Status.Conditions, eddyv1alpha1.ConditionRestarted)
 		if c == nil || c.Status == metav1.ConditionUnknown {
 			return r.restart(ctx, rec, pol)
 		}
@@ -171,7 +172,7 @@ func (r *RecommendationReconciler) restart(ctx context.Context, rec *eddyv1alpha
 	case restartUnsupported:
 		status = metav1.ConditionFalse
 	}
-	if setCondition(rec, ConditionRestarted, status, string(res.outcome), res.message) {
+	if setCondition(rec, eddyv1alpha1.ConditionRestarted, status, string(res.outcome), res.message) {
 		if err := r.Status().Update(ctx, rec); err != nil {
 			return ctrl.Result{}, fmt.Errorf("record restart of recommendation %s/%s: %w", rec.Namespace, rec.Name, err)
 		}
@@ -212,7 +213,7 @@ func (r *RecommendationReconciler) rollback(ctx context.Context, rec *eddyv1alph
 				return nil
 			}
 			return r.annotateDataset(ctx, rec.Namespace, rec.Spec.Dataset.Name, map[string]any{
-				EvictedAtAnnotation: nil, EvictedByAnnotation: nil, EvictedReasonAnnotation: nil, ReplicasBeforeEvictionAnnotation: nil,
+				eddyv1alpha1.EvictedAtAnnotation: nil, eddyv1alpha1.EvictedByAnnotation: nil, eddyv1alpha1.EvictedReasonAnnotation: nil, eddyv1alpha1.ReplicasBeforeEvictionAnnotation: nil,
 			})
 		}
 	}
@@ -230,7 +231,7 @@ func (r *RecommendationReconciler) rollback(ctx context.Context, rec *eddyv1alph
 		return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s RolledBack: %w", rec.Namespace, rec.Name, err)
 	}
 	r.Recorder.normal(rec, "RolledBack", "RollBack", "%s: %s", why, what)
-	if isPodLevel(rec.Spec.Action) && pol.rolloutRestart && rec.Spec.TargetRef != nil {
+	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil {
 		w := workloadRestarter{client: r.Client, reader: r.APIReader}
 		res, err := w.restart(ctx, rec.Namespace, *rec.Spec.TargetRef, rec.Name+".rollback", r.Options.Now())
 		if err != nil {

@@ -64,7 +64,7 @@ func (w workloadRestarter) restart(ctx context.Context, ns string, ref eddyv1alp
 	}
 	tmpl, busy := rolloutState(obj)
 	name := fmt.Sprintf("%s %s/%s", ref.Kind, ns, ref.Name)
-	if tmpl.Annotations[RestartedForAnnotation] == marker {
+	if tmpl.Annotations[eddyv1alpha1.RestartedForAnnotation] == marker {
 		return restartResult{restartDone, fmt.Sprintf("%s was restarted for %s", name, marker)}, nil
 	}
 	if busy != "" {
@@ -77,8 +77,8 @@ func (w workloadRestarter) restart(ctx context.Context, ns string, ref eddyv1alp
 		return restartResult{restartWaiting, fmt.Sprintf("%s: PodDisruptionBudget %s allows no disruption now", name, pdb)}, nil
 	}
 	patch, err := mergePatchTemplateAnnotations(map[string]string{
-		restartedAtAnnotation:  now.UTC().Format(time.RFC3339),
-		RestartedForAnnotation: marker,
+		restartedAtAnnotation:               now.UTC().Format(time.RFC3339),
+		eddyv1alpha1.RestartedForAnnotation: marker,
 	})
 	if err != nil {
 		return restartResult{}, err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 )
 
 // Bounds on the manifest, so a wrong URL cannot exhaust the sidecar.
@@ -21,13 +22,6 @@ const (
 	maxManifestEntries = 4 << 20
 	manifestAttempts   = 4
 )
-
-// Manifest is the document at --manifest-url: the files to read, in order
-// (for HotSet: hottest first), as paths relative to a root or absolute
-// paths under one. It may also be sent as a bare JSON array of paths.
-type Manifest struct {
-	Files []string `json:"files"`
-}
 
 // fetchManifest GETs the manifest with the pod's service-account token as a
 // Bearer token, trusting the service-account CA in addition to the system's,
@@ -86,28 +80,13 @@ func (p *Prefetcher) fetchManifestOnce(ctx context.Context) ([]string, error) {
 	return parseManifest(body)
 }
 
-// parseManifest accepts {"files": [...]} or a bare [...] of paths.
+// parseManifest accepts a manifestv1.Document or a bare [...] of paths.
 func parseManifest(body []byte) ([]string, error) {
-	var files []string
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if err := json.Unmarshal(trimmed, &files); err != nil {
-			return nil, fmt.Errorf("manifest: want a JSON array of paths or {\"files\": [...]}: %w", err)
-		}
-	} else {
-		var m Manifest
-		if err := json.Unmarshal(trimmed, &m); err != nil {
-			return nil, fmt.Errorf("manifest: want a JSON array of paths or {\"files\": [...]}: %w", err)
-		}
-		files = m.Files
+	d, err := manifestv1.Decode(body, maxManifestEntries)
+	if err != nil {
+		return nil, err
 	}
-	if len(files) > maxManifestEntries {
-		return nil, fmt.Errorf("manifest lists %d files, more than the limit of %d", len(files), maxManifestEntries)
-	}
-	if files == nil {
-		files = []string{}
-	}
-	return files, nil
+	return d.Files, nil
 }
 
 func (p *Prefetcher) manifestClient() (*http.Client, error) {

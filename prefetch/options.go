@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Well-known locations inside an injected pod, shared by the webhook (which
@@ -49,7 +51,7 @@ const (
 // cannot disagree on spelling.
 type Options struct {
 	// Strategy is WholeDataset, Sequential, Ordered or HotSet.
-	Strategy string
+	Strategy v1alpha1.PrefetchStrategy
 	// Roots are the dataset mount points the prefetcher may read under;
 	// nothing outside them is ever read.
 	Roots []string
@@ -89,7 +91,7 @@ type Options struct {
 
 // Args returns the flags for `eddy prefetch`, zero values omitted.
 func (o Options) Args() []string {
-	args := []string{"prefetch", "--strategy=" + o.Strategy}
+	args := []string{"prefetch", "--strategy=" + string(o.Strategy)}
 	for _, r := range o.Roots {
 		args = append(args, "--root="+r)
 	}
@@ -128,7 +130,7 @@ func (o Options) Args() []string {
 // Validate reports the first problem with o, naming the flag.
 func (o Options) Validate() error {
 	switch o.Strategy {
-	case "WholeDataset", "Sequential", "Ordered", "HotSet":
+	case v1alpha1.StrategyWholeDataset, v1alpha1.StrategySequential, v1alpha1.StrategyOrdered, v1alpha1.StrategyHotSet:
 	default:
 		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet", o.Strategy)
 	}
@@ -156,11 +158,11 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--report-interval %s: must not be negative", o.ReportInterval)
 	}
 	switch o.Strategy {
-	case "Ordered":
+	case v1alpha1.StrategyOrdered:
 		if o.ManifestURL == "" && o.HintSocket == "" {
 			return fmt.Errorf("--strategy Ordered needs --manifest-url or --hint-socket to learn the order")
 		}
-	case "HotSet":
+	case v1alpha1.StrategyHotSet:
 		if o.ManifestURL == "" {
 			return fmt.Errorf("--strategy HotSet needs --manifest-url listing the hot files")
 		}

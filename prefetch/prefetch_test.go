@@ -16,10 +16,14 @@ import (
 	"testing"
 	"time"
 
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
+
 	"github.com/go-logr/logr/testr"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // writeTree creates files (relative path → size) under a new temporary
@@ -136,14 +140,14 @@ func TestStrategiesOrder(t *testing.T) {
 		{"WholeDataset", nil, []string{"a/1", "a/2", "b/1", "c", "d"}},
 		{"WholeDataset", manifest, []string{"c", "a/2", "d"}},
 		{"Sequential", nil, []string{"a/1", "a/2", "b/1", "c", "d"}},
-		{"Sequential", Manifest{Files: []string{"d", "c", "b/1", "a/2", "a/1"}}, []string{"d", "c", "b/1", "a/2", "a/1"}},
+		{"Sequential", manifestv1.Document{Files: []string{"d", "c", "b/1", "a/2", "a/1"}}, []string{"d", "c", "b/1", "a/2", "a/1"}},
 		{"Ordered", manifest, []string{"c", "a/2", "d"}},
 		{"HotSet", []string{"b/1", "a/1"}, []string{"b/1", "a/1"}},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/manifest=%v", c.strategy, c.manifest != nil), func(t *testing.T) {
 			dir := writeTree(t, files)
-			opts := Options{Strategy: c.strategy, Roots: []string{dir}, Concurrency: 3, BlockSize: 8}
+			opts := Options{Strategy: v1alpha1.PrefetchStrategy(c.strategy), Roots: []string{dir}, Concurrency: 3, BlockSize: 8}
 			if c.manifest != nil {
 				opts.ManifestURL = serveManifest(t, c.manifest)
 			}
@@ -240,7 +244,7 @@ func TestEscapesRejected(t *testing.T) {
 	}
 	for _, strategy := range []string{"Ordered", "WholeDataset"} {
 		t.Run(strategy, func(t *testing.T) {
-			opts := Options{Strategy: strategy, Roots: []string{dir}, Concurrency: 2}
+			opts := Options{Strategy: v1alpha1.PrefetchStrategy(strategy), Roots: []string{dir}, Concurrency: 2}
 			if strategy == "Ordered" {
 				opts.ManifestURL = serveManifest(t, manifest)
 			}

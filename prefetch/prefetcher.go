@@ -12,6 +12,8 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
+
+	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // readChunk is the largest single read(2): large enough for FUSE to forward
@@ -129,7 +131,7 @@ func New(opts Options, log logr.Logger) (*Prefetcher, error) {
 		p.chunk = max(min(p.chunk, opts.MaxBandwidth/8), 64<<10)
 		p.limiter = rate.NewLimiter(rate.Limit(opts.MaxBandwidth), int(p.chunk))
 	}
-	if opts.Strategy == "Sequential" {
+	if opts.Strategy == v1alpha1.StrategySequential {
 		p.window = 1
 	}
 	p.bufs.New = func() any { b := make([]byte, p.chunk); return &b }
@@ -202,7 +204,7 @@ func (p *Prefetcher) plan(ctx context.Context) {
 		if err != nil {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			if p.opts.Strategy == "Ordered" && p.opts.HintSocket != "" {
+			if p.opts.Strategy == v1alpha1.StrategyOrdered && p.opts.HintSocket != "" {
 				p.log.Error(err, "manifest unavailable; following SDK hints only")
 				p.hintOnly = true
 			} else {
@@ -277,10 +279,10 @@ func (p *Prefetcher) plan(ctx context.Context) {
 		// HotSet: with a budget to bound it, the rest of the dataset follows
 		// the hot files; without one, only the hot files are read, so cold
 		// files never push hot ones out of the cache.
-		if p.opts.Strategy == "HotSet" && p.opts.BudgetBytes > 0 {
+		if p.opts.Strategy == v1alpha1.StrategyHotSet && p.opts.BudgetBytes > 0 {
 			walk(false)
 		}
-	case p.opts.Strategy == "Ordered":
+	case p.opts.Strategy == v1alpha1.StrategyOrdered:
 		p.mu.Lock()
 		p.hintOnly = true
 		p.mu.Unlock()

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Status is the prefetcher's progress, served as JSON on /status.
 type Status struct {
-	Strategy string `json:"strategy"`
+	Strategy v1alpha1.PrefetchStrategy `json:"strategy"`
 	// Bytes and Files read ahead so far; Errors are failed reads, Rejected
 	// are paths refused for leading outside the roots.
 	Bytes    int64 `json:"bytes"`

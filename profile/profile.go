@@ -38,6 +38,7 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer/features"
 	"github.com/eddy-autotune/eddy/analyzer/history"
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/bpf"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 )
@@ -74,7 +75,7 @@ type Report struct {
 	Started     time.Time `json:"started"`
 	WallSeconds float64   `json:"wallSeconds"`
 
-	Class           classify.Class          `json:"class"`
+	Class           v1.AccessClass          `json:"class"`
 	Confidence      float64                 `json:"confidence"`
 	Features        features.Features       `json:"features"`
 	Decision        classify.Decision       `json:"decision"`

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/eddy-autotune/eddy/analyzer/advice"
-	"github.com/eddy-autotune/eddy/analyzer/classify"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/bpf"
 )
 
@@ -133,7 +133,7 @@ func profileOf(t *testing.T, opt Options, argv ...string) *Report {
 	return rep
 }
 
-func recommendation(t *testing.T, rep *Report, a advice.Action) advice.Recommendation {
+func recommendation(t *testing.T, rep *Report, a v1.Action) advice.Recommendation {
 	t.Helper()
 	for _, r := range rep.Recommendations {
 		if r.Action == a {
@@ -148,9 +148,9 @@ func recommendation(t *testing.T, rep *Report, a advice.Action) advice.Recommend
 // formulas, from the report's own features.
 func checkScanAdvice(t *testing.T, rep *Report) {
 	t.Helper()
-	p := recommendation(t, rep, advice.Prefetch).Prefetch
+	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
 	f := &rep.Features
-	assert.Equal(t, advice.Sequential, p.Strategy)
+	assert.Equal(t, v1.StrategySequential, p.Strategy)
 	bw := min(advice.DemandedThroughput(f)*advice.BandwidthHeadroom, advice.DefaultBounds.MaxBandwidth)
 	assert.InEpsilon(t, bw, float64(p.BandwidthBytesPerSec), 1e-6)
 	assert.Equal(t, advice.ScanBlock(bw), p.BlockBytes)
@@ -160,7 +160,7 @@ func checkScanAdvice(t *testing.T, rep *Report) {
 	assert.Equal(t, 2*int64(p.Concurrency)*p.BlockBytes, p.BudgetBytes)
 }
 
-func assertClass(t *testing.T, rep *Report, c classify.Class, minConfidence float64) {
+func assertClass(t *testing.T, rep *Report, c v1.AccessClass, minConfidence float64) {
 	t.Helper()
 	require.Equal(t, c, rep.Class, rep.Decision.Reason)
 	assert.GreaterOrEqual(t, rep.Confidence, minConfidence, rep.Decision.Reason)
@@ -170,7 +170,7 @@ func TestFioSequentialRead(t *testing.T) {
 	requireKernel(t)
 	f := bigFile(t, 256<<20)
 	rep := profileOf(t, Options{}, "fio", "--name=seq", "--filename="+f, "--rw=read", "--bs=1M", "--size=256M", "--ioengine=psync")
-	assertClass(t, rep, classify.SequentialScan, 0.6)
+	assertClass(t, rep, v1.ClassSequentialScan, 0.6)
 	ft := rep.Features
 	assert.InDelta(t, 1, ft.Files, 0.01)
 	assert.Equal(t, float64(1<<20), ft.MedianReadBytes)
@@ -185,14 +185,14 @@ func TestFioRandomRead(t *testing.T) {
 	requireKernel(t)
 	f := bigFile(t, 512<<20)
 	rep := profileOf(t, Options{}, "fio", "--name=rr", "--filename="+f, "--rw=randread", "--bs=4k", "--size=512M", "--io_size=16M", "--ioengine=psync")
-	assertClass(t, rep, classify.RandomReads, 0.6)
+	assertClass(t, rep, v1.ClassRandomReads, 0.6)
 	ft := rep.Features
 	assert.Equal(t, 4096.0, ft.MedianReadBytes)
 	assert.Less(t, ft.SequentialRatio, 0.1)
 	for _, r := range rep.Recommendations {
-		assert.NotEqual(t, advice.Prefetch, r.Action)
+		assert.NotEqual(t, v1.ActionPrefetch, r.Action)
 	}
-	c := recommendation(t, rep, advice.ScaleCache).Cache
+	c := recommendation(t, rep, v1.ActionScaleCache).Cache
 	w, _, _ := advice.Workers(ft.WorkingSetBytes, advice.DemandedThroughput(&ft), advice.DefaultBounds)
 	assert.Equal(t, w, c.Workers)
 }
@@ -205,7 +205,7 @@ func TestFioManySmallFiles(t *testing.T) {
 	require.NoError(t, err, string(out))
 	dropCache(t, dir)
 	rep := profileOf(t, Options{}, append([]string{"fio"}, args...)...)
-	assertClass(t, rep, classify.SequentialScan, 0.6)
+	assertClass(t, rep, v1.ClassSequentialScan, 0.6)
 	assert.InDelta(t, 400, rep.Features.Files, 1)
 	assert.Equal(t, float64(64<<10), rep.Features.MedianFileBytes)
 	assert.Equal(t, 1.0, rep.Features.WholeFileRatio)
@@ -223,14 +223,14 @@ func TestShellToolsScanAFolder(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dropCache(t, dir)
 			rep := profileOf(t, Options{}, "sh", "-c", tc.script)
-			assertClass(t, rep, classify.SequentialScan, 0.6)
+			assertClass(t, rep, v1.ClassSequentialScan, 0.6)
 			assert.InDelta(t, 300, rep.Features.Files, 1)
 			assert.InDelta(t, 1, rep.Features.WholeFileRatio, 0.01)
 			assert.InDelta(t, 1, rep.Features.Coverage, 0.02)
 			assert.Equal(t, 1.0, rep.Features.Epochs)
 			assert.InDelta(t, 0, rep.Features.Reuse, 0.02)
 			checkScanAdvice(t, rep)
-			assert.False(t, recommendation(t, rep, advice.Prefetch).Prefetch.KeepInCache, "read once")
+			assert.False(t, recommendation(t, rep, v1.ActionPrefetch).Prefetch.KeepInCache, "read once")
 		})
 	}
 }
@@ -239,41 +239,41 @@ func TestGoReaderShuffledEpochs(t *testing.T) {
 	requireKernel(t)
 	dir := dataset(t, 400, 64<<10)
 	rep := profileOf(t, Options{}, readgen, "epochs", dir, "3", "300us", "shuffle")
-	assertClass(t, rep, classify.ShuffledEpochs, 0.6)
+	assertClass(t, rep, v1.ClassShuffledEpochs, 0.6)
 	f := rep.Features
 	assert.Equal(t, 3.0, f.Epochs)
 	require.True(t, f.OrderKnown)
 	assert.Less(t, f.OrderCorrelation, 0.3)
 	assert.Greater(t, f.Coverage, 0.9)
 	assert.InDelta(t, 2.0/3, f.Reuse, 0.05)
-	p := recommendation(t, rep, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.WholeDataset, p.Strategy)
+	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 	assert.Equal(t, int64(f.DatasetBytes), p.BudgetBytes)
 	assert.Equal(t, f.ReadWaitShare >= advice.DefaultBounds.WarmWaitShare, p.WarmBeforeStart)
 	assert.Equal(t, advice.FileBlock(f.MedianFileBytes), p.BlockBytes)
-	recommendation(t, rep, advice.ScaleCache)
+	recommendation(t, rep, v1.ActionScaleCache)
 }
 
 func TestGoReaderFixedOrderEpochs(t *testing.T) {
 	requireKernel(t)
 	dir := dataset(t, 400, 64<<10)
 	rep := profileOf(t, Options{}, readgen, "epochs", dir, "3", "300us", "fixed")
-	assertClass(t, rep, classify.SequentialScan, 0.6)
+	assertClass(t, rep, v1.ClassSequentialScan, 0.6)
 	require.True(t, rep.Features.OrderKnown)
 	assert.Greater(t, rep.Features.OrderCorrelation, 0.9)
-	assert.True(t, recommendation(t, rep, advice.Prefetch).Prefetch.KeepInCache, "the scan repeats and fits")
+	assert.True(t, recommendation(t, rep, v1.ActionPrefetch).Prefetch.KeepInCache, "the scan repeats and fits")
 }
 
 func TestGoReaderScanAndRandom(t *testing.T) {
 	requireKernel(t)
 	dir := dataset(t, 50, 4<<20)
 	rep := profileOf(t, Options{}, readgen, "scan", dir)
-	assertClass(t, rep, classify.SequentialScan, 0.6)
+	assertClass(t, rep, v1.ClassSequentialScan, 0.6)
 	checkScanAdvice(t, rep)
 
 	f := bigFile(t, 256<<20)
 	rep = profileOf(t, Options{}, readgen, "random", f, "5000", "8192")
-	assertClass(t, rep, classify.RandomReads, 0.6)
+	assertClass(t, rep, v1.ClassRandomReads, 0.6)
 	assert.Equal(t, 8192.0, rep.Features.MedianReadBytes)
 }
 
@@ -281,27 +281,27 @@ func TestGoReaderHotSet(t *testing.T) {
 	requireKernel(t)
 	dir := dataset(t, 500, 64<<10)
 	rep := profileOf(t, Options{}, readgen, "hot", dir, "20000", "25")
-	assertClass(t, rep, classify.HotSet, 0.6)
+	assertClass(t, rep, v1.ClassHotSet, 0.6)
 	f := rep.Features
 	assert.Greater(t, f.HotSetShare, 0.8)
 	assert.Less(t, f.WorkingSetBytes, f.DatasetBytes/2, "the hot files are a small part")
-	p := recommendation(t, rep, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.HotSet, p.Strategy)
+	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategyHotSet, p.Strategy)
 	assert.Equal(t, int64(f.WorkingSetBytes), p.BudgetBytes)
 }
 
 func TestGoWriterIsWriteMostly(t *testing.T) {
 	requireKernel(t)
 	rep := profileOf(t, Options{}, readgen, "write", t.TempDir(), "50", fmt.Sprint(4<<20))
-	assertClass(t, rep, classify.WriteMostly, 0.6)
+	assertClass(t, rep, v1.ClassWriteMostly, 0.6)
 	assert.Empty(t, rep.Recommendations)
 }
 
 func TestIdleCommand(t *testing.T) {
 	requireKernel(t)
 	rep := profileOf(t, Options{}, "sleep", "0.3")
-	assertClass(t, rep, classify.Idle, 0.5)
-	assert.Equal(t, advice.EvictDataset, rep.Recommendations[0].Action)
+	assertClass(t, rep, v1.ClassIdle, 0.5)
+	assert.Equal(t, v1.ActionEvictDataset, rep.Recommendations[0].Action)
 }
 
 func TestExitStatusAndOutputPassThrough(t *testing.T) {
@@ -349,9 +349,9 @@ func TestPyTorchDataLoader(t *testing.T) {
 	script := filepath.Join(t.TempDir(), "train.py")
 	require.NoError(t, os.WriteFile(script, []byte(dataLoaderScript), 0o644))
 	rep := profileOf(t, Options{Data: []string{dir}}, "/usr/bin/python3", script, dir)
-	assertClass(t, rep, classify.ShuffledEpochs, 0.6)
+	assertClass(t, rep, v1.ClassShuffledEpochs, 0.6)
 	assert.Equal(t, 3.0, rep.Features.Epochs)
 	assert.InDelta(t, 400, rep.Features.Files, 1)
-	p := recommendation(t, rep, advice.Prefetch).Prefetch
-	assert.Equal(t, advice.WholeDataset, p.Strategy)
+	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
+	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 }

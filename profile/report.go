@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/eddy-autotune/eddy/analyzer/advice"
-	"github.com/eddy-autotune/eddy/analyzer/classify"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 func sortTop(fs []FileSummary) {
@@ -21,21 +21,21 @@ func sortTop(fs []FileSummary) {
 }
 
 // classWords says what each class means, for people.
-var classWords = map[classify.Class]string{
-	classify.SequentialScan: "reads its data front to back in a stable order (a scan)",
-	classify.ShuffledEpochs: "reads whole files in a new random order each epoch, covering the whole dataset",
-	classify.RandomReads:    "makes small reads at random offsets of large files",
-	classify.HotSet:         "reads a small subset of its data again and again",
-	classify.WriteMostly:    "mostly writes",
-	classify.Idle:           "did not read or write any data file",
-	classify.Unknown:        "does not fit a known pattern",
+var classWords = map[v1.AccessClass]string{
+	v1.ClassSequentialScan: "reads its data front to back in a stable order (a scan)",
+	v1.ClassShuffledEpochs: "reads whole files in a new random order each epoch, covering the whole dataset",
+	v1.ClassRandomReads:    "makes small reads at random offsets of large files",
+	v1.ClassHotSet:         "reads a small subset of its data again and again",
+	v1.ClassWriteMostly:    "mostly writes",
+	v1.ClassIdle:           "did not read or write any data file",
+	v1.ClassUnknown:        "does not fit a known pattern",
 }
 
-var actionWords = map[advice.Action]string{
-	advice.Prefetch:     "Prefetch",
-	advice.InjectSDK:    "Inject the SDK",
-	advice.ScaleCache:   "Scale the cache",
-	advice.EvictDataset: "Evict the dataset",
+var actionWords = map[v1.Action]string{
+	v1.ActionPrefetch:     "Prefetch",
+	v1.ActionInjectSDK:    "Inject the SDK",
+	v1.ActionScaleCache:   "Scale the cache",
+	v1.ActionEvictDataset: "Evict the dataset",
 }
 
 // WriteText writes the report for people.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"sort"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -152,23 +151,8 @@ func (h *Injector) gather(ctx context.Context, req admission.Request, pod *corev
 	if err := h.Reader.List(ctx, &policies, client.InNamespace(req.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("list autotunepolicies in %s: %w", req.Namespace, err)
 	}
-	in.Policy = pickPolicy(policies.Items)
+	in.Policy = eddyv1alpha1.PolicyInForce(policies.Items)
 	return in, nil
-}
-
-// pickPolicy returns the namespace's policy: the one named default, else
-// the first by name (a namespace should have one).
-func pickPolicy(items []eddyv1alpha1.AutotunePolicy) *eddyv1alpha1.AutotunePolicy {
-	if len(items) == 0 {
-		return nil
-	}
-	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
-	for i := range items {
-		if items[i].Name == "default" {
-			return &items[i]
-		}
-	}
-	return &items[0]
 }
 
 // report counts the result and records a warning event on the

@@ -88,7 +88,7 @@ func (m *MissCounter) Count(ctx context.Context) (int, error) {
 				continue
 			}
 			w, _ := ResolveWorkload(ctx, &corev1.Pod{ObjectMeta: p.ObjectMeta}, ns.Name, cacheOwners{m.Reader})
-			if t, ok := since[workloadKey(w)]; ok && !p.CreationTimestamp.Time.Before(t) {
+			if t, ok := since[w.Key()]; ok && !p.CreationTimestamp.Time.Before(t) {
 				n++
 			}
 		}
@@ -103,8 +103,7 @@ func appliedSince(recs []eddyv1alpha1.Recommendation) map[string]time.Time {
 	out := map[string]time.Time{}
 	for i := range recs {
 		r := &recs[i]
-		if r.Spec.TargetRef == nil || (r.Spec.Action != eddyv1alpha1.ActionPrefetch && r.Spec.Action != eddyv1alpha1.ActionInjectSDK) ||
-			(r.Status.Phase != eddyv1alpha1.PhaseApplied && r.Status.Phase != eddyv1alpha1.PhaseVerified) {
+		if r.Spec.TargetRef == nil || !r.Spec.Action.PodLevel() || !r.Status.Phase.InForce() {
 			continue
 		}
 		t := r.CreationTimestamp.Time
@@ -116,14 +115,10 @@ func appliedSince(recs []eddyv1alpha1.Recommendation) map[string]time.Time {
 		if r.Status.AppliedAt != nil {
 			t = r.Status.AppliedAt.Time
 		}
-		k := workloadKey(*r.Spec.TargetRef)
+		k := r.Spec.TargetRef.Key()
 		if old, ok := out[k]; !ok || t.Before(old) {
 			out[k] = t
 		}
 	}
 	return out
-}
-
-func workloadKey(w eddyv1alpha1.WorkloadReference) string {
-	return apiGroup(w.APIVersion) + "/" + w.Kind + "/" + w.Name
 }

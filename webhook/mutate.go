@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -312,24 +314,16 @@ func datasetVolumes(pod *corev1.Pod) map[string][]string {
 	return out
 }
 
-func datasetKey(d eddyv1alpha1.DatasetReference) string {
-	if d.Source == "Volume" {
-		return "Volume/" + d.Name
-	}
-	return "PVC/" + d.Name
-}
-
 // applies reports whether rec is in force for this workload and a dataset
 // the pod mounts.
 func applies(rec *eddyv1alpha1.Recommendation, w eddyv1alpha1.WorkloadReference, volumes map[string][]string) bool {
-	if rec.Status.Phase != eddyv1alpha1.PhaseApplied && rec.Status.Phase != eddyv1alpha1.PhaseVerified {
+	if !rec.Status.Phase.InForce() {
 		return false
 	}
-	t := rec.Spec.TargetRef
-	if t == nil || t.Kind != w.Kind || t.Name != w.Name || apiGroup(t.APIVersion) != apiGroup(w.APIVersion) {
+	if t := rec.Spec.TargetRef; t == nil || !t.Same(w) {
 		return false
 	}
-	return len(volumes[datasetKey(rec.Spec.Dataset)]) > 0
+	return len(volumes[rec.Spec.Dataset.VolumeKey()]) > 0
 }
 
 func apiGroup(apiVersion string) string {
@@ -388,7 +382,7 @@ func injectPrefetch(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volume
 			continue
 		}
 		var decisions Result
-		built, err := prefetchContainer(pod, rec, volumes[datasetKey(rec.Spec.Dataset)], withSDK, namespace, cfg, bounds, &decisions)
+		built, err := prefetchContainer(pod, rec, volumes[rec.Spec.Dataset.VolumeKey()], withSDK, namespace, cfg, bounds, &decisions)
 		if err != nil {
 			res.decide(OutcomeSkipped, SkipInvalid, rec.Name, "%v", err)
 			continue
@@ -406,7 +400,7 @@ func injectPrefetch(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volume
 	} else {
 		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
-	res.decide(OutcomeInjected, ReasonInjected, chosen.Name, "prefetch sidecar (%s, %s) on %s", sidecarKind(cfg), chosen.Spec.Prefetch.Strategy, strings.Join(volumes[datasetKey(chosen.Spec.Dataset)], ", "))
+	res.decide(OutcomeInjected, ReasonInjected, chosen.Name, "prefetch sidecar (%s, %s) on %s", sidecarKind(cfg), chosen.Spec.Prefetch.Strategy, strings.Join(volumes[chosen.Spec.Dataset.VolumeKey()], ", "))
 	return chosen.Name
 }
 
@@ -418,7 +412,7 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 		return corev1.Container{}, fmt.Errorf("action Prefetch without spec.prefetch")
 	}
 	opts := prefetch.Options{
-		Strategy:             string(p.Strategy),
+		Strategy:             p.Strategy,
 		BlockSize:            max(p.BlockSize.Value(), 0),
 		Concurrency:          int(min(max(p.Concurrency, 1), 256)),
 		WarmThresholdPercent: int(min(max(p.WarmThresholdPercent, 0), 100)),
@@ -437,11 +431,11 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 		opts.HintSocket = path.Join(prefetch.SDKMountPath, prefetch.HintSocketName)
 	}
 	if cfg.AnalyzerURL != "" && rec.Spec.Evidence.Profile != "" {
-		opts.ManifestURL = fmt.Sprintf("%s/v1/manifests/%s/%s", strings.TrimSuffix(cfg.AnalyzerURL, "/"), namespace, rec.Spec.Evidence.Profile)
+		order := manifestv1.OrderAccess
 		if p.Strategy == eddyv1alpha1.StrategyHotSet {
-			// The analyzer lists the hot set, hottest first, as the files.
-			opts.ManifestURL += "?order=hot"
+			order = manifestv1.OrderHot
 		}
+		opts.ManifestURL = manifestv1.URL(cfg.AnalyzerURL, namespace, rec.Spec.Evidence.Profile, order)
 	}
 	if err := opts.Validate(); err != nil {
 		return corev1.Container{}, fmt.Errorf("prefetch parameters: %w", err)
@@ -682,7 +676,7 @@ func sdkTargets(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, volumes map[s
 		return out
 	}
 	vols := map[string]bool{}
-	for _, v := range volumes[datasetKey(rec.Spec.Dataset)] {
+	for _, v := range volumes[rec.Spec.Dataset.VolumeKey()] {
 		vols[v] = true
 	}
 	for i, c := range pod.Spec.Containers {

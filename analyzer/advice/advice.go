@@ -6,32 +6,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/features"
-)
-
-// Action is what a recommendation asks for.
-type Action string
-
-// The actions (the Recommendation CRD's spec.action).
-const (
-	Prefetch     Action = "Prefetch"
-	InjectSDK    Action = "InjectSDK"
-	ScaleCache   Action = "ScaleCache"
-	EvictDataset Action = "EvictDataset"
-)
-
-// Strategy is how a prefetcher reads ahead.
-type Strategy string
-
-// The prefetch strategies.
-const (
-	// WholeDataset reads every file of the dataset, ahead of the job.
-	WholeDataset Strategy = "WholeDataset"
-	// Sequential reads ahead across files in first-access order.
-	Sequential Strategy = "Sequential"
-	// Ordered reads ahead in the exact order the SDK reports.
-	Ordered Strategy = "Ordered"
-	// HotSet reads the hot files at start.
-	HotSet Strategy = "HotSet"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Constants of the formulas (see the package doc).
@@ -107,12 +82,12 @@ func (b Bounds) withDefaults() Bounds {
 
 // PrefetchParams parameterize a prefetch sidecar (Action Prefetch).
 type PrefetchParams struct {
-	Strategy             Strategy `json:"strategy"`
-	BlockBytes           int64    `json:"blockBytes"`
-	Concurrency          int      `json:"concurrency"`
-	BandwidthBytesPerSec int64    `json:"bandwidthBytesPerSec"`
-	BudgetBytes          int64    `json:"budgetBytes"`
-	WarmBeforeStart      bool     `json:"warmBeforeStart"`
+	Strategy             v1.PrefetchStrategy `json:"strategy"`
+	BlockBytes           int64               `json:"blockBytes"`
+	Concurrency          int                 `json:"concurrency"`
+	BandwidthBytesPerSec int64               `json:"bandwidthBytesPerSec"`
+	BudgetBytes          int64               `json:"budgetBytes"`
+	WarmBeforeStart      bool                `json:"warmBeforeStart"`
 	// KeepInCache is false for read-once data: drop it behind the reader.
 	KeepInCache bool `json:"keepInCache"`
 }
@@ -152,7 +127,7 @@ type Benefit struct {
 
 // Evidence is why a recommendation was made.
 type Evidence struct {
-	Class      classify.Class `json:"class"`
+	Class      v1.AccessClass `json:"class"`
 	Confidence float64        `json:"confidence"`
 	Reason     string         `json:"reason"`
 	// Explanation says in words how the parameters follow from the features.
@@ -165,7 +140,7 @@ type Evidence struct {
 // Recommendation is one action with its parameters (exactly one of the
 // parameter fields is set, matching Action) and evidence.
 type Recommendation struct {
-	Action   Action          `json:"action"`
+	Action   v1.Action       `json:"action"`
 	Prefetch *PrefetchParams `json:"prefetch,omitempty"`
 	Cache    *CacheParams    `json:"cache,omitempty"`
 	SDK      *SDKParams      `json:"sdk,omitempty"`
@@ -229,15 +204,15 @@ func Advise(f *features.Features, d *classify.Decision, bounds Bounds) Advice {
 	a.demanded = DemandedThroughput(f)
 	a.bandwidth = math.Min(b.MaxBandwidth, a.demanded*BandwidthHeadroom)
 	switch d.Class {
-	case classify.SequentialScan:
+	case v1.ClassSequentialScan:
 		a.scan()
-	case classify.ShuffledEpochs:
+	case v1.ClassShuffledEpochs:
 		a.shuffled()
-	case classify.HotSet:
+	case v1.ClassHotSet:
 		a.hotSet()
-	case classify.RandomReads:
+	case v1.ClassRandomReads:
 		a.cache(f.WorkingSetBytes, "cache sized by the working set; no whole-file prefetch (random reads would waste bandwidth)")
-	case classify.Idle:
+	case v1.ClassIdle:
 		a.evict()
 	default:
 		return Advice{Withheld: fmt.Sprintf("nothing to do for %s", d.Class)}
@@ -293,14 +268,14 @@ func (a *advisor) scan() {
 	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
 	keep := a.f.Reuse >= classify.MinHotSetReuse && a.f.DatasetBytes <= a.b.CacheBudgetBytes
 	p := &PrefetchParams{
-		Strategy:             Sequential,
+		Strategy:             v1.StrategySequential,
 		BlockBytes:           block,
 		Concurrency:          conc,
 		BandwidthBytesPerSec: int64(a.bandwidth),
 		BudgetBytes:          2 * int64(conc) * block,
 		KeepInCache:          keep,
 	}
-	a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(a.streamingHit(), fmt.Sprintf(
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(a.streamingHit(), fmt.Sprintf(
 		"read ahead across files in first-access order: %s blocks, %d in flight (bandwidth %s/s × p90 latency %s ÷ block), %s of read-ahead; %s",
 		Bytes(float64(block)), conc, Bytes(a.bandwidth), Seconds(a.f.ReadLatencyP90Sec), Bytes(float64(p.BudgetBytes)),
 		map[bool]string{true: "kept in cache: the scan repeats and fits", false: "not kept in cache: read once"}[keep]))})
@@ -312,7 +287,7 @@ func (a *advisor) shuffled() {
 	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
 	if D <= a.b.CacheBudgetBytes {
 		p := &PrefetchParams{
-			Strategy:             WholeDataset,
+			Strategy:             v1.StrategyWholeDataset,
 			BlockBytes:           block,
 			Concurrency:          conc,
 			BandwidthBytesPerSec: int64(a.bandwidth),
@@ -320,15 +295,15 @@ func (a *advisor) shuffled() {
 			WarmBeforeStart:      a.f.ReadWaitShare >= a.b.WarmWaitShare,
 			KeepInCache:          true,
 		}
-		a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(1, fmt.Sprintf(
+		a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(1, fmt.Sprintf(
 			"every epoch reads the whole %s dataset in a new order and it fits the %s cache budget: warm it whole%s and never evict it within the job",
 			Bytes(D), Bytes(a.b.CacheBudgetBytes), map[bool]string{true: " before the job starts (it spends " + Percent(a.f.ReadWaitShare) + " of its time waiting on reads)", false: ""}[p.WarmBeforeStart]))})
 	} else {
 		ev := a.evidence(a.streamingHit(), fmt.Sprintf("the %s dataset exceeds the %s cache budget and each epoch has a new order: inject the SDK and prefetch in the exact order it reports", Bytes(D), Bytes(a.b.CacheBudgetBytes)))
 		a.recs = append(a.recs,
-			Recommendation{Action: InjectSDK, SDK: &SDKParams{Reason: "only the job knows the next epoch's order"}, Evidence: ev},
-			Recommendation{Action: Prefetch, Prefetch: &PrefetchParams{
-				Strategy:             Ordered,
+			Recommendation{Action: v1.ActionInjectSDK, SDK: &SDKParams{Reason: "only the job knows the next epoch's order"}, Evidence: ev},
+			Recommendation{Action: v1.ActionPrefetch, Prefetch: &PrefetchParams{
+				Strategy:             v1.StrategyOrdered,
 				BlockBytes:           block,
 				Concurrency:          conc,
 				BandwidthBytesPerSec: int64(a.bandwidth),
@@ -344,7 +319,7 @@ func (a *advisor) hotSet() {
 	block := FileBlock(a.f.MedianFileBytes)
 	conc := Concurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
 	p := &PrefetchParams{
-		Strategy:             HotSet,
+		Strategy:             v1.StrategyHotSet,
 		BlockBytes:           block,
 		Concurrency:          conc,
 		BandwidthBytesPerSec: int64(a.bandwidth),
@@ -352,7 +327,7 @@ func (a *advisor) hotSet() {
 		WarmBeforeStart:      a.f.WorkingSetBytes <= a.b.CacheBudgetBytes && a.f.ReadWaitShare >= a.b.WarmWaitShare,
 		KeepInCache:          true,
 	}
-	a.recs = append(a.recs, Recommendation{Action: Prefetch, Prefetch: p, Evidence: a.evidence(1-a.f.MissRatioAt(W), fmt.Sprintf(
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(1-a.f.MissRatioAt(W), fmt.Sprintf(
 		"%s of reads go to the densest 10%% of the data: prefetch the %s working set (knee of the miss-ratio curve) at start",
 		Percent(a.f.HotSetShare), Bytes(W)))})
 	a.cache(a.f.WorkingSetBytes, "cache sized at the knee of the miss-ratio curve")
@@ -362,7 +337,7 @@ func (a *advisor) cache(workingSet float64, why string) {
 	w, fc, ft := Workers(workingSet, a.demanded, a.b)
 	capacity := float64(w) * a.b.PerWorkerCapacityBytes
 	miss := a.f.MissRatioAt(capacity)
-	if a.d.Class == classify.ShuffledEpochs && workingSet <= capacity {
+	if a.d.Class == v1.ClassShuffledEpochs && workingSet <= capacity {
 		miss = 0
 	}
 	c := &CacheParams{
@@ -373,7 +348,7 @@ func (a *advisor) cache(workingSet float64, why string) {
 		WorkersForThroughput:   ft,
 		ExpectedCacheMissRatio: miss,
 	}
-	a.recs = append(a.recs, Recommendation{Action: ScaleCache, Cache: c, Evidence: a.evidence(1-miss, fmt.Sprintf(
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionScaleCache, Cache: c, Evidence: a.evidence(1-miss, fmt.Sprintf(
 		"%s: %d workers = max(⌈%s ÷ %s per worker⌉ = %d, ⌈%s/s demanded ÷ %s/s per worker⌉ = %d) within [%d, %d]",
 		why, w, Bytes(workingSet), Bytes(a.b.PerWorkerCapacityBytes), fc, Bytes(a.demanded), Bytes(a.b.PerWorkerThroughput), ft, a.b.MinWorkers, a.b.MaxWorkers))})
 }
@@ -381,7 +356,7 @@ func (a *advisor) cache(workingSet float64, why string) {
 func (a *advisor) evict() {
 	ev := a.evidence(0, fmt.Sprintf("no reads for %s: evict the dataset from the cache and scale cache workers to %d", Seconds(a.f.IdleSeconds), a.b.MinWorkers))
 	ev.Benefit.DatasetBytesFreed = a.f.DatasetBytes
-	a.recs = append(a.recs, Recommendation{Action: EvictDataset, Evict: &EvictParams{IdleSeconds: a.f.IdleSeconds, ScaleWorkersTo: a.b.MinWorkers}, Evidence: ev})
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionEvictDataset, Evict: &EvictParams{IdleSeconds: a.f.IdleSeconds, ScaleWorkersTo: a.b.MinWorkers}, Evidence: ev})
 }
 
 // Bytes renders a byte amount for people (binary units).

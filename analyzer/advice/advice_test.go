@@ -9,6 +9,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/features"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 const mib = 1 << 20
@@ -39,18 +40,18 @@ func TestFormulas(t *testing.T) {
 	assert.Equal(t, 8, w, "at most MaxWorkers")
 }
 
-func decision(c classify.Class, conf float64) *classify.Decision {
+func decision(c v1.AccessClass, conf float64) *classify.Decision {
 	return &classify.Decision{Class: c, Confidence: conf}
 }
 
 func TestNothingBelowMinConfidence(t *testing.T) {
 	f := features.Features{}
-	a := Advise(&f, decision(classify.SequentialScan, 0.49), Bounds{})
+	a := Advise(&f, decision(v1.ClassSequentialScan, 0.49), Bounds{})
 	assert.Empty(t, a.Recommendations)
 	assert.Contains(t, a.Withheld, "0.49")
-	a = Advise(&f, decision(classify.SequentialScan, 0.6), Bounds{MinConfidence: 0.7})
+	a = Advise(&f, decision(v1.ClassSequentialScan, 0.6), Bounds{MinConfidence: 0.7})
 	assert.Empty(t, a.Recommendations)
-	for _, c := range []classify.Class{classify.WriteMostly, classify.Unknown} {
+	for _, c := range []v1.AccessClass{v1.ClassWriteMostly, v1.ClassUnknown} {
 		assert.Empty(t, Advise(&f, decision(c, 1), Bounds{}).Recommendations)
 	}
 }
@@ -60,12 +61,12 @@ func TestShuffledWarmsWholeDatasetThatFits(t *testing.T) {
 		ThroughputBytesPerSec: 50 * mib, ReadWaitShare: 0.5, ReadLatencyP90Sec: 0.01,
 		DatasetBytes: 10 << 30, MedianFileBytes: 100 << 10,
 	}
-	a := Advise(&f, decision(classify.ShuffledEpochs, 0.9), Bounds{})
+	a := Advise(&f, decision(v1.ClassShuffledEpochs, 0.9), Bounds{})
 	require.Len(t, a.Recommendations, 2)
 	p := a.Recommendations[0].Prefetch
 	require.NotNil(t, p)
 	B := 100 * mib * BandwidthHeadroom
-	assert.Equal(t, WholeDataset, p.Strategy)
+	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 	assert.Equal(t, int64(B), p.BandwidthBytesPerSec)
 	assert.Equal(t, int64(128<<10), p.BlockBytes)
 	assert.Equal(t, int(math.Ceil(B*0.01/(128<<10))), p.Concurrency)
@@ -83,23 +84,23 @@ func TestShuffledWarmsWholeDatasetThatFits(t *testing.T) {
 
 	// A job that barely waits is not held back for a warm-up.
 	f.ReadWaitShare = 0.05
-	a = Advise(&f, decision(classify.ShuffledEpochs, 0.9), Bounds{})
+	a = Advise(&f, decision(v1.ClassShuffledEpochs, 0.9), Bounds{})
 	assert.False(t, a.Recommendations[0].Prefetch.WarmBeforeStart)
 }
 
 func TestIdleEvicts(t *testing.T) {
 	f := features.Features{IdleSeconds: 3600, DatasetBytes: 5 << 30}
-	a := Advise(&f, decision(classify.Idle, 0.9), Bounds{MinWorkers: 1})
+	a := Advise(&f, decision(v1.ClassIdle, 0.9), Bounds{MinWorkers: 1})
 	require.Len(t, a.Recommendations, 1)
 	r := a.Recommendations[0]
-	assert.Equal(t, EvictDataset, r.Action)
+	assert.Equal(t, v1.ActionEvictDataset, r.Action)
 	assert.Equal(t, 1, r.Evict.ScaleWorkersTo)
 	assert.Equal(t, float64(5<<30), r.Evidence.Benefit.DatasetBytesFreed)
 }
 
 func TestBandwidthCapped(t *testing.T) {
 	f := features.Features{ThroughputBytesPerSec: 10 << 30, ReadWaitShare: 0.5, ReadLatencyP90Sec: 0.001}
-	a := Advise(&f, decision(classify.SequentialScan, 0.9), Bounds{MaxBandwidth: 1 << 30})
+	a := Advise(&f, decision(v1.ClassSequentialScan, 0.9), Bounds{MaxBandwidth: 1 << 30})
 	p := a.Recommendations[0].Prefetch
 	assert.Equal(t, int64(1<<30), p.BandwidthBytesPerSec)
 	assert.Equal(t, int64(16*mib), p.BlockBytes)

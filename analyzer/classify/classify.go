@@ -25,20 +25,7 @@ import (
 	"strings"
 
 	"github.com/eddy-autotune/eddy/analyzer/features"
-)
-
-// Class is an access-pattern class.
-type Class string
-
-// The classes (see ARCHITECTURE.md, "Access-pattern classes").
-const (
-	SequentialScan Class = "SequentialScan"
-	ShuffledEpochs Class = "ShuffledEpochs"
-	RandomReads    Class = "RandomReads"
-	HotSet         Class = "HotSet"
-	WriteMostly    Class = "WriteMostly"
-	Idle           Class = "Idle"
-	Unknown        Class = "Unknown"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Thresholds of the rules. Ratios are in [0,1].
@@ -124,15 +111,15 @@ func fmtNum(v float64) string {
 
 // Candidate is one class's rules and whether they all passed.
 type Candidate struct {
-	Class  Class  `json:"class"`
-	Rules  []Rule `json:"rules"`
-	Passed bool   `json:"passed"`
+	Class  v1.AccessClass `json:"class"`
+	Rules  []Rule         `json:"rules"`
+	Passed bool           `json:"passed"`
 }
 
 // Decision is a classification and its explanation.
 type Decision struct {
-	Class      Class   `json:"class"`
-	Confidence float64 `json:"confidence"`
+	Class      v1.AccessClass `json:"class"`
+	Confidence float64        `json:"confidence"`
 	// Strength and Evidence are the two factors of Confidence.
 	Strength float64 `json:"strength"`
 	Evidence float64 `json:"evidence"`
@@ -214,7 +201,7 @@ func Classify(f *features.Features, opt Options) Decision {
 	readEv := saturate(f.BytesRead, EvidenceBytes) * windowsEv
 	var d Decision
 
-	try := func(c Class, s *ruleSet, evidence float64) bool {
+	try := func(c v1.AccessClass, s *ruleSet, evidence float64) bool {
 		ok := s.passed()
 		d.Candidates = append(d.Candidates, Candidate{Class: c, Rules: s.rules, Passed: ok})
 		if !ok {
@@ -229,13 +216,13 @@ func Classify(f *features.Features, opt Options) Decision {
 
 	var idle ruleSet
 	idle.atLeast("idleSeconds", f.IdleSeconds, idleAfter, idleAfter)
-	if try(Idle, &idle, windowsEv) {
+	if try(v1.ClassIdle, &idle, windowsEv) {
 		return finish(d)
 	}
 
 	var wm ruleSet
 	wm.atLeast("writeShare", f.WriteShare, MinWriteShare, 0.2)
-	if try(WriteMostly, &wm, saturate(f.BytesWritten, EvidenceBytes)*windowsEv) {
+	if try(v1.ClassWriteMostly, &wm, saturate(f.BytesWritten, EvidenceBytes)*windowsEv) {
 		return finish(d)
 	}
 
@@ -249,14 +236,14 @@ func Classify(f *features.Features, opt Options) Decision {
 	} else {
 		sh.fail("orderCorrelation", "unknown: too few files with two comparable passes")
 	}
-	if try(ShuffledEpochs, &sh, readEv*saturate(f.Epochs-1, 1)) {
+	if try(v1.ClassShuffledEpochs, &sh, readEv*saturate(f.Epochs-1, 1)) {
 		return finish(d)
 	}
 
 	var hs ruleSet
 	hs.atLeast("hotSetShare", f.HotSetShare, MinHotSetShare, 0.3)
 	hs.atLeast("reuse", f.Reuse, MinHotSetReuse, 0.3)
-	if try(HotSet, &hs, readEv) {
+	if try(v1.ClassHotSet, &hs, readEv) {
 		return finish(d)
 	}
 
@@ -272,7 +259,7 @@ func Classify(f *features.Features, opt Options) Decision {
 	default:
 		sc.fail("orderCorrelation", "unknown: the data is read again, in an order that could not be compared")
 	}
-	if try(SequentialScan, &sc, readEv) {
+	if try(v1.ClassSequentialScan, &sc, readEv) {
 		return finish(d)
 	}
 
@@ -280,11 +267,11 @@ func Classify(f *features.Features, opt Options) Decision {
 	rr.atMost("sequentialRatio", f.SequentialRatio, MaxRandomSequentialRatio, 0.3)
 	rr.atMost("medianReadBytes", f.MedianReadBytes, MaxRandomReadBytes, MaxRandomReadBytes)
 	rr.atMost("wholeFileRatio", f.WholeFileRatio, MaxRandomWholeFileRatio, 0.3)
-	if try(RandomReads, &rr, readEv) {
+	if try(v1.ClassRandomReads, &rr, readEv) {
 		return finish(d)
 	}
 
-	d.Class = Unknown
+	d.Class = v1.ClassUnknown
 	d.Strength = 1
 	d.Evidence = readEv
 	d.Confidence = readEv
@@ -293,7 +280,7 @@ func Classify(f *features.Features, opt Options) Decision {
 
 func finish(d Decision) Decision {
 	var b strings.Builder
-	if d.Class == Unknown {
+	if d.Class == v1.ClassUnknown {
 		b.WriteString("no class fits: ")
 		for i, c := range d.Candidates {
 			if i > 0 {

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/eddy-autotune/eddy/analyzer/features"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 func scanFeatures() features.Features {
@@ -18,7 +19,7 @@ func TestConfidenceGrowsWithEvidence(t *testing.T) {
 		f := scanFeatures()
 		f.BytesRead = n
 		d := Classify(&f, Options{})
-		assert.Equal(t, SequentialScan, d.Class)
+		assert.Equal(t, v1.ClassSequentialScan, d.Class)
 		assert.Greater(t, d.Confidence, prev)
 		assert.LessOrEqual(t, d.Confidence, 1.0)
 		prev = d.Confidence
@@ -32,42 +33,42 @@ func TestBorderlineRuleHalvesStrength(t *testing.T) {
 	f := scanFeatures()
 	f.SequentialRatio = MinSequentialRatio
 	d := Classify(&f, Options{})
-	assert.Equal(t, SequentialScan, d.Class)
+	assert.Equal(t, v1.ClassSequentialScan, d.Class)
 	assert.InDelta(t, 0.5, d.Strength, 1e-9)
 	f.SequentialRatio = MinSequentialRatio - 0.01
-	assert.NotEqual(t, SequentialScan, Classify(&f, Options{}).Class)
+	assert.NotEqual(t, v1.ClassSequentialScan, Classify(&f, Options{}).Class)
 }
 
 func TestShuffledNeedsEpochsAndOrder(t *testing.T) {
 	f := features.Features{Windows: 10, BytesRead: 1 << 30, SequentialRatio: 1, WholeFileRatio: 1, Coverage: 1, Epochs: 3, OrderKnown: true, OrderCorrelation: 0.02}
 	d := Classify(&f, Options{})
-	assert.Equal(t, ShuffledEpochs, d.Class)
+	assert.Equal(t, v1.ClassShuffledEpochs, d.Class)
 	assert.InDelta(t, 0.86, d.Confidence, 0.01, "1 − e^(−(3−1))")
 	assert.Len(t, d.Rules(), 5)
 	assert.Contains(t, d.Reason, "orderCorrelation 0.02 <= 0.50")
 
 	f.OrderCorrelation = 0.95
-	assert.Equal(t, SequentialScan, Classify(&f, Options{}).Class, "same order every epoch is a repeated scan")
+	assert.Equal(t, v1.ClassSequentialScan, Classify(&f, Options{}).Class, "same order every epoch is a repeated scan")
 	f.OrderKnown = false
 	d = Classify(&f, Options{})
-	assert.Equal(t, SequentialScan, d.Class)
+	assert.Equal(t, v1.ClassSequentialScan, d.Class)
 	assert.Contains(t, d.Candidates[2].Rules[4].String(), "unknown")
 
 	f.OrderKnown, f.OrderCorrelation, f.HotSetShare = true, 0.02, 0.9
-	assert.NotEqual(t, ShuffledEpochs, Classify(&f, Options{}).Class, "repeated reads of a few hot files are no epochs")
+	assert.NotEqual(t, v1.ClassShuffledEpochs, Classify(&f, Options{}).Class, "repeated reads of a few hot files are no epochs")
 }
 
 func TestUnknownExplainsEveryMiss(t *testing.T) {
 	f := features.Features{Windows: 10, BytesRead: 1 << 30, SequentialRatio: 0.6, MedianReadBytes: 1 << 20, WholeFileRatio: 0.2}
 	d := Classify(&f, Options{})
-	assert.Equal(t, Unknown, d.Class)
+	assert.Equal(t, v1.ClassUnknown, d.Class)
 	assert.Len(t, d.Candidates, 6)
-	assert.Contains(t, d.Reason, "not RandomReads (sequentialRatio 0.60 > 0.50, medianReadBytes 1.0MiB > 256KiB)")
+	assert.Contains(t, d.Reason, "not v1.ClassRandomReads (sequentialRatio 0.60 > 0.50, medianReadBytes 1.0MiB > 256KiB)")
 }
 
 func TestIdleAfter(t *testing.T) {
 	f := scanFeatures()
 	f.IdleSeconds = 90
-	assert.Equal(t, SequentialScan, Classify(&f, Options{}).Class)
-	assert.Equal(t, Idle, Classify(&f, Options{IdleAfter: 60}).Class)
+	assert.Equal(t, v1.ClassSequentialScan, Classify(&f, Options{}).Class)
+	assert.Equal(t, v1.ClassIdle, Classify(&f, Options{IdleAfter: 60}).Class)
 }

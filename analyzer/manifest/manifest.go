@@ -17,28 +17,13 @@ import (
 	"sync"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/eddy-autotune/eddy/analyzer"
 )
 
 // DefaultMaxFiles bounds the files remembered per key.
 const DefaultMaxFiles = 200_000
-
-// Manifest is what a prefetcher fetches.
-type Manifest struct {
-	Workload string `json:"workload"`
-	Dataset  string `json:"dataset"`
-	// Files in the order of their latest pass (first access when a file was
-	// read once), dataset-relative paths.
-	Files []string `json:"files"`
-	// Hot is the smallest set of files that took HotShare of the bytes read,
-	// hottest first.
-	Hot      []string `json:"hot"`
-	HotShare float64  `json:"hotShare"`
-	// Truncated is set when Files was cut to the request's limit or the
-	// per-key bound.
-	Truncated bool `json:"truncated,omitempty"`
-}
 
 type fileEntry struct {
 	// Order is the time of the latest pass (or first access), unix ns.
@@ -144,12 +129,12 @@ func (s *Store) Find(match func(analyzer.Key) bool) (analyzer.Key, bool) {
 
 // Get returns k's manifest with at most limit files (0: no limit) and the
 // hot set covering hotShare of bytes read.
-func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (Manifest, bool) {
+func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Document, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.keys[k]
 	if st == nil {
-		return Manifest{}, false
+		return manifestv1.Document{}, false
 	}
 	type pf struct {
 		path string
@@ -161,7 +146,7 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (Manifest, bool
 		all = append(all, pf{p, e})
 		total += e.Bytes
 	}
-	m := Manifest{Workload: k.WorkloadKind + "/" + k.WorkloadName, Dataset: k.DatasetName, HotShare: hotShare, Truncated: st.Dropped > 0}
+	m := manifestv1.Document{Workload: k.WorkloadKind + "/" + k.WorkloadName, Dataset: k.DatasetName, HotShare: hotShare, Truncated: st.Dropped > 0}
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].e.Order != all[j].e.Order {
 			return all[i].e.Order < all[j].e.Order

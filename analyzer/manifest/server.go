@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
+
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -17,15 +19,10 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer"
 )
 
-// MaxLimit bounds the files one response carries.
-const MaxLimit = 100_000
-
-// Handler serves GET /v1/manifests/{namespace}/{profile} (the AccessProfile's
-// name, as the webhook renders it) or
-// /v1/manifests/{namespace}/{kind}/{workload}/{dataset},
-// with optional ?limit=N (≤ MaxLimit, default MaxLimit), ?hotShare=F
-// (default 0.8) and ?order=hot, which puts the hot set, hottest first, in
-// Files (what a HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
+// Handler serves the requests of manifestv1 (ParseRequest): a manifest by
+// the AccessProfile's name, as the webhook renders it, or by workload and
+// dataset; order=hot puts the hot set, hottest first, in Files (what a
+// HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
 // accounts of the manifest's namespace may read it; anyone else needs `get`
 // on accessprofiles.eddy.io in that namespace.
 type Handler struct {
@@ -47,72 +44,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only GET", http.StatusMethodNotAllowed)
 		return
 	}
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/manifests/"), "/")
-	if !strings.HasPrefix(r.URL.Path, "/v1/manifests/") || (len(parts) != 2 && len(parts) != 4) || anyEmpty(parts) {
-		http.Error(w, "want /v1/manifests/{namespace}/{profile} or /v1/manifests/{namespace}/{workloadKind}/{workloadName}/{dataset}", http.StatusNotFound)
+	req, err := manifestv1.ParseRequest(r.URL)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, manifestv1.ErrPath) {
+			status = http.StatusNotFound
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
-	ns := parts[0]
-	limit := MaxLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 || n > MaxLimit {
-			http.Error(w, fmt.Sprintf("limit %q: want an integer in 1..%d", v, MaxLimit), http.StatusBadRequest)
-			return
-		}
-		limit = n
-	}
-	hot := 0.8
-	if v := r.URL.Query().Get("hotShare"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > 1 {
-			http.Error(w, fmt.Sprintf("hotShare %q: want a number in (0, 1]", v), http.StatusBadRequest)
-			return
-		}
-		hot = f
-	}
-	order := r.URL.Query().Get("order")
-	if order != "" && order != "access" && order != "hot" {
-		http.Error(w, fmt.Sprintf("order %q: want access (default) or hot", order), http.StatusBadRequest)
-		return
-	}
+	ns := req.Namespace
 	if status, why := h.authorize(r.Context(), r.Header.Get("Authorization"), ns); status != http.StatusOK {
 		h.Log.V(1).Info("manifest request refused", "namespace", ns, "why", why)
 		http.Error(w, why, status)
 		return
 	}
 	var key analyzer.Key
-	if len(parts) == 4 {
-		key = analyzer.Key{WorkloadNamespace: ns, WorkloadKind: parts[1], WorkloadName: parts[2], DatasetNamespace: ns, DatasetName: parts[3]}
+	if req.Profile == "" {
+		key = analyzer.Key{WorkloadNamespace: ns, WorkloadKind: req.Kind, WorkloadName: req.Workload, DatasetNamespace: ns, DatasetName: req.Dataset}
 	} else {
 		found := false
 		if h.ProfileName != nil {
-			key, found = h.Store.Find(func(k analyzer.Key) bool { return k.WorkloadNamespace == ns && h.ProfileName(k) == parts[1] })
+			key, found = h.Store.Find(func(k analyzer.Key) bool { return k.WorkloadNamespace == ns && h.ProfileName(k) == req.Profile })
 		}
 		if !found {
-			http.Error(w, fmt.Sprintf("no manifest for profile %s in %s", parts[1], ns), http.StatusNotFound)
+			http.Error(w, fmt.Sprintf("no manifest for profile %s in %s", req.Profile, ns), http.StatusNotFound)
 			return
 		}
 	}
-	m, ok := h.Store.Get(key, limit, hot)
+	m, ok := h.Store.Get(key, req.Limit, req.HotShare)
 	if !ok {
 		http.Error(w, fmt.Sprintf("no manifest for %s/%s in %s reading %s", key.WorkloadKind, key.WorkloadName, ns, key.DatasetName), http.StatusNotFound)
 		return
 	}
-	if order == "hot" {
+	if req.Order == manifestv1.OrderHot {
 		m.Files = m.Hot
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(m)
-}
-
-func anyEmpty(ss []string) bool {
-	for _, s := range ss {
-		if s == "" {
-			return true
-		}
-	}
-	return false
 }
 
 // authorize checks the bearer token with a TokenReview, then the caller's

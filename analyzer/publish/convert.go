@@ -7,11 +7,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
-
 	"github.com/eddy-autotune/eddy/analyzer/advice"
 	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/features"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // apiFeatures maps the analyzer's features onto the API's.
@@ -113,7 +112,7 @@ func apiRecommendation(r *advice.Recommendation, f *features.Features, pol polic
 	after := round(r.Evidence.Benefit.ReadWaitShareAfter)
 	spec.Evidence.ExpectedBenefit.ReadWaitShare = &after
 	switch r.Action {
-	case advice.Prefetch:
+	case v1.ActionPrefetch:
 		p := r.Prefetch
 		if p == nil {
 			return spec, "", false
@@ -151,10 +150,10 @@ func apiRecommendation(r *advice.Recommendation, f *features.Features, pol polic
 		}
 		spec.Prefetch = pp
 		return spec, fmt.Sprintf("%s/%s/%s/%d/%d/%d/%d/%t", r.Action, r.Evidence.Class, p.Strategy, block, conc, bw, budget, p.WarmBeforeStart), true
-	case advice.InjectSDK:
+	case v1.ActionInjectSDK:
 		spec.SDK = &v1.SDKParameters{Language: "Python", Framework: "PyTorch"}
 		return spec, fmt.Sprintf("%s/%s", r.Action, r.Evidence.Class), true
-	case advice.ScaleCache:
+	case v1.ActionScaleCache:
 		c := r.Cache
 		if c == nil {
 			return spec, "", false
@@ -179,7 +178,7 @@ func benefitSummary(r *advice.Recommendation) string {
 	b := r.Evidence.Benefit
 	pct := func(x float64) string { return strconv.Itoa(int(math.Round(x*100))) + "%" }
 	switch r.Action {
-	case advice.ScaleCache:
+	case v1.ActionScaleCache:
 		if r.Cache != nil {
 			return fmt.Sprintf("%d workers hold the %s working set; hit ratio %s", r.Cache.Workers, resource.NewQuantity(quantize2(int64(r.Cache.WorkingSetBytes)), resource.BinarySI), pct(b.ExpectedHitRatio))
 		}

@@ -6,19 +6,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
-
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/advice"
-	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/features"
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 func prefetchAdvice(block int64, conc int, bw int64) *advice.Recommendation {
 	return &advice.Recommendation{
-		Action:   advice.Prefetch,
-		Prefetch: &advice.PrefetchParams{Strategy: advice.Sequential, BlockBytes: block, Concurrency: conc, BandwidthBytesPerSec: bw, BudgetBytes: 3 << 30},
-		Evidence: advice.Evidence{Class: classify.SequentialScan, Confidence: 0.9, Benefit: advice.Benefit{ReadWaitShareBefore: 0.4, ReadWaitShareAfter: 0.05}},
+		Action:   v1.ActionPrefetch,
+		Prefetch: &advice.PrefetchParams{Strategy: v1.StrategySequential, BlockBytes: block, Concurrency: conc, BandwidthBytesPerSec: bw, BudgetBytes: 3 << 30},
+		Evidence: advice.Evidence{Class: v1.ClassSequentialScan, Confidence: 0.9, Benefit: advice.Benefit{ReadWaitShareBefore: 0.4, ReadWaitShareAfter: 0.05}},
 	}
 }
 
@@ -41,14 +39,14 @@ func TestPolicyBoundsAndFloorsApply(t *testing.T) {
 	assert.EqualValues(t, 1<<30, spec.Prefetch.BudgetBytes.Value(), "capped at the policy's budget")
 	assert.Equal(t, "read wait 40% → 5% of wall time", spec.Evidence.ExpectedBenefit.Summary)
 
-	scale := &advice.Recommendation{Action: advice.ScaleCache, Cache: &advice.CacheParams{Workers: 12, WorkingSetBytes: 100 << 30},
-		Evidence: advice.Evidence{Class: classify.ShuffledEpochs, Confidence: 0.9}}
+	scale := &advice.Recommendation{Action: v1.ActionScaleCache, Cache: &advice.CacheParams{Workers: 12, WorkingSetBytes: 100 << 30},
+		Evidence: advice.Evidence{Class: v1.ClassShuffledEpochs, Confidence: 0.9}}
 	spec, _, ok = apiRecommendation(scale, f, policyBounds{minWorkers: 1, maxWorkers: 8})
 	require.True(t, ok)
 	assert.EqualValues(t, 8, spec.ScaleCache.Replicas, "never past the policy's max")
 	assert.Equal(t, v1.ActionScaleCache, spec.Action)
 
-	evict := &advice.Recommendation{Action: advice.EvictDataset, Evict: &advice.EvictParams{}}
+	evict := &advice.Recommendation{Action: v1.ActionEvictDataset, Evict: &advice.EvictParams{}}
 	_, _, ok = apiRecommendation(evict, f, policyBounds{})
 	assert.False(t, ok, "eviction is the operator's: only it sees pod references")
 }

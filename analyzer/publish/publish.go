@@ -26,12 +26,6 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer/store"
 )
 
-// Labels on objects the analyzer writes.
-const (
-	ProfileLabel = "eddy.io/profile"
-	ActionLabel  = "eddy.io/action"
-)
-
 // DefaultStableAssessments is how many consecutive assessments must agree on
 // a recommendation before it is proposed.
 const DefaultStableAssessments = 2
@@ -176,18 +170,11 @@ func apiVersion(e *store.Entry) string {
 }
 
 func datasetRef(e *store.Entry) v1.DatasetReference {
-	d := v1.DatasetReference{Name: e.Key.DatasetName, Source: "PVC"}
+	d := v1.DatasetReference{Name: e.Key.DatasetName, Source: v1.DatasetSourcePVC}
 	if ds := e.Meta.Dataset; ds != nil {
-		switch ds.Source {
-		case "fluid":
-			d.Source = "Fluid"
-		case "volume":
-			d.Source = "Volume"
+		if src, ok := v1.ParseDatasetSource(ds.Source); ok {
+			d.Source = src
 		}
-	}
-	if d.Name == "" {
-		d.Name = "unknown"
-		d.Source = "Volume"
 	}
 	return d
 }
@@ -224,7 +211,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	}
 	st.Checkpoint = &v1.Checkpoint{Version: store.CheckpointVersion, Data: e.Checkpoint, Time: metav1.Now()}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-		Type:    "Classified",
+		Type:    v1.ConditionClassified,
 		Status:  metav1.ConditionTrue,
 		Reason:  string(a.Decision.Class),
 		Message: truncate(a.Decision.Reason, 1024),
@@ -241,8 +228,8 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 			Name:      dnsName(prof.Name + "." + string(spec.Action) + "-" + shortHash(identity)),
 			Namespace: prof.Namespace,
 			Labels: map[string]string{
-				ProfileLabel:                   truncate(prof.Name, 63),
-				ActionLabel:                    string(spec.Action),
+				v1.ProfileLabel:                truncate(prof.Name, 63),
+				v1.ActionLabel:                 string(spec.Action),
 				"app.kubernetes.io/managed-by": "eddy-analyzer",
 			},
 		},
@@ -262,7 +249,7 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 	return true, nil
 }
 
-// policy reads the namespace's AutotunePolicy (the oldest, if several); a
+// policy reads the namespace's AutotunePolicy in force (v1.PolicyInForce); a
 // namespace without one gets mode Recommend and the API defaults.
 func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error) {
 	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7}
@@ -273,13 +260,7 @@ func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error)
 	if len(list.Items) == 0 {
 		return b, nil
 	}
-	pol := &list.Items[0]
-	for i := range list.Items {
-		if list.Items[i].CreationTimestamp.Before(&pol.CreationTimestamp) {
-			pol = &list.Items[i]
-		}
-	}
-	s := &pol.Spec
+	s := &v1.PolicyInForce(list.Items).Spec
 	if s.Mode != "" {
 		b.mode = s.Mode
 	}

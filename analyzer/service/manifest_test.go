@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
+
 	"github.com/go-logr/logr/testr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,7 +21,6 @@ import (
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 
-	"github.com/eddy-autotune/eddy/analyzer/manifest"
 	"github.com/eddy-autotune/eddy/analyzer/service"
 	"github.com/eddy-autotune/eddy/test/controlplane"
 )
@@ -65,7 +66,7 @@ func TestManifestEndpoint(t *testing.T) {
 		// issued for the Service name and verified.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
 	}}
-	getPath := func(addr, tok, pathAndQuery string) (int, manifest.Manifest, string) {
+	getPath := func(addr, tok, pathAndQuery string) (int, manifestv1.Document, string) {
 		req, err := http.NewRequest(http.MethodGet, "https://"+addr+pathAndQuery, nil)
 		require.NoError(t, err)
 		if tok != "" {
@@ -75,13 +76,13 @@ func TestManifestEndpoint(t *testing.T) {
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		var m manifest.Manifest
+		var m manifestv1.Document
 		if resp.StatusCode == http.StatusOK {
 			require.NoError(t, json.Unmarshal(body, &m))
 		}
 		return resp.StatusCode, m, string(body)
 	}
-	get := func(addr, tok, query string) (int, manifest.Manifest, string) {
+	get := func(addr, tok, query string) (int, manifestv1.Document, string) {
 		return getPath(addr, tok, "/v1/manifests/ml/Job/train/images"+query)
 	}
 

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"sort"
+
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -158,4 +160,25 @@ type AutotunePolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AutotunePolicy `json:"items"`
+}
+
+// PolicyInForce picks, among a namespace's AutotunePolicies, the one every
+// component obeys: the one named "default", else the oldest, else the first
+// by name. It returns nil for none (the namespace behaves as mode Recommend).
+// It reorders items.
+func PolicyInForce(items []AutotunePolicy) *AutotunePolicy {
+	if len(items) == 0 {
+		return nil
+	}
+	sort.Slice(items, func(i, j int) bool {
+		a, b := &items[i], &items[j]
+		if (a.Name == "default") != (b.Name == "default") {
+			return a.Name == "default"
+		}
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	return &items[0]
 }

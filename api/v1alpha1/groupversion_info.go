@@ -33,28 +33,3 @@ func addKnownTypes(s *runtime.Scheme) error {
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }
-
-// Labels and annotations eddy reads and writes.
-const (
-	// AutotuneLabel on a namespace set to AutotuneEnabled opts its pods in;
-	// on a pod set to AutotuneDisabled it opts that pod out.
-	AutotuneLabel    = "eddy.io/autotune"
-	AutotuneEnabled  = "enabled"
-	AutotuneDisabled = "disabled"
-
-	// InjectedAnnotation records on a pod what the webhook injected, so that
-	// a second admission pass injects nothing twice.
-	InjectedAnnotation = "eddy.io/injected"
-	// RecommendationAnnotation names the recommendations applied to a pod.
-	RecommendationAnnotation = "eddy.io/recommendation"
-	// PrefetchContainerName and SDKInitContainerName are the containers the
-	// webhook injects. The collector does not record them: the prefetcher's
-	// reads are eddy's, not the workload's, and counting them would hide the
-	// effect eddy is verified on.
-	PrefetchContainerName = "eddy-prefetch"
-	SDKInitContainerName  = "eddy-sdk-install"
-
-	// CacheTargetAnnotation on a PVC or Fluid Dataset names the scalable
-	// object (kind/name, e.g. "StatefulSet/cache-workers") that serves it.
-	CacheTargetAnnotation = "eddy.io/cache-target"
-)

@@ -183,15 +183,32 @@ const (
 	PhaseFailed      RecommendationPhase = "Failed"
 )
 
-// Condition types on a Recommendation. Approved and Denied are set by people
-// (through the status subresource, guarded by the approval webhook); the rest
-// by the operator.
-const (
-	ConditionApproved = "Approved"
-	ConditionDenied   = "Denied"
-	ConditionApplied  = "Applied"
-	ConditionVerified = "Verified"
-)
+// InForce reports whether a recommendation in phase p is in effect: applied
+// and not rolled back. An Ineffective one stays in force until it is rolled
+// back (at once in Auto mode, by a person otherwise).
+func (p RecommendationPhase) InForce() bool {
+	switch p {
+	case PhaseApplied, PhaseVerified, PhaseIneffective:
+		return true
+	}
+	return false
+}
+
+// Final reports whether phase p is an end: nothing moves a recommendation
+// out of it.
+func (p RecommendationPhase) Final() bool {
+	switch p {
+	case PhaseRejected, PhaseSuperseded, PhaseExpired, PhaseFailed, PhaseRolledBack:
+		return true
+	}
+	return false
+}
+
+// PodLevel reports whether the action changes pods at admission (the webhook
+// applies it) rather than objects the operator scales.
+func (a Action) PodLevel() bool {
+	return a == ActionPrefetch || a == ActionInjectSDK
+}
 
 // RecommendationStatus is written by the operator, except the Approved and
 // Denied conditions.

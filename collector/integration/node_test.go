@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/bpf"
 	"github.com/eddy-autotune/eddy/collector"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
@@ -150,7 +151,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	c := env.Client
 	node := "node-it-" + randomHex(t, 3)
 
-	on := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "eddy-on", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
+	on := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "eddy-on", Labels: map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneEnabled}}}
 	off := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "eddy-off"}}
 	require.NoError(t, c.Create(ctx, on))
 	require.NoError(t, c.Create(ctx, off))
@@ -210,7 +211,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 		Spec: podSpec(true),
 	})
 	optedOut := createPod(ctx, t, c, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: on.Name, Name: "opted-out", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneDisabled}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: on.Name, Name: "opted-out", Labels: map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneDisabled}},
 		Spec:       podSpec(true),
 	})
 	outside := createPod(ctx, t, c, &corev1.Pod{
@@ -312,7 +313,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	assert.Equal(t, string(reader.pod.UID), bigFA.PodUid)
 	assert.Equal(t, "main", bigFA.Container)
 	assertProto(t, &accessv1.WorkloadRef{Namespace: on.Name, Kind: "Deployment", ApiVersion: "apps/v1", Name: "reader"}, bigFA.Workload)
-	assertProto(t, &accessv1.DatasetRef{Namespace: on.Name, Name: "imagenet", Source: "fluid", Pvc: "imagenet"}, bigFA.Dataset)
+	assertProto(t, &accessv1.DatasetRef{Namespace: on.Name, Name: "imagenet", Source: "Fluid", Pvc: "imagenet"}, bigFA.Dataset)
 	assert.Equal(t, uint64(len(labelsTxt)), sum["labels.txt"].ReadBytes, "labels.txt read through a relative path")
 	assertProto(t, bigFA.Dataset, sum["labels.txt"].Dataset)
 	t.Logf("reader: big.bin %d bytes in %d reads (seq %d, rand %d); labels.txt %d bytes in %d reads",
@@ -331,7 +332,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	// opened earlier is found by the open descriptor.
 	var ns corev1.Namespace
 	require.NoError(t, c.Get(ctx, client.ObjectKey{Name: later.Name}, &ns))
-	ns.Labels = map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}
+	ns.Labels = map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneEnabled}
 	require.NoError(t, c.Update(ctx, &ns))
 	require.Eventually(t, func() bool {
 		return metricValue(t, metrics, "eddy_collector_observed_containers", nil) == 2
@@ -353,7 +354,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	}, 20*time.Second, 100*time.Millisecond, "early's read of val.txt never showed up")
 	assert.Equal(t, "val.txt", val.Path)
 	assert.Equal(t, uint64(len(valTxt)), val.ReadBytes)
-	assertProto(t, &accessv1.DatasetRef{Namespace: later.Name, Name: "imagenet", Source: "pvc", Pvc: "imagenet"}, val.Dataset)
+	assertProto(t, &accessv1.DatasetRef{Namespace: later.Name, Name: "imagenet", Source: "PVC", Pvc: "imagenet"}, val.Dataset)
 	assertProto(t, &accessv1.WorkloadRef{Namespace: later.Name, Kind: "Pod", ApiVersion: "v1", Name: "early"}, val.Workload)
 
 	// Deleting the reader takes its cgroup off the kernel's allow-list:

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/collector"
 	"github.com/eddy-autotune/eddy/collector/cgroups"
 	"github.com/eddy-autotune/eddy/test/controlplane"
@@ -41,7 +42,7 @@ func startIndexEnv(t *testing.T) *indexEnv {
 	t.Cleanup(cancel)
 	cs, err := kubernetes.NewForConfig(env.Config)
 	require.NoError(t, err)
-	nsOn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled}}}
+	nsOn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneEnabled}}}
 	require.NoError(t, env.Client.Create(ctx, nsOn))
 	return &indexEnv{ctx: ctx, c: env.Client, cs: cs, root: t.TempDir(), nsOn: nsOn}
 }
@@ -70,7 +71,7 @@ func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
 		return p, cg
 	}
 	a, cgA := mkPod(nsOn.Name, "a", node, nil)
-	_, cgOut := mkPod(nsOn.Name, "opted-out", node, map[string]string{collector.AutotuneLabel: collector.AutotuneDisabled})
+	_, cgOut := mkPod(nsOn.Name, "opted-out", node, map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneDisabled})
 	_, cgOff := mkPod(nsOff.Name, "b", node, nil)
 	_, cgElse := mkPod(nsOn.Name, "elsewhere", "node-b", nil)
 
@@ -119,7 +120,7 @@ func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
 	allowed(cgA, cgNested, cgLate)
 
 	// Opting the other namespace in adds its pod; opting it out removes it.
-	patchLabels(ctx, t, c, nsOff, map[string]string{collector.AutotuneLabel: collector.AutotuneEnabled})
+	patchLabels(ctx, t, c, nsOff, map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneEnabled})
 	allowed(cgA, cgNested, cgLate, cgOff)
 	patchLabels(ctx, t, c, nsOff, map[string]string{})
 	allowed(cgA, cgNested, cgLate)
@@ -128,7 +129,7 @@ func TestAllowListFollowsPodsAndNamespaces(t *testing.T) {
 	// but its records stay attributable for Retain.
 	var late corev1.Pod
 	require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: nsOn.Name, Name: "late"}, &late))
-	patchLabels(ctx, t, c, &late, map[string]string{collector.AutotuneLabel: collector.AutotuneDisabled})
+	patchLabels(ctx, t, c, &late, map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneDisabled})
 	allowed(cgA, cgNested)
 	require.NoError(t, c.Delete(ctx, a, client.GracePeriodSeconds(0)))
 	allowed()

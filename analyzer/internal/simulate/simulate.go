@@ -60,7 +60,7 @@ func New(files []File) *Sim {
 		Compute:  time.Millisecond,
 		Files:    files,
 		Workload: &accessv1.WorkloadRef{Namespace: "ml", Kind: "Job", ApiVersion: "batch/v1", Name: "train"},
-		Dataset:  &accessv1.DatasetRef{Namespace: "ml", Name: "images", Source: "pvc", Pvc: "images"},
+		Dataset:  &accessv1.DatasetRef{Namespace: "ml", Name: "images", Source: "PVC", Pvc: "images"},
 		Pod:      "train-0",
 	}
 }

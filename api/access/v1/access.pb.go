@@ -363,7 +363,9 @@ type DatasetRef struct {
 	// name is the Fluid Dataset name when the PVC is Fluid-managed, else the
 	// PVC name, else the pod volume name (hostPath, emptyDir, ...).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// source says how name was found: "fluid", "pvc" or "volume".
+	// source says how name was found: "Fluid", "PVC" or "Volume" (the
+	// values of eddy.io/v1alpha1 DatasetSource; analyzers accept them in any
+	// letter case, as collectors before v1alpha1's spelling sent them).
 	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	Pvc           string `protobuf:"bytes,4,opt,name=pvc,proto3" json:"pvc,omitempty"`
 	unknownFields protoimpl.UnknownFields
