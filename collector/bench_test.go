@@ -50,7 +50,7 @@ func BenchmarkTick(b *testing.B) {
 	sink := openShipper(b)
 	c, err := New(Options{
 		Node: "n", Source: src, Pods: attr, Sink: sink, Metrics: NewMetrics(0),
-		Workloads: NewWorkloadResolver(owners{"ReplicaSet/train-5d8f7c9b6a": {ctrl("apps/v1", "Deployment", "train")}}.lookup(&calls), 0),
+		Workloads: owners{"ReplicaSet/train-5d8f7c9b6a": {ctrl("apps/v1", "Deployment", "train")}}.resolver(&calls),
 		Datasets:  NewDatasetResolver(nil, nil, 0),
 	})
 	if err != nil {

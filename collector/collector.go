@@ -7,10 +7,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 	"github.com/eddy-autotune/eddy/bpf"
 	"github.com/eddy-autotune/eddy/collector/ship"
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 // Attributor answers which observed container a cgroup id belongs to: the
@@ -29,7 +32,7 @@ type Options struct {
 	Node      string
 	Source    Source
 	Pods      Attributor
-	Workloads *WorkloadResolver
+	Workloads *workload.Resolver
 	Datasets  *DatasetResolver
 	Sink      *ship.Shipper
 	// Metrics, when set, gets every window's counters and the health state.
@@ -170,18 +173,33 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	off := sampleClockOffset()
 	end := time.Now()
 	recs := make([]attributed, 0, len(c.records)+len(c.held))
-	var unattributed uint64
+	var unattributed, resolveFailures uint64
+	workloads := map[types.UID]*accessv1.WorkloadRef{}
+	workloadOf := func(pod *corev1.Pod) *accessv1.WorkloadRef {
+		if w, ok := workloads[pod.UID]; ok {
+			return w
+		}
+		id, err := c.opts.Workloads.Resolve(ctx, pod)
+		if err != nil {
+			resolveFailures++
+			c.opts.Log.V(1).Info("workload resolved to the highest owner known", "pod", pod.Namespace+"/"+pod.Name, "workload", id.Key(), "error", err.Error())
+		}
+		w := &accessv1.WorkloadRef{Namespace: id.Namespace, Kind: id.Ref.Kind, ApiVersion: id.Ref.APIVersion, Name: id.Ref.Name, Rule: string(id.Ref.Rule), Object: id.Object}
+		workloads[pod.UID] = w
+		return w
+	}
 	attribute := func(r *bpf.Record) bool {
 		pc, ok := c.opts.Pods.Lookup(r.Key.CgroupID)
 		if !ok {
 			return false
 		}
-		a := attributed{rec: *r, pod: pc.Pod, container: pc.Container, workload: c.opts.Workloads.Resolve(ctx, pc.Pod)}
+		a := attributed{rec: *r, pod: pc.Pod, container: pc.Container}
 		if p := c.files.lookup(r.Key); p != "" {
 			a.dataset, a.path = c.opts.Datasets.Resolve(ctx, pc.Pod, pc.Container, p)
 		} else {
 			a.dataset = c.opts.Datasets.ResolveDevice(ctx, pc.Pod, r.Key.Dev)
 		}
+		a.workload = workloadOf(pc.Pod)
 		recs = append(recs, a)
 		return true
 	}
@@ -214,7 +232,7 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 		UnattributedRecords: unattributed,
 	}
 	c.lastStats = stats
-	w := buildWindow(c.opts.Node, c.lastEnd, end, off, recs, dropped)
+	w, outside := buildWindow(c.opts.Node, c.lastEnd, end, off, recs, dropped)
 	c.lastEnd = end
 	c.windows++
 	c.unattributed += unattributed
@@ -232,7 +250,7 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	if c.opts.Metrics != nil {
 		observed, pending := c.opts.Pods.Observed()
 		c.opts.Metrics.observeWindow(w, stats, windowState{
-			unattributed: unattributed, observed: observed, pending: pending,
+			unattributed: unattributed, outside: outside, resolveFailures: resolveFailures, observed: observed, pending: pending,
 			paths: c.files.len(), held: len(c.held),
 		})
 		c.opts.Metrics.ObserveDrain(time.Since(began))

@@ -21,22 +21,25 @@ type Metrics struct {
 	ttl time.Duration
 	now func() time.Time
 
-	mu        sync.Mutex
-	series    map[seriesKey]*seriesValues
-	source    SourceStats
-	shipper   func() ship.Stats
-	unattrib  uint64
-	observed  int
-	pending   int
-	paths     int
-	held      int
-	drainHist prometheus.Histogram
+	mu              sync.Mutex
+	series          map[seriesKey]*seriesValues
+	source          SourceStats
+	shipper         func() ship.Stats
+	unattrib        uint64
+	outside         uint64
+	resolveFailures uint64
+	observed        int
+	pending         int
+	paths           int
+	held            int
+	drainHist       prometheus.Histogram
 
 	readBytes, readOps, steps, missPages, waitSeconds         *prometheus.Desc
 	eventsLost, mapFull, mapFill, progTime, progRuns, missing *prometheus.Desc
 	buffered, droppedWin, shipped, shipFailures, unattrDesc   *prometheus.Desc
 	observedDesc, pendingDesc, pathsDesc, heldDesc            *prometheus.Desc
 	rawSyscalls, deferred, inherited                          *prometheus.Desc
+	outsideDesc, resolveDesc                                  *prometheus.Desc
 }
 
 type seriesKey struct{ namespace, pod, workloadKind, workload, dataset string }
@@ -88,6 +91,8 @@ func NewMetrics(ttl time.Duration) *Metrics {
 		rawSyscalls:  d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
 		deferred:     d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
 		inherited:    d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
+		outsideDesc:  d("records_outside_datasets_total", "Drained records of files outside every pod volume (a container's own binary, libraries, configuration): not shipped, nothing to profile."),
+		resolveDesc:  d("workload_resolve_failures_total", "Pods whose owner chain could not be read to the top: their reads went to the highest owner known."),
 	}
 }
 
@@ -103,8 +108,10 @@ func (m *Metrics) ObserveDrain(d time.Duration) { m.drainHist.Observe(d.Seconds(
 
 // windowState is the collector's state at the end of a window.
 type windowState struct {
-	// unattributed records were dropped in this window.
-	unattributed uint64
+	// unattributed records were dropped in this window; outside records
+	// were of files outside every volume; resolveFailures pods' owner
+	// chains could not be read.
+	unattributed, outside, resolveFailures uint64
 	// observed and pending containers (Attributor.Observed), remembered
 	// paths, records held for a later drain.
 	observed, pending, paths, held int
@@ -141,6 +148,8 @@ func (m *Metrics) observeWindow(w *accessv1.AccessWindow, src SourceStats, st wi
 	}
 	m.source = src
 	m.unattrib += st.unattributed
+	m.outside += st.outside
+	m.resolveFailures += st.resolveFailures
 	m.observed, m.pending, m.paths, m.held = st.observed, st.pending, st.paths, st.held
 }
 
@@ -149,7 +158,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.readBytes, m.readOps, m.steps, m.missPages, m.waitSeconds,
 		m.eventsLost, m.mapFull, m.mapFill, m.progTime, m.progRuns, m.missing,
 		m.buffered, m.droppedWin, m.shipped, m.shipFailures, m.unattrDesc,
-		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited} {
+		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited, m.outsideDesc, m.resolveDesc} {
 		ch <- d
 	}
 	m.drainHist.Describe(ch)
@@ -201,6 +210,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		c(m.shipFailures, float64(st.Failures))
 	}
 	c(m.unattrDesc, float64(m.unattrib))
+	c(m.outsideDesc, float64(m.outside))
+	c(m.resolveDesc, float64(m.resolveFailures))
 	g(m.observedDesc, float64(m.observed))
 	g(m.pendingDesc, float64(m.pending))
 	g(m.pathsDesc, float64(m.paths))

@@ -20,6 +20,7 @@ import (
 	"github.com/eddy-autotune/eddy/bpf"
 	"github.com/eddy-autotune/eddy/collector/cgroups"
 	"github.com/eddy-autotune/eddy/collector/ship"
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 // NodeConfig is everything a node's collector needs. Node, Kube,
@@ -127,7 +128,7 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	}
 	c, err := New(Options{
 		Node: cfg.Node, Source: src, Pods: pods, Sink: shipper, Metrics: cfg.Metrics,
-		Workloads: NewWorkloadResolver(MetadataOwnerLookup(md, mapper), 0),
+		Workloads: NewWorkloadResolver(md, mapper),
 		Datasets:  datasets,
 		Interval:  cfg.Interval, ProcRoot: cfg.ProcRoot, Log: log.WithName("drain"),
 	})
@@ -160,4 +161,10 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	log.Info("collector stopped", "windows", c.windows, "unattributedRecords", c.unattributed,
 		"acked", st.Acked, "buffered", st.Buffered, "droppedWindows", st.Dropped, "error", err)
 	return err
+}
+
+// NewWorkloadResolver resolves pods' workloads as every eddy component does
+// (internal/workload), reading owners' metadata from the API server.
+func NewWorkloadResolver(md metadata.Interface, mapper *restmapper.DeferredDiscoveryRESTMapper) *workload.Resolver {
+	return workload.NewResolver(workload.MetadataLookup(md, mapper), workload.Options{})
 }

@@ -102,7 +102,7 @@ func BenchmarkNodeAt1MReads(b *testing.B) {
 	c, err := New(Options{
 		Node: "n", Source: src, Pods: staticPods{cgid: {Pod: pod, Container: "main", CgroupID: cgid}},
 		Sink: openShipper(b), Metrics: NewMetrics(0),
-		Workloads: NewWorkloadResolver(owners{}.lookup(new(int)), 0),
+		Workloads: owners{}.resolver(new(int)),
 		Datasets:  NewDatasetResolver(nil, nil, 0),
 		Interval:  benchInterval,
 	})

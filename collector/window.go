@@ -2,10 +2,14 @@ package collector
 
 import (
 	"sort"
+	"strings"
 	"time"
+
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 	"github.com/eddy-autotune/eddy/bpf"
@@ -51,8 +55,9 @@ type fileAccessKey struct {
 }
 
 // buildWindow aggregates attributed records into one window: one FileAccess
-// per (pod, container, file), files sorted by pod, container and path.
-func buildWindow(node string, start, end time.Time, off clockOffset, recs []attributed, dropped *accessv1.Dropped) *accessv1.AccessWindow {
+// per (pod, container, file), files sorted by pod, container and path. Files
+// outside every pod volume are left out, and counted in the second result.
+func buildWindow(node string, start, end time.Time, off clockOffset, recs []attributed, dropped *accessv1.Dropped) (*accessv1.AccessWindow, uint64) {
 	byKey := map[fileAccessKey]*accessv1.FileAccess{}
 	var files []*accessv1.FileAccess
 	for _, a := range recs {
@@ -68,18 +73,33 @@ func buildWindow(node string, start, end time.Time, off clockOffset, recs []attr
 				Path:            a.path,
 				Dev:             a.rec.Key.Dev,
 				Ino:             a.rec.Key.Ino,
+				Recommendations: appliedRecommendations(a.pod),
 				ReadSizeLog2:    make([]uint64, bpf.ReadSizeBuckets),
 				ReadLatencyLog2: make([]uint64, bpf.LatencyBuckets),
 			}
 			byKey[k] = fa
 			files = append(files, fa)
 		}
+		if fa.Dataset == nil && a.dataset != nil {
+			// A nested cgroup's record of the file may be the one with a path.
+			fa.Dataset, fa.Path = a.dataset, a.path
+		}
 		addRecord(fa, &a.rec, off)
 	}
+	// Files outside every pod volume (a container's own binary, libraries,
+	// /etc) are not data the workload reads: nothing to profile or prefetch.
+	var outside uint64
+	kept := files[:0]
 	for _, fa := range files {
+		if fa.Dataset == nil {
+			outside++
+			continue
+		}
 		fa.ReadSizeLog2 = trimZeros(fa.ReadSizeLog2)
 		fa.ReadLatencyLog2 = trimZeros(fa.ReadLatencyLog2)
+		kept = append(kept, fa)
 	}
+	files = kept
 	sort.Slice(files, func(i, j int) bool {
 		a, b := files[i], files[j]
 		if a.Workload.GetNamespace() != b.Workload.GetNamespace() {
@@ -105,7 +125,7 @@ func buildWindow(node string, start, end time.Time, off clockOffset, recs []attr
 		EndUnixNano:   end.UnixNano(),
 		Files:         files,
 		Dropped:       dropped,
-	}
+	}, outside
 }
 
 // addRecord folds one record into a FileAccess. Two records meet in one
@@ -157,4 +177,29 @@ func trimZeros(h []uint64) []uint64 {
 		return nil
 	}
 	return h[:n]
+}
+
+// maxRecommendations bounds the names taken from a pod's annotation, which
+// whoever creates the pod can write.
+const maxRecommendations = 8
+
+// appliedRecommendations are the recommendations the webhook applied to the
+// pod (its eddy.io/recommendation annotation), at most maxRecommendations
+// valid object names.
+func appliedRecommendations(pod *corev1.Pod) []string {
+	v := pod.Annotations[eddyv1alpha1.RecommendationAnnotation]
+	if v == "" {
+		return nil
+	}
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if len(out) == maxRecommendations {
+			break
+		}
+		if len(validation.IsDNS1123Subdomain(name)) == 0 {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,7 +54,15 @@ func TestWindowAssembly(t *testing.T) {
 			Volumes:    []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "imagenet"}}}},
 		},
 	}
-	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "debug", UID: types.UID("uid-b")}}
+	pod.Annotations = map[string]string{eddyv1alpha1.RecommendationAnnotation: "web.imagenet.prefetch-1a2b3c, Not A Name"}
+	// The debug pod mounts a volume where its shell's working directory is.
+	cwd, err := os.Getwd()
+	require.NoError(t, err)
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "debug", UID: types.UID("uid-b")},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "sh", VolumeMounts: []corev1.VolumeMount{{Name: "notes", MountPath: cwd}}}},
+			Volumes:    []corev1.Volume{{Name: "notes", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		}}
 	// Cgroups 101 and 102 are one container (a nested cgroup), 201 another pod.
 	pods := staticPods{
 		101: {Pod: pod, Container: "main", CgroupID: 101},
@@ -67,14 +77,12 @@ func TestWindowAssembly(t *testing.T) {
 	sink := openShipper(t)
 	c, err := New(Options{
 		Node: "node-1", Source: src, Pods: pods, Sink: sink,
-		Workloads: NewWorkloadResolver(owners{"ReplicaSet/web-7d9f8b6c5d": {ctrl("apps/v1", "Deployment", "web")}}.lookup(&calls), 0),
+		Workloads: owners{"ReplicaSet/web-7d9f8b6c5d": {ctrl("apps/v1", "Deployment", "web")}}.resolver(&calls),
 		Datasets:  NewDatasetResolver(nil, nil, 0),
 		Metrics:   NewMetrics(0),
 	})
 	require.NoError(t, err)
 
-	cwd, err := os.Getwd()
-	require.NoError(t, err)
 	now := monoNow(t)
 	file := bpf.FileKey{CgroupID: 101, Dev: 0x800001, Ino: 10}
 	nested := bpf.FileKey{CgroupID: 102, Dev: 0x800001, Ino: 10}
@@ -107,20 +115,22 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Equal(t, "node-1", w.Node)
 	assert.Less(t, w.StartUnixNano, w.EndUnixNano)
 	assertProto(t, &accessv1.Dropped{RingbufEvents: 5, MapFull: 1}, w.Dropped, "cgroup 999's record is held for a later drain")
-	require.Len(t, w.Files, 3)
+	require.Len(t, w.Files, 2)
+	assert.Equal(t, 1.0, counterValue(t, c.opts.Metrics, "eddy_collector_records_outside_datasets_total"),
+		"a file without an event has no path, hence no dataset: not shipped")
 
 	// Sorted by namespace, pod, container, path: "debug" before "web-...".
 	assert.Equal(t, "debug", w.Files[0].Pod)
-	assert.Empty(t, w.Files[0].Path, "a file without an event has no path")
-	assert.Nil(t, w.Files[0].Dataset)
-	assert.Equal(t, cwd+"/notes.txt", w.Files[1].Path, "relative paths resolve against the process's cwd")
-	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Pod", ApiVersion: "v1", Name: "debug"}, w.Files[1].Workload)
+	assert.Equal(t, "notes.txt", w.Files[0].Path, "relative paths resolve against the process's cwd, then the volume")
+	assertProto(t, &accessv1.DatasetRef{Namespace: "ml", Name: "notes", Source: "Volume"}, w.Files[0].Dataset)
+	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Pod", ApiVersion: "v1", Name: "debug", Rule: "Object", Object: "debug"}, w.Files[0].Workload)
 
-	fa := w.Files[2]
+	fa := w.Files[1]
 	assert.Equal(t, "web-7d9f8b6c5d-x2x9z", fa.Pod)
 	assert.Equal(t, "uid-a", fa.PodUid)
 	assert.Equal(t, "main", fa.Container)
-	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", ApiVersion: "apps/v1", Name: "web"}, fa.Workload)
+	assertProto(t, &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", ApiVersion: "apps/v1", Name: "web", Rule: "Object", Object: "web"}, fa.Workload)
+	assert.Equal(t, []string{"web.imagenet.prefetch-1a2b3c"}, fa.Recommendations, "the recommendations applied to the pod, valid names only")
 	assertProto(t, &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "PVC", Pvc: "imagenet"}, fa.Dataset)
 	assert.Equal(t, "train/a.JPEG", fa.Path)
 	assert.Equal(t, uint64(0x800001), fa.Dev)
@@ -139,9 +149,9 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Equal(t, uint64(4), fa.ReadLatencyLog2[19])
 	// Monotonic times become wall-clock times.
 	wallNow := time.Now().UnixNano()
-	assert.InDelta(t, wallNow-3e9, fa.FirstAccessUnixNano, 0.2e9)
-	assert.InDelta(t, wallNow-5e8, fa.LastAccessUnixNano, 0.2e9)
-	assert.InDelta(t, wallNow-2e9, fa.LastPassUnixNano, 0.2e9)
+	assert.InDelta(t, wallNow-3e9, fa.FirstAccessUnixNano, 0.9e9)
+	assert.InDelta(t, wallNow-5e8, fa.LastAccessUnixNano, 0.9e9)
+	assert.InDelta(t, wallNow-2e9, fa.LastPassUnixNano, 0.9e9)
 
 	// The next window starts where this one ended and reports only new losses.
 	src.SetStats(SourceStats{EventsLost: 7, MapFull: 1})
@@ -151,7 +161,7 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Empty(t, w2.Files)
 	assertProto(t, &accessv1.Dropped{RingbufEvents: 2, UnattributedRecords: 1}, w2.Dropped,
 		"with the default 10s interval a record is held for one drain, then dropped")
-	assert.Equal(t, 1, calls, "workload owners are looked up once")
+	assert.Equal(t, 2, calls, "workload owners are looked up once: the ReplicaSet, and its Deployment (not found, remembered for a while)")
 }
 
 // A container's reads drained before the pod index knows the container
@@ -161,7 +171,11 @@ func TestWindowAssembly(t *testing.T) {
 // HoldUnattributed and counted.
 func TestUnattributedRecordsAreHeldUntilTheirContainerIsKnown(t *testing.T) {
 	ctx := context.Background()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "train-1-abc", UID: types.UID("uid-t")}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "train-1-abc", UID: types.UID("uid-t")},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "trainer", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+			Volumes:    []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		}}
 	pods := staticPods{}
 	src := NewReplaySource()
 	require.NoError(t, src.Allow(301))
@@ -169,7 +183,7 @@ func TestUnattributedRecordsAreHeldUntilTheirContainerIsKnown(t *testing.T) {
 	m := NewMetrics(0)
 	c, err := New(Options{
 		Node: "node-1", Source: src, Pods: pods, Sink: openShipper(t),
-		Workloads: NewWorkloadResolver(nil, 0), Datasets: NewDatasetResolver(nil, nil, 0),
+		Workloads: owners{}.resolver(new(int)), Datasets: NewDatasetResolver(nil, nil, 0),
 		Interval: time.Second, HoldUnattributed: 3 * time.Second, Metrics: m,
 	})
 	require.NoError(t, err)
@@ -192,7 +206,7 @@ func TestUnattributedRecordsAreHeldUntilTheirContainerIsKnown(t *testing.T) {
 	require.Len(t, w.Files, 1)
 	assert.Equal(t, "trainer", w.Files[0].Container)
 	assert.Equal(t, uint64(105), w.Files[0].ReadOps, "the held record and the new one, merged")
-	assert.Equal(t, "/data/a.bin", w.Files[0].Path, "the path of a held record's file is kept")
+	assert.Equal(t, "a.bin", w.Files[0].Path, "the path of a held record's file is kept")
 	assert.Zero(t, w.Dropped.GetUnattributedRecords())
 
 	// The other record is dropped on its third drain (3s at 1s intervals).
@@ -208,16 +222,25 @@ func TestUnattributedRecordsAreHeldUntilTheirContainerIsKnown(t *testing.T) {
 // heldRecords reads the held_records gauge.
 func heldRecords(t *testing.T, m *Metrics) float64 {
 	t.Helper()
+	return counterValue(t, m, "eddy_collector_held_records")
+}
+
+// counterValue reads the value of an unlabelled counter or gauge.
+func counterValue(t *testing.T, m *Metrics, name string) float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	require.NoError(t, reg.Register(m))
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
-		if f.GetName() == "eddy_collector_held_records" {
-			return f.GetMetric()[0].GetGauge().GetValue()
+		if f.GetName() == name {
+			if g := f.GetMetric()[0].GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return f.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no eddy_collector_held_records")
+	t.Fatalf("no %s", name)
 	return 0
 }
 

@@ -5,11 +5,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 func key(o *unstructured.Unstructured) string {
@@ -100,4 +105,45 @@ func TestEveryComponentRunsAsItsOwnServiceAccount(t *testing.T) {
 	if len(seen) != len(Components) {
 		t.Errorf("%d workloads for %d components", len(seen), len(Components))
 	}
+}
+
+// The collector and the webhook resolve pods' workloads with one resolver;
+// each must be allowed to read every owner kind it follows, or the two would
+// stop at different owners.
+func TestResolversMayReadEveryOwnerKind(t *testing.T) {
+	objs, err := Deployment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"eddy-collector", "eddy-webhook"} {
+		var rules []rbacv1.PolicyRule
+		for _, o := range objs {
+			if o.GetKind() == "ClusterRole" && o.GetName() == role {
+				var cr rbacv1.ClusterRole
+				if err := kruntime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &cr); err != nil {
+					t.Fatal(err)
+				}
+				rules = cr.Rules
+			}
+		}
+		if len(rules) == 0 {
+			t.Fatalf("no ClusterRole %s", role)
+		}
+		for group, resources := range workload.OwnerResources {
+			for _, res := range resources {
+				if !allows(rules, group, res, "get") {
+					t.Errorf("%s may not get %s in API group %q", role, res, group)
+				}
+			}
+		}
+	}
+}
+
+func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
+	for _, r := range rules {
+		if slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) && len(r.ResourceNames) == 0 {
+			return true
+		}
+	}
+	return false
 }

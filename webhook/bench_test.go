@@ -161,7 +161,7 @@ func envInt(name string, def int) int {
 func BenchmarkMutate(b *testing.B) {
 	c := loadGoldenCase(b, "testdata/golden/prefetch-and-sdk.in.yaml")
 	cfg := goldenConfig(true)
-	w, _ := ResolveWorkload(context.Background(), &c.Pod, c.Namespace, nil)
+	w := resolveOffline(&c.Pod, c.Namespace)
 	in := Input{Pod: &c.Pod, Namespace: c.Namespace, NamespaceLabels: c.NamespaceLabels, Workload: w, Recommendations: c.Recommendations, Policy: c.Policy}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-autotune/eddy/internal/workload"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -102,8 +104,8 @@ func TestEndToEnd(t *testing.T) {
 		cronRec.Spec.TargetRef = &eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "CronJob", Name: "nightly"}
 		h.createApplied(t, cronRec)
 		require.Eventually(t, func() bool {
-			o, found, err := cacheOwners{h.srv.Injector.Reader}.ControllerOf(ctx, "ml", "batch/v1", "Job", job.Name)
-			return err == nil && found && o != nil && o.Name == "nightly"
+			m, err := workload.ReaderLookup(h.srv.Injector.Reader).Get(ctx, "ml", "batch/v1", "Job", job.Name)
+			return err == nil && metav1.GetControllerOf(m) != nil && metav1.GetControllerOf(m).Name == "nightly"
 		}, 10*time.Second, 20*time.Millisecond, "Job in the webhook's cache")
 		jobPod := testPod("ml", job.Name+"-", "", "imagenet")
 		jobPod.Spec.RestartPolicy = corev1.RestartPolicyNever

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -82,7 +81,7 @@ func fuzzInput(data []byte) Input {
 			pod.Spec.Containers[i].VolumeMounts = append(pod.Spec.Containers[i].VolumeMounts, corev1.VolumeMount{Name: v.Name, MountPath: "/mnt/" + v.Name})
 		}
 	}
-	w, _ := ResolveWorkload(context.Background(), pod, "ml", nil)
+	w := resolveOffline(pod, "ml")
 	for i := range recs {
 		r := &recs[i]
 		if i%3 != 2 {

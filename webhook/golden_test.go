@@ -10,12 +10,17 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 var update = flag.Bool("update", false, "rewrite webhook/testdata/golden/*.out.yaml from the mutator's output")
@@ -110,8 +115,7 @@ func TestGolden(t *testing.T) {
 
 func mutateCase(t *testing.T, c goldenCase, pod *corev1.Pod, cfg Config) Result {
 	t.Helper()
-	w, err := ResolveWorkload(context.Background(), pod, c.Namespace, nil)
-	require.NoError(t, err)
+	w := resolveOffline(pod, c.Namespace)
 	return Mutate(Input{
 		Pod:             pod,
 		Namespace:       c.Namespace,
@@ -120,4 +124,17 @@ func mutateCase(t *testing.T, c goldenCase, pod *corev1.Pod, cfg Config) Result 
 		Recommendations: c.Recommendations,
 		Policy:          c.Policy,
 	}, cfg)
+}
+
+// resolveOffline resolves a pod's workload with no API server to ask: every
+// owner lookup fails, as with a cold cache, and names decide (a ReplicaSet
+// named after its pod-template-hash is its Deployment's).
+func resolveOffline(pod *corev1.Pod, namespace string) eddyv1alpha1.WorkloadReference {
+	p := pod.DeepCopy()
+	p.Namespace = namespace
+	r := workload.NewResolver(workload.LookupFunc(func(_ context.Context, _, _, kind, name string) (*metav1.ObjectMeta, error) {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: kind}, name)
+	}), workload.Options{})
+	id, _ := r.Resolve(context.Background(), p)
+	return id.Ref
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,12 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 // Event reasons the injector records.
@@ -32,9 +33,11 @@ const (
 // pod, and fails open: an internal error admits the pod unchanged with a
 // warning, an event and eddy_webhook_errors_total.
 type Injector struct {
-	// Reader reads Namespaces, Recommendations and AutotunePolicies, and
-	// the metadata of ReplicaSets and Jobs.
+	// Reader reads Namespaces, Recommendations and AutotunePolicies.
 	Reader client.Reader
+	// Workloads resolves a pod's workload, as the collector does; nil
+	// resolves through Reader.
+	Workloads *workload.Resolver
 	// Config is how pods are injected.
 	Config Config
 	// Recorder receives events; nil records none.
@@ -48,6 +51,8 @@ type Injector struct {
 	// counted and reported, rather than silently at the API server.
 	// Zero: 1.5s.
 	Timeout time.Duration
+
+	once sync.Once
 }
 
 var _ admission.Handler = (*Injector)(nil)
@@ -136,10 +141,23 @@ func (h *Injector) gather(ctx context.Context, req admission.Request, pod *corev
 	if in.NamespaceLabels[eddyv1alpha1.AutotuneLabel] != eddyv1alpha1.AutotuneEnabled {
 		return in, nil
 	}
-	w, err := ResolveWorkload(ctx, pod, req.Namespace, cacheOwners{h.Reader})
-	if err != nil {
-		return in, fmt.Errorf("resolve the workload of pod %s/%s: %w", req.Namespace, podName(req, pod), err)
+	// At admission the pod may carry no namespace yet: the request's is it.
+	subject := pod
+	if pod.Namespace != req.Namespace {
+		subject = pod.DeepCopy()
+		subject.Namespace = req.Namespace
 	}
+	id, err := h.workloads().Resolve(ctx, subject)
+	if err != nil {
+		// The best identity known is used, as the collector does when the
+		// same owner cannot be read; a pod that goes uninjected because of
+		// it is counted by the MissCounter.
+		h.Log.Info("workload resolved to the highest owner known", "namespace", req.Namespace, "pod", podName(req, pod), "workload", id.Key(), "error", err.Error())
+		if h.Metrics != nil {
+			h.Metrics.ResolveFailures.Inc()
+		}
+	}
+	w := id.Ref
 	in.Workload = w
 	var recs eddyv1alpha1.RecommendationList
 	// Mutate never changes its inputs, so the cache's objects need no copy.
@@ -231,21 +249,12 @@ func podName(req admission.Request, pod *corev1.Pod) string {
 	return "(unnamed)"
 }
 
-// cacheOwners answers OwnerLookup from the metadata of ReplicaSets and Jobs.
-type cacheOwners struct{ reader client.Reader }
-
-func (c cacheOwners) ControllerOf(ctx context.Context, namespace, apiVersion, kind, name string) (*metav1.OwnerReference, bool, error) {
-	obj := &metav1.PartialObjectMetadata{}
-	gv, err := schema.ParseGroupVersion(apiVersion)
-	if err != nil {
-		return nil, false, fmt.Errorf("owner %s %s: %w", kind, name, err)
-	}
-	obj.SetGroupVersionKind(gv.WithKind(kind))
-	if err := c.reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, false, nil
+// workloads is the resolver in use.
+func (h *Injector) workloads() *workload.Resolver {
+	h.once.Do(func() {
+		if h.Workloads == nil {
+			h.Workloads = workload.NewResolver(workload.ReaderLookup(h.Reader), workload.Options{})
 		}
-		return nil, false, fmt.Errorf("read %s %s/%s: %w", kind, namespace, name, err)
-	}
-	return metav1.GetControllerOf(obj), true, nil
+	})
+	return h.Workloads
 }

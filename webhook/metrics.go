@@ -28,6 +28,9 @@ type Metrics struct {
 	// Uninjected is what MissCounter counts: pods that should carry an
 	// injection and do not (admissions missed while eddy was down or slow).
 	Uninjected prometheus.Gauge
+	// ResolveFailures counts pods whose owner chain could not be read to
+	// the top; the highest owner known was taken as their workload.
+	ResolveFailures prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -64,9 +67,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Pods in opted-in namespaces created after a Prefetch or InjectSDK recommendation for their workload was applied, " +
 				"without the eddy.io/injected annotation: admissions the webhook missed (down, timed out), or recommendations that did not fit the pod.",
 		}),
+		ResolveFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eddy_webhook_workload_resolve_failures_total",
+			Help: "Pods whose owner chain could not be read to the top at admission; the highest owner known was taken as their workload.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Injections, m.Skips, m.Errors, m.Duration, m.Approvals, m.CertRotations, m.CertExpiry, m.Uninjected)
+		reg.MustRegister(m.Requests, m.Injections, m.Skips, m.Errors, m.Duration, m.Approvals, m.CertRotations, m.CertExpiry, m.Uninjected, m.ResolveFailures)
 	}
 	return m
 }

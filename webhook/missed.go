@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+	"github.com/eddy-autotune/eddy/internal/workload"
 )
 
 // MissCounter makes admissions the webhook missed visible: with
@@ -26,6 +27,8 @@ import (
 type MissCounter struct {
 	// Reader lists pod metadata, Namespaces and Recommendations.
 	Reader client.Reader
+	// Workloads resolves pods as the injector and the collector do.
+	Workloads *workload.Resolver
 	// EddyNamespace is never counted.
 	EddyNamespace string
 	// Gauge receives the count.
@@ -87,8 +90,8 @@ func (m *MissCounter) Count(ctx context.Context) (int, error) {
 			if _, ok := p.Annotations[MirrorPodAnnotation]; ok {
 				continue
 			}
-			w, _ := ResolveWorkload(ctx, &corev1.Pod{ObjectMeta: p.ObjectMeta}, ns.Name, cacheOwners{m.Reader})
-			if t, ok := since[w.Key()]; ok && !p.CreationTimestamp.Time.Before(t) {
+			id, _ := m.Workloads.Resolve(ctx, &corev1.Pod{ObjectMeta: p.ObjectMeta})
+			if t, ok := since[id.Ref.Key()]; ok && !p.CreationTimestamp.Time.Before(t) {
 				n++
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eddy-autotune/eddy/internal/scheme"
+	"github.com/eddy-autotune/eddy/internal/workload"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
@@ -22,9 +23,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,6 +112,7 @@ type Server struct {
 
 	opts        Options
 	cache       cache.Cache
+	workloads   *workload.Resolver
 	listener    net.Listener
 	metricsLn   net.Listener
 	broadcaster record.EventBroadcaster
@@ -173,9 +179,9 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 	}
 	opts.Injector.EddyNamespace = opts.Namespace
 
-	c, err := cache.New(opts.Config, cache.Options{Scheme: scheme})
+	c, err := NewCache(opts.Config)
 	if err != nil {
-		return nil, fmt.Errorf("cache for %s: %w", opts.Config.Host, err)
+		return nil, err
 	}
 
 	s := &Server{opts: opts, cache: c, Registry: opts.Registry}
@@ -197,7 +203,10 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 		CAOverlap: opts.CAOverlap, CheckInterval: opts.CertCheckInterval,
 		Metrics: s.Metrics, Log: log.WithName("certs"),
 	}
-	s.Injector = &Injector{Reader: c, Config: opts.Injector, Recorder: recorder, Metrics: s.Metrics, Log: log.WithName("inject")}
+	if s.workloads, err = NewWorkloadResolver(c, opts.Config); err != nil {
+		return nil, err
+	}
+	s.Injector = &Injector{Reader: c, Workloads: s.workloads, Config: opts.Injector, Recorder: recorder, Metrics: s.Metrics, Log: log.WithName("inject")}
 	s.Approvals = &ApprovalValidator{Client: direct, Metrics: s.Metrics, Log: log.WithName("approve")}
 
 	if s.listener, err = net.Listen("tcp", opts.Addr); err != nil {
@@ -245,7 +254,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	cacheErr := make(chan error, 1)
 	go func() { cacheErr <- s.cache.Start(ctx) }()
-	for _, obj := range []client.Object{&corev1.Namespace{}, &eddyv1alpha1.Recommendation{}, &eddyv1alpha1.AutotunePolicy{}, metadataOf(appsv1.SchemeGroupVersion.WithKind("ReplicaSet")), metadataOf(batchv1.SchemeGroupVersion.WithKind("Job")), metadataOf(corev1.SchemeGroupVersion.WithKind("Pod"))} {
+	for _, obj := range CachedObjects() {
 		if _, err := s.cache.GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
 		}
@@ -274,7 +283,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	go s.Certs.Run(ctx)
-	misses := &MissCounter{Reader: s.cache, EddyNamespace: s.opts.Namespace, Gauge: s.Metrics.Uninjected, Log: log.WithName("misses")}
+	misses := &MissCounter{Reader: s.cache, Workloads: s.workloads, EddyNamespace: s.opts.Namespace, Gauge: s.Metrics.Uninjected, Log: log.WithName("misses")}
 	interval := s.opts.MissCheckInterval
 	if interval <= 0 {
 		interval = 30 * time.Second
@@ -333,6 +342,42 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errList...)
+}
+
+// NewCache returns the webhook's informer cache. Only the kinds of
+// CachedObjects are cached; owners of other kinds are read live
+// (NewWorkloadResolver), never by an informer started on the fly that would
+// hold a whole kind of the cluster in memory.
+func NewCache(cfg *rest.Config) (cache.Cache, error) {
+	c, err := cache.New(cfg, cache.Options{Scheme: Scheme(), ReaderFailOnMissingInformer: true})
+	if err != nil {
+		return nil, fmt.Errorf("cache for %s: %w", cfg.Host, err)
+	}
+	return c, nil
+}
+
+// CachedObjects are the objects the webhook's cache holds informers for:
+// what admission decides from, and the owners most pods have (metadata
+// only).
+func CachedObjects() []client.Object {
+	return []client.Object{&corev1.Namespace{}, &eddyv1alpha1.Recommendation{}, &eddyv1alpha1.AutotunePolicy{},
+		metadataOf(appsv1.SchemeGroupVersion.WithKind("ReplicaSet")), metadataOf(batchv1.SchemeGroupVersion.WithKind("Job")), metadataOf(corev1.SchemeGroupVersion.WithKind("Pod"))}
+}
+
+// NewWorkloadResolver resolves pods' workloads as every eddy component does
+// (internal/workload), reading owners from the cache first and from the API
+// server when the cache does not have them (yet).
+func NewWorkloadResolver(c client.Reader, cfg *rest.Config) (*workload.Resolver, error) {
+	md, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client for %s: %w", cfg.Host, err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	return workload.NewResolver(workload.Chain(workload.ReaderLookup(c), workload.MetadataLookup(md, mapper)), workload.Options{}), nil
 }
 
 // metadataOf is an object whose informer caches only metadata.

@@ -63,7 +63,7 @@ func TestUnknownExplainsEveryMiss(t *testing.T) {
 	d := Classify(&f, Options{})
 	assert.Equal(t, v1.ClassUnknown, d.Class)
 	assert.Len(t, d.Candidates, 6)
-	assert.Contains(t, d.Reason, "not v1.ClassRandomReads (sequentialRatio 0.60 > 0.50, medianReadBytes 1.0MiB > 256KiB)")
+	assert.Contains(t, d.Reason, "not RandomReads (sequentialRatio 0.60 > 0.50, medianReadBytes 1.0MiB > 256KiB)")
 }
 
 func TestIdleAfter(t *testing.T) {

@@ -312,7 +312,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	assert.Equal(t, int64(bigSize), bigFA.FileSize)
 	assert.Equal(t, string(reader.pod.UID), bigFA.PodUid)
 	assert.Equal(t, "main", bigFA.Container)
-	assertProto(t, &accessv1.WorkloadRef{Namespace: on.Name, Kind: "Deployment", ApiVersion: "apps/v1", Name: "reader"}, bigFA.Workload)
+	assertProto(t, &accessv1.WorkloadRef{Namespace: on.Name, Kind: "Deployment", ApiVersion: "apps/v1", Name: "reader", Rule: "Object", Object: "reader"}, bigFA.Workload)
 	assertProto(t, &accessv1.DatasetRef{Namespace: on.Name, Name: "imagenet", Source: "Fluid", Pvc: "imagenet"}, bigFA.Dataset)
 	assert.Equal(t, uint64(len(labelsTxt)), sum["labels.txt"].ReadBytes, "labels.txt read through a relative path")
 	assertProto(t, bigFA.Dataset, sum["labels.txt"].Dataset)
@@ -355,7 +355,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	assert.Equal(t, "val.txt", val.Path)
 	assert.Equal(t, uint64(len(valTxt)), val.ReadBytes)
 	assertProto(t, &accessv1.DatasetRef{Namespace: later.Name, Name: "imagenet", Source: "PVC", Pvc: "imagenet"}, val.Dataset)
-	assertProto(t, &accessv1.WorkloadRef{Namespace: later.Name, Kind: "Pod", ApiVersion: "v1", Name: "early"}, val.Workload)
+	assertProto(t, &accessv1.WorkloadRef{Namespace: later.Name, Kind: "Pod", ApiVersion: "v1", Name: "early", Rule: "Object", Object: "early"}, val.Workload)
 
 	// Deleting the reader takes its cgroup off the kernel's allow-list:
 	// what its processes read afterwards is not recorded.

@@ -287,14 +287,21 @@ func (x *Dropped) GetWindows() uint64 {
 	return 0
 }
 
+// WorkloadRef is a pod's workload as internal/workload resolves it.
 type WorkloadRef struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// kind is the top-level owner kind: Deployment, StatefulSet, DaemonSet,
 	// Job, CronJob, PyTorchJob, ..., or Pod for a bare pod.
-	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	ApiVersion    string `protobuf:"bytes,3,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
-	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Kind       string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	ApiVersion string `protobuf:"bytes,3,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	// name is the workload's name: the top-level object's, or its run
+	// family's (see rule).
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// rule is how name was found (eddy.io/v1alpha1 WorkloadRule).
+	Rule string `protobuf:"bytes,5,opt,name=rule,proto3" json:"rule,omitempty"`
+	// object is the top-level object's own name (train-2 of family train).
+	Object        string `protobuf:"bytes,6,opt,name=object,proto3" json:"object,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +360,20 @@ func (x *WorkloadRef) GetApiVersion() string {
 func (x *WorkloadRef) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkloadRef) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *WorkloadRef) GetObject() string {
+	if x != nil {
+		return x.Object
 	}
 	return ""
 }
@@ -475,10 +496,14 @@ type FileAccess struct {
 	// last_pass_unix_nano is when the latest pass began.
 	LastPassUnixNano int64 `protobuf:"varint,26,opt,name=last_pass_unix_nano,json=lastPassUnixNano,proto3" json:"last_pass_unix_nano,omitempty"`
 	// max_offset is the highest byte offset read (end of a read), for coverage.
-	MaxOffset     uint64 `protobuf:"varint,27,opt,name=max_offset,json=maxOffset,proto3" json:"max_offset,omitempty"`
-	Opens         uint64 `protobuf:"varint,28,opt,name=opens,proto3" json:"opens,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxOffset uint64 `protobuf:"varint,27,opt,name=max_offset,json=maxOffset,proto3" json:"max_offset,omitempty"`
+	Opens     uint64 `protobuf:"varint,28,opt,name=opens,proto3" json:"opens,omitempty"`
+	// recommendations are the recommendations the webhook applied to the pod
+	// (its eddy.io/recommendation annotation), so that the analyzer can tell
+	// the runs a change was applied to from the runs before it.
+	Recommendations []string `protobuf:"bytes,29,rep,name=recommendations,proto3" json:"recommendations,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FileAccess) Reset() {
@@ -707,6 +732,13 @@ func (x *FileAccess) GetOpens() uint64 {
 	return 0
 }
 
+func (x *FileAccess) GetRecommendations() []string {
+	if x != nil {
+		return x.Recommendations
+	}
+	return nil
+}
+
 var File_api_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_api_access_v1_access_proto_rawDesc = "" +
@@ -728,19 +760,21 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\x0eringbuf_events\x18\x01 \x01(\x04R\rringbufEvents\x12\x19\n" +
 	"\bmap_full\x18\x02 \x01(\x04R\amapFull\x121\n" +
 	"\x14unattributed_records\x18\x03 \x01(\x04R\x13unattributedRecords\x12\x18\n" +
-	"\awindows\x18\x04 \x01(\x04R\awindows\"t\n" +
+	"\awindows\x18\x04 \x01(\x04R\awindows\"\xa0\x01\n" +
 	"\vWorkloadRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1f\n" +
 	"\vapi_version\x18\x03 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"h\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04rule\x18\x05 \x01(\tR\x04rule\x12\x16\n" +
+	"\x06object\x18\x06 \x01(\tR\x06object\"h\n" +
 	"\n" +
 	"DatasetRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x10\n" +
-	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\xb7\a\n" +
+	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\xe1\a\n" +
 	"\n" +
 	"FileAccess\x127\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1b.eddy.access.v1.WorkloadRefR\bworkload\x12\x10\n" +
@@ -777,7 +811,8 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\x13last_pass_unix_nano\x18\x1a \x01(\x03R\x10lastPassUnixNano\x12\x1d\n" +
 	"\n" +
 	"max_offset\x18\x1b \x01(\x04R\tmaxOffset\x12\x14\n" +
-	"\x05opens\x18\x1c \x01(\x04R\x05opens2N\n" +
+	"\x05opens\x18\x1c \x01(\x04R\x05opens\x12(\n" +
+	"\x0frecommendations\x18\x1d \x03(\tR\x0frecommendations2N\n" +
 	"\fAccessIntake\x12>\n" +
 	"\x04Ship\x12\x1b.eddy.access.v1.ShipRequest\x1a\x19.eddy.access.v1.ShipReplyB6Z4github.com/eddy-autotune/eddy/api/access/v1;accessv1b\x06proto3"
 
