@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -188,8 +189,7 @@ func decide(ctx context.Context, c client.Client, ns, name, condType, reason, me
 		switch {
 		case verb == "approve" && phase != "" && phase != eddyv1alpha1.PhaseProposed:
 			return fmt.Errorf("recommendation %s/%s is %s: only a Proposed one can be approved", ns, name, phase)
-		case verb == "reject" && (phase == eddyv1alpha1.PhaseRejected || phase == eddyv1alpha1.PhaseSuperseded ||
-			phase == eddyv1alpha1.PhaseExpired || phase == eddyv1alpha1.PhaseFailed || phase == eddyv1alpha1.PhaseRolledBack):
+		case verb == "reject" && phase.Final():
 			return fmt.Errorf("recommendation %s/%s is already %s: nothing to reject", ns, name, phase)
 		}
 		meta.SetStatusCondition(&rec.Status.Conditions, metav1.Condition{
@@ -203,9 +203,11 @@ func decide(ctx context.Context, c client.Client, ns, name, condType, reason, me
 	return rec, nil
 }
 
-// Explain writes what eddy knows of a workload ("Kind/name" or "name"): each
-// dataset it reads, the class and the features and rules that decided it,
-// what was recommended and applied, and whether it helped.
+// Explain writes what eddy knows of a workload ("Kind/name" or "name", where
+// name is the workload's — a run family's — or one of its runs' objects):
+// how its name was formed, each dataset it reads, its recent runs, the class
+// and the features and rules that decided it, what was recommended and
+// applied, and whether it helped, with the numbers that decided it.
 func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload string) error {
 	kind, name := "", workload
 	if i := strings.LastIndex(workload, "/"); i >= 0 {
@@ -218,6 +220,15 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 	var recs eddyv1alpha1.RecommendationList
 	if err := c.List(ctx, &recs, client.InNamespace(ns)); err != nil {
 		return fmt.Errorf("list recommendations in %s: %w", ns, err)
+	}
+	// A run's object name (train-2) finds its family (train).
+	for i := range profiles.Items {
+		p := &profiles.Items[i]
+		for _, r := range p.Status.RecentRuns {
+			if r.Object == name && r.Object != p.Spec.WorkloadRef.Name && (kind == "" || strings.EqualFold(p.Spec.WorkloadRef.Kind, kind)) {
+				name = p.Spec.WorkloadRef.Name
+			}
+		}
 	}
 	matches := func(ref *eddyv1alpha1.WorkloadReference) bool {
 		return ref != nil && ref.Name == name && (kind == "" || strings.EqualFold(ref.Kind, kind))
@@ -232,6 +243,7 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 		found = true
 		st := p.Status
 		fmt.Fprintf(w, "%s/%s reading dataset %s (%s) — profile %s\n", p.Spec.WorkloadRef.Kind, p.Spec.WorkloadRef.Name, p.Spec.Dataset.Name, orDash(string(p.Spec.Dataset.Source)), p.Name)
+		fmt.Fprintf(w, "  Workload:    %s\n", familyLine(p.Spec.WorkloadRef, st.RecentRuns))
 		fmt.Fprintf(w, "  Class:       %s (confidence %.2f, %d pods, %d windows", orDash(string(st.Class)), st.Confidence, st.ObservedPods, st.Windows)
 		if st.LastSeen != nil {
 			fmt.Fprintf(w, ", last read %s ago", age(now, st.LastSeen.Time))
@@ -243,6 +255,12 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 				seconds(f.ReadLatencyP50Seconds), seconds(f.ReadLatencyP99Seconds))
 			fmt.Fprintf(w, "  Pattern:     sequential %.0f%%, whole-file %.0f%%, coverage %.0f%%/epoch, %.1f epochs, reuse %.0f%%, hot set %.0f%%, working set %s, page-cache miss %.0f%%\n",
 				100*f.SequentialRatio, 100*f.WholeFileRatio, 100*f.Coverage, f.Epochs, 100*f.Reuse, 100*f.HotSetShare, iBytes(float64(f.WorkingSetBytes)), 100*f.PageCacheMissRatio)
+		}
+		if len(st.RecentRuns) > 0 {
+			fmt.Fprintln(w, "  Runs:")
+			for _, r := range st.RecentRuns {
+				fmt.Fprintf(w, "    %s\n", runLine(r))
+			}
 		}
 		if len(st.Decisions) > 0 {
 			fmt.Fprintln(w, "  Decided by:")
@@ -298,10 +316,64 @@ func explainRecommendations(w io.Writer, all []eddyv1alpha1.Recommendation, keep
 			line += "; not judged yet"
 		}
 		fmt.Fprintln(w, line)
+		if v := r.Status.Verification; v != nil {
+			fmt.Fprintf(w, "      before: %s\n      after:  %s (%s)\n", statsLine(v.Before), statsLine(v.After), strings.Join(v.Runs, ", "))
+		}
 		if c := latestCondition(r); c != nil {
 			fmt.Fprintf(w, "      %s=%s %s: %s\n", c.Type, c.Status, c.Reason, c.Message)
 		}
 	}
+}
+
+// familyLine says what the workload is and how its name was formed.
+func familyLine(ref eddyv1alpha1.WorkloadReference, runs []eddyv1alpha1.RunSummary) string {
+	var objects []string
+	for _, r := range runs {
+		if r.Object != "" && !slices.Contains(objects, r.Object) {
+			objects = append(objects, r.Object)
+		}
+	}
+	var why string
+	switch ref.Rule {
+	case eddyv1alpha1.RuleLabel:
+		why = fmt.Sprintf("runs labelled %s=%s", eddyv1alpha1.WorkloadLabel, ref.Name)
+	case eddyv1alpha1.RuleGenerateName:
+		why = fmt.Sprintf("%ss created with generateName %s-", ref.Kind, ref.Name)
+	case eddyv1alpha1.RuleNameSuffix:
+		why = fmt.Sprintf("%ss named %s-<run number or date>", ref.Kind, ref.Name)
+	case eddyv1alpha1.RuleKubeflowLabels:
+		why = "pods whose Kubeflow labels name the job"
+	default:
+		return fmt.Sprintf("%s %s (the object itself; label it %s=NAME to name the workload yourself)", ref.Kind, ref.Name, eddyv1alpha1.WorkloadLabel)
+	}
+	line := fmt.Sprintf("run family %s (rule %s: %s)", ref.Name, ref.Rule, why)
+	if len(objects) > 0 {
+		line += "; recent runs " + strings.Join(objects, ", ")
+	}
+	return line + fmt.Sprintf("; label runs %s=NAME to join or split families", eddyv1alpha1.WorkloadLabel)
+}
+
+func runLine(r eddyv1alpha1.RunSummary) string {
+	who := r.Pod
+	if r.Object != "" && !strings.HasPrefix(r.Pod, r.Object) {
+		who = r.Object + " (pod " + r.Pod + ")"
+	}
+	line := fmt.Sprintf("%s: %s in %.1fs from %s, throughput %s/s, read wait %.0f%%", who, iBytes(float64(r.BytesRead)), r.WallSeconds,
+		r.Start.UTC().Format(time.RFC3339), iBytes(r.ThroughputBytesPerSecond), 100*r.ReadWaitShare)
+	if len(r.Recommendations) > 0 {
+		line += "; applied: " + strings.Join(r.Recommendations, ", ")
+	}
+	if !r.Ended {
+		line += " (still reading)"
+	}
+	return line
+}
+
+func statsLine(s eddyv1alpha1.RunStats) string {
+	if s.Runs == 0 {
+		return fmt.Sprintf("profile features: throughput %s/s, read wait %.0f%%", iBytes(s.ThroughputBytesPerSecond), 100*s.ReadWaitShare)
+	}
+	return fmt.Sprintf("%d run(s): %s read in %.1fs, throughput %s/s, read wait %.0f%%", s.Runs, iBytes(float64(s.BytesRead)), s.WallSeconds, iBytes(s.ThroughputBytesPerSecond), 100*s.ReadWaitShare)
 }
 
 func latestCondition(r *eddyv1alpha1.Recommendation) *metav1.Condition {

@@ -47,13 +47,17 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	prof := &eddyv1alpha1.AccessProfile{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "train-imagenet"},
 		Spec: eddyv1alpha1.AccessProfileSpec{
-			WorkloadRef: eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "Job", Name: "train"},
+			WorkloadRef: eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "Job", Name: "train", Rule: eddyv1alpha1.RuleNameSuffix},
 			Dataset:     eddyv1alpha1.DatasetReference{Name: "imagenet", Source: "Fluid"},
 		},
 	}
 	require.NoError(t, c.Create(ctx, prof))
 	now := metav1.Now()
-	prof.Status = eddyv1alpha1.AccessProfileStatus{Class: eddyv1alpha1.ClassShuffledEpochs, Confidence: 0.93, Features: feat, ObservedPods: 4, Windows: 30, LastSeen: &now, FirstSeen: &now,
+	runs := []eddyv1alpha1.RunSummary{
+		{Pod: "train-1-x7k2p", Object: "train-1", Start: now, End: now, Ended: true, BytesRead: 50 << 30, WallSeconds: 170.7, ReadWaitShare: 0.42, ThroughputBytesPerSecond: 300 << 20},
+		{Pod: "train-2-q9z8m", Object: "train-2", Recommendations: []string{"imagenet-prefetch"}, Start: now, End: now, Ended: true, BytesRead: 50 << 30, WallSeconds: 60.1, ReadWaitShare: 0.09, ThroughputBytesPerSecond: 852 << 20},
+	}
+	prof.Status = eddyv1alpha1.AccessProfileStatus{Class: eddyv1alpha1.ClassShuffledEpochs, Confidence: 0.93, Features: feat, ObservedPods: 4, Windows: 30, LastSeen: &now, FirstSeen: &now, RecentRuns: runs,
 		Decisions: []eddyv1alpha1.Decision{
 			{Rule: "whole files", Feature: "wholeFileRatio", Value: 0.98, Threshold: 0.9, Held: true},
 			{Rule: "not sequential across files", Feature: "orderCorrelation", Value: 0.02, Threshold: 0.5, Held: true},
@@ -88,7 +92,11 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	require.NoError(t, c.Status().Update(ctx, scale))
 	applied := metav1.Now()
 	prefetch.Status = eddyv1alpha1.RecommendationStatus{Phase: eddyv1alpha1.PhaseVerified, AppliedAt: &applied,
-		Outcome: &eddyv1alpha1.Benefit{Summary: "helped: read wait 42% → 9% of wall time"}}
+		Outcome: &eddyv1alpha1.Benefit{Summary: "helped: read wait 42% → 9% of wall time"},
+		Verification: &eddyv1alpha1.Verification{
+			Before: eddyv1alpha1.RunStats{Runs: 1, BytesRead: 50 << 30, WallSeconds: 170.7, ReadWaitShare: 0.42, ThroughputBytesPerSecond: 300 << 20},
+			After:  eddyv1alpha1.RunStats{Runs: 1, BytesRead: 50 << 30, WallSeconds: 60.1, ReadWaitShare: 0.09, ThroughputBytesPerSecond: 852 << 20},
+			Runs:   []string{"train-2-q9z8m"}}}
 	require.NoError(t, c.Status().Update(ctx, prefetch))
 
 	var out bytes.Buffer
@@ -136,9 +144,16 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	explain := out.String()
 	for _, want := range []string{"Job/train reading dataset imagenet (Fluid)", "ShuffledEpochs (confidence 0.93, 4 pods", "read wait 42% of wall time",
 		"working set 140 GiB", "✓ whole files: wholeFileRatio = 0.98 (threshold 0.9)", "imagenet-prefetch: Prefetch Ordered 8Mi×16 — Verified, applied",
-		"helped: read wait 42% → 9%", "imagenet-cache: ScaleCache 4 cache workers — Proposed"} {
+		"helped: read wait 42% → 9%", "imagenet-cache: ScaleCache 4 cache workers — Proposed",
+		"run family train (rule NameSuffix: Jobs named train-<run number or date>); recent runs train-1, train-2; label runs eddy.io/workload=NAME",
+		"train-1-x7k2p: 50 GiB in 170.7s", "read wait 9%; applied: imagenet-prefetch",
+		"before: 1 run(s): 50 GiB read in 170.7s, throughput 300 MiB/s, read wait 42%",
+		"after:  1 run(s): 50 GiB read in 60.1s, throughput 852 MiB/s, read wait 9% (train-2-q9z8m)"} {
 		require.Contains(t, explain, want)
 	}
+	out.Reset()
+	require.NoError(t, kubectlplugin.Explain(ctx, c, &out, "ml", "train-2"), "a run's object name finds its family")
+	require.Contains(t, out.String(), "Job/train reading dataset imagenet")
 	require.ErrorContains(t, kubectlplugin.Explain(ctx, c, &out, "ml", "Deployment/nobody"), "no AccessProfile or recommendation for workload")
 
 	out.Reset()

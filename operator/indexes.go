@@ -17,7 +17,7 @@ const (
 	indexLineage = "eddy.io/lineage"
 	// indexDataset keys Recommendations and AccessProfiles by dataset name.
 	indexDataset = "eddy.io/dataset"
-	// indexWorkload keys AccessProfiles by workload kind/name.
+	// indexWorkload keys AccessProfiles by workload (WorkloadReference.Key).
 	indexWorkload = "eddy.io/workload"
 	// indexClaims keys Pods by the PVCs their volumes claim.
 	indexClaims = "eddy.io/claims"
@@ -26,12 +26,10 @@ const (
 func lineageOf(r *eddyv1alpha1.Recommendation) string {
 	target := ""
 	if t := r.Spec.TargetRef; t != nil {
-		target = t.Kind + "/" + t.Name
+		target = t.Key()
 	}
 	return fmt.Sprintf("%s|%s/%s|%s", target, r.Spec.Dataset.Source, r.Spec.Dataset.Name, r.Spec.Action)
 }
-
-func workloadKey(ref eddyv1alpha1.WorkloadReference) string { return ref.Kind + "/" + ref.Name }
 
 func claimsOf(p *corev1.Pod) []string {
 	var out []string
@@ -60,7 +58,7 @@ func addIndexes(ctx context.Context, idx client.FieldIndexer) error {
 			return []string{o.(*eddyv1alpha1.AccessProfile).Spec.Dataset.Name}
 		}},
 		{&eddyv1alpha1.AccessProfile{}, indexWorkload, func(o client.Object) []string {
-			return []string{workloadKey(o.(*eddyv1alpha1.AccessProfile).Spec.WorkloadRef)}
+			return []string{o.(*eddyv1alpha1.AccessProfile).Spec.WorkloadRef.Key()}
 		}},
 		{&corev1.Pod{}, indexClaims, func(o client.Object) []string { return claimsOf(o.(*corev1.Pod)) }},
 	}

@@ -17,7 +17,7 @@ import (
 // TestJudgeThresholds pins the documented thresholds: read wait must drop by
 // 20% relative, or throughput rise by 20%.
 func TestJudgeThresholds(t *testing.T) {
-	base := &eddyv1alpha1.AccessFeatures{ReadWaitShare: 0.40, ThroughputBytesPerSecond: 100}
+	base := eddyv1alpha1.RunStats{Runs: 1, ReadWaitShare: 0.40, ThroughputBytesPerSecond: 100}
 	for _, c := range []struct {
 		wait, thr float64
 		helped    bool
@@ -28,7 +28,7 @@ func TestJudgeThresholds(t *testing.T) {
 		{0.40, 119, false},
 		{0.45, 200, true}, // throughput alone suffices
 	} {
-		helped, summary := judge(base, &eddyv1alpha1.AccessFeatures{ReadWaitShare: c.wait, ThroughputBytesPerSecond: c.thr})
+		helped, summary := judge(base, eddyv1alpha1.RunStats{Runs: 1, ReadWaitShare: c.wait, ThroughputBytesPerSecond: c.thr})
 		require.Equal(t, c.helped, helped, "wait %.2f throughput %.0f: %s", c.wait, c.thr, summary)
 	}
 }
@@ -77,4 +77,45 @@ func TestParseCacheTarget(t *testing.T) {
 	require.ErrorContains(t, err, "needs its API version")
 	_, err = s.parseTarget("cache")
 	require.Error(t, err)
+}
+
+// A pod-level recommendation is judged by the runs it was applied to, once
+// they read enough; others by the runs that started after it settled.
+func TestRunsAfter(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	run := func(pod string, start time.Time, ended bool, bytes int64, wall, wait float64, recs ...string) eddyv1alpha1.RunSummary {
+		return eddyv1alpha1.RunSummary{Pod: pod, Start: metav1.NewTime(start), End: metav1.NewTime(start.Add(time.Duration(wall * 1e9))), Ended: ended,
+			BytesRead: bytes, WallSeconds: wall, ReadWaitShare: wait, ThroughputBytesPerSecond: float64(bytes) / wall, Recommendations: recs}
+	}
+	cold := run("cold", t0, false, 60<<20, 6, 0.9)
+	prefetch := &eddyv1alpha1.Recommendation{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: eddyv1alpha1.RecommendationSpec{
+		Action: eddyv1alpha1.ActionPrefetch, Evidence: eddyv1alpha1.Evidence{Runs: []eddyv1alpha1.RunSummary{cold}}}}
+	before, ok := baseline(prefetch)
+	require.True(t, ok, "a run still reading when the recommendation was made is its baseline")
+	require.EqualValues(t, 1, before.Runs)
+
+	runs := []eddyv1alpha1.RunSummary{
+		cold,
+		run("other", t0.Add(time.Minute), true, 96<<20, 6, 0.9),             // not injected
+		run("short", t0.Add(2*time.Minute), true, 10<<20, 1, 0.1, "p"),      // read too little
+		run("running", t0.Add(3*time.Minute), false, 96<<20, 1, 0.05, "p"),  // not ended, not long enough
+		run("warm", t0.Add(4*time.Minute), true, 96<<20, 1, 0.05, "q", "p"), // judged
+	}
+	after, pods := runsAfter(prefetch, runs, t0, before)
+	require.Equal(t, []string{"warm"}, pods)
+	helped, summary := judge(before, after)
+	require.True(t, helped, summary)
+	require.Contains(t, summary, "read wait 90% → 5%")
+	require.Contains(t, summary, "1 run before, 1 run after")
+
+	long := run("service", t0.Add(5*time.Minute), false, 200<<20, 120, 0.05, "p")
+	_, pods = runsAfter(prefetch, append(runs, long), t0, before)
+	require.Equal(t, []string{"warm", "service"}, pods, "a long-lived pod that read a baseline's worth over a minute is judged")
+
+	scale := &eddyv1alpha1.Recommendation{Spec: eddyv1alpha1.RecommendationSpec{Action: eddyv1alpha1.ActionScaleCache}}
+	_, pods = runsAfter(scale, runs, t0.Add(90*time.Second), before)
+	require.Equal(t, []string{"warm"}, pods, "not pod-level: ended runs started after the change settled")
+
+	_, ok = baseline(&eddyv1alpha1.Recommendation{})
+	require.False(t, ok)
 }

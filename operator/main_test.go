@@ -540,6 +540,13 @@ func setProfile(t *testing.T, ns, name, workloadKind, workload, dataset string, 
 	p.Status.Class = eddyv1alpha1.ClassShuffledEpochs
 	p.Status.Confidence = 0.9
 	p.Status.Features = f
+	// One more run that read as f says, ended, as the analyzer reports it.
+	wall := float64(f.BytesRead) / f.ThroughputBytesPerSecond
+	p.Status.RecentRuns = append(p.Status.RecentRuns, eddyv1alpha1.RunSummary{
+		Pod: fmt.Sprintf("%s-%d", workload, len(p.Status.RecentRuns)), Start: now, End: now, Ended: true,
+		BytesRead: f.BytesRead, ReadOps: f.ReadOps, WallSeconds: wall, ReadWaitSeconds: wall * f.ReadWaitShare, ReadWaitShare: f.ReadWaitShare,
+		ThroughputBytesPerSecond: f.ThroughputBytesPerSecond,
+	})
 	p.Status.LastSeen = &now
 	if p.Status.FirstSeen == nil {
 		p.Status.FirstSeen = &now

@@ -13,15 +13,21 @@ import (
 	"time"
 )
 
-// Verification thresholds. An applied recommendation is Verified when fresh
-// profile data, recorded after it was applied, shows the workload's share of
-// wall time spent waiting on reads dropped by at least MinReadWaitDrop
-// relative to the evidence it was made on (0.40 → at most 0.32), or its read
-// throughput rose by at least MinThroughputRise relative (100 MB/s → at least
-// 120 MB/s). Otherwise it is Ineffective.
+// Verification thresholds. An applied recommendation is judged by the runs
+// after it — the runs (pods) it was applied to, for Prefetch and InjectSDK;
+// the runs that started VerifySettle after it was applied, for the others —
+// once one has ended having read at least MinJudgedBytesShare of what the
+// baseline runs (those the evidence saw) read on average, or, still running,
+// has read as much as they did over at least MinOpenRunSeconds. It is Verified
+// when, on average, their share of wall time spent waiting on reads dropped
+// by at least MinReadWaitDrop relative to the baseline (0.40 → at most
+// 0.32), or their read throughput rose by at least MinThroughputRise
+// relative (100 MB/s → at least 120 MB/s). Otherwise it is Ineffective.
 const (
-	MinReadWaitDrop   = 0.20
-	MinThroughputRise = 0.20
+	MinReadWaitDrop     = 0.20
+	MinThroughputRise   = 0.20
+	MinJudgedBytesShare = 0.5
+	MinOpenRunSeconds   = 60
 )
 
 // Options tune the operator's controllers. The zero value of each field means
@@ -42,9 +48,11 @@ type Options struct {
 	// RecommendationTTL is how long a recommendation may stay Proposed before
 	// it is Expired. Default 168h (7 days).
 	RecommendationTTL time.Duration
-	// VerifySettle is how long after a recommendation was applied profile
-	// data must have been recorded to count as fresh evidence of its effect.
-	// Default 10m; a negative value means any data recorded after it was applied.
+	// VerifySettle is how long after a ScaleCache or EvictDataset
+	// recommendation was applied a run must start to count as evidence of
+	// its effect (pod-level ones are judged by the runs they were applied
+	// to). Default 10m; a negative value means any run that started after
+	// it was applied.
 	VerifySettle time.Duration
 	// StabilizationWindow is how long a lower cache demand must hold before
 	// cache workers are scaled down. Default 5m; a negative value disables it.

@@ -410,8 +410,9 @@ func (r *RecommendationReconciler) markApplied(ctx context.Context, rec *eddyv1a
 	setCondition(rec, eddyv1alpha1.ConditionApplied, metav1.ConditionTrue, reason, msg)
 	if rec.Spec.Action != eddyv1alpha1.ActionEvictDataset {
 		// Said now rather than on the next reconcile: one write fewer per change.
+		before, _ := baseline(rec)
 		setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionUnknown, "AwaitingFreshData",
-			awaitingMessage(rec, now.Add(max(r.Options.VerifySettle, 0))))
+			awaitingMessage(rec, now.Add(max(r.Options.VerifySettle, 0)), before))
 	}
 	meta.RemoveStatusCondition(&rec.Status.Conditions, eddyv1alpha1.ConditionDryRun)
 	if err := r.Status().Update(ctx, rec); err != nil {

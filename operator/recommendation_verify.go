@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -20,11 +22,11 @@ import (
 // it waits for fresh profile data or for its cache to shrink.
 const verifyRetry = 30 * time.Second
 
-// verify judges an Applied recommendation from fresh profile data (see
+// verify judges an Applied recommendation by the runs after it (see
 // MinReadWaitDrop and MinThroughputRise). A pod-level one is first rolled out
 // when the policy allows restarts.
 func (r *RecommendationReconciler) verify(ctx context.Context, rec *eddyv1alpha1.Recommendation, pol effectivePolicy) (ctrl.Result, error) {
-	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil {
+	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil && rec.Spec.TargetRef.IsObject() {
 		c := meta.FindStatusCondition(rec.Status.Conditions, eddyv1alpha1.ConditionRestarted)
 		if c == nil || c.Status == metav1.ConditionUnknown {
 			return r.restart(ctx, rec, pol)
@@ -38,23 +40,28 @@ func (r *RecommendationReconciler) verify(ctx context.Context, rec *eddyv1alpha1
 		return ctrl.Result{}, err
 	}
 	settled := rec.Status.AppliedAt.Add(max(r.Options.VerifySettle, 0))
-	var after *eddyv1alpha1.AccessFeatures
-	if prof != nil && prof.Status.LastSeen != nil && prof.Status.LastSeen.After(settled) {
-		after = prof.Status.Features
+	before, ok := baseline(rec)
+	if !ok {
+		return r.setVerified(ctx, rec, metav1.ConditionUnknown, "NoBaseline", "the evidence carries neither runs nor features to compare with", 0)
 	}
-	base := rec.Spec.Evidence.Features
-	switch {
-	case base == nil:
-		return r.setVerified(ctx, rec, metav1.ConditionUnknown, "NoBaseline", "the evidence carries no features to compare with", 0)
-	case after == nil:
-		wait := max(settled.Sub(r.Options.Now()), verifyRetry)
-		return r.setVerified(ctx, rec, metav1.ConditionUnknown, "AwaitingFreshData", awaitingMessage(rec, settled), wait)
+	var runs []eddyv1alpha1.RunSummary
+	if prof != nil {
+		runs = prof.Status.RecentRuns
 	}
-	helped, summary := judge(base, after)
+	after, pods := runsAfter(rec, runs, settled, before)
+	if after.Runs == 0 {
+		wait := verifyRetry
+		if !rec.Spec.Action.PodLevel() {
+			wait = max(settled.Sub(r.Options.Now()), verifyRetry)
+		}
+		return r.setVerified(ctx, rec, metav1.ConditionUnknown, "AwaitingFreshData", awaitingMessage(rec, settled, before), wait)
+	}
+	helped, summary := judge(before, after)
 	rec.Status.Outcome = &eddyv1alpha1.Benefit{Summary: summary, ReadWaitShare: &after.ReadWaitShare, ThroughputBytesPerSecond: &after.ThroughputBytesPerSecond}
+	rec.Status.Verification = &eddyv1alpha1.Verification{Before: before, After: after, Runs: pods}
 	if helped {
 		rec.Status.Phase = eddyv1alpha1.PhaseVerified
-		setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionTrue, "Helped", summary)
+		setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionTrue, eddyv1alpha1.ReasonHelped, summary)
 		if err := r.Status().Update(ctx, rec); err != nil {
 			return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s Verified: %w", rec.Namespace, rec.Name, err)
 		}
@@ -66,7 +73,7 @@ func (r *RecommendationReconciler) verify(ctx context.Context, rec *eddyv1alpha1
 	if pol.mode != eddyv1alpha1.ModeAuto {
 		msg += fmt.Sprintf("; policy mode is %s, so it stays applied until a person rejects it (kubectl eddy reject %s rolls it back)", pol.mode, rec.Name)
 	}
-	setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionFalse, "Ineffective", msg)
+	setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionFalse, eddyv1alpha1.ReasonIneffective, msg)
 	if err := r.Status().Update(ctx, rec); err != nil {
 		return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s Ineffective: %w", rec.Namespace, rec.Name, err)
 	}
@@ -74,20 +81,121 @@ func (r *RecommendationReconciler) verify(ctx context.Context, rec *eddyv1alpha1
 	return ctrl.Result{}, nil
 }
 
-func awaitingMessage(rec *eddyv1alpha1.Recommendation, settled time.Time) string {
-	return fmt.Sprintf("waiting for reads recorded after %s in the profile of %s", settled.UTC().Format(time.RFC3339), targetName(rec))
+// baseline is what the recommendation's evidence saw: the mean of its runs
+// (a run still reading when the recommendation was made is a sample of it),
+// else (evidence written before runs were kept) its features.
+func baseline(rec *eddyv1alpha1.Recommendation) (eddyv1alpha1.RunStats, bool) {
+	var runs []eddyv1alpha1.RunSummary
+	for _, run := range rec.Spec.Evidence.Runs {
+		if run.BytesRead > 0 && run.WallSeconds > 0 {
+			runs = append(runs, run)
+		}
+	}
+	if len(runs) > 0 {
+		return meanOf(runs), true
+	}
+	if f := rec.Spec.Evidence.Features; f != nil {
+		return eddyv1alpha1.RunStats{BytesRead: f.BytesRead, ReadWaitShare: f.ReadWaitShare, ThroughputBytesPerSecond: f.ThroughputBytesPerSecond}, true
+	}
+	return eddyv1alpha1.RunStats{}, false
 }
 
-// judge compares fresh features with the evidence's.
-func judge(base, after *eddyv1alpha1.AccessFeatures) (bool, string) {
-	waitDropped := base.ReadWaitShare > 0 && after.ReadWaitShare <= base.ReadWaitShare*(1-MinReadWaitDrop)
-	rose := base.ThroughputBytesPerSecond > 0 && after.ThroughputBytesPerSecond >= base.ThroughputBytesPerSecond*(1+MinThroughputRise)
+// runsAfter selects the runs that judge rec (see MinJudgedBytesShare) and
+// returns their mean and their pods.
+func runsAfter(rec *eddyv1alpha1.Recommendation, runs []eddyv1alpha1.RunSummary, settled time.Time, before eddyv1alpha1.RunStats) (eddyv1alpha1.RunStats, []string) {
+	var judged []eddyv1alpha1.RunSummary
+	var pods []string
+	for _, run := range runs {
+		if !judgeable(run, before) {
+			continue
+		}
+		if rec.Spec.Action.PodLevel() {
+			if !slices.Contains(run.Recommendations, rec.Name) {
+				continue
+			}
+		} else if run.Start.Time.Before(settled) {
+			continue
+		}
+		judged = append(judged, run)
+		pods = append(pods, run.Pod)
+	}
+	if len(judged) == 0 {
+		return eddyv1alpha1.RunStats{}, nil
+	}
+	return meanOf(judged), pods
+}
+
+// judgeable says whether a run has read enough to judge by: it ended having
+// read at least MinJudgedBytesShare of the baseline's bytes, or — a
+// long-lived pod that never ends — it has read as much as the baseline over
+// at least MinOpenRunSeconds.
+func judgeable(run eddyv1alpha1.RunSummary, before eddyv1alpha1.RunStats) bool {
+	if run.WallSeconds <= 0 || run.BytesRead <= 0 {
+		return false
+	}
+	if run.Ended {
+		return float64(run.BytesRead) >= MinJudgedBytesShare*float64(before.BytesRead)
+	}
+	return run.BytesRead >= before.BytesRead && run.WallSeconds >= MinOpenRunSeconds
+}
+
+// meanOf averages runs.
+func meanOf(runs []eddyv1alpha1.RunSummary) eddyv1alpha1.RunStats {
+	var s eddyv1alpha1.RunStats
+	var bytes float64
+	for _, run := range runs {
+		bytes += float64(run.BytesRead)
+		s.WallSeconds += run.WallSeconds
+		s.ReadWaitShare += run.ReadWaitShare
+		s.ThroughputBytesPerSecond += run.ThroughputBytesPerSecond
+	}
+	n := float64(len(runs))
+	s.Runs = int32(len(runs))
+	s.BytesRead = int64(bytes / n)
+	s.WallSeconds = roundTo(s.WallSeconds/n, 3)
+	s.ReadWaitShare = roundTo(s.ReadWaitShare/n, 3)
+	s.ThroughputBytesPerSecond = math.Round(s.ThroughputBytesPerSecond / n)
+	return s
+}
+
+func roundTo(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func awaitingMessage(rec *eddyv1alpha1.Recommendation, settled time.Time, before eddyv1alpha1.RunStats) string {
+	enough := iBytes(MinJudgedBytesShare * float64(before.BytesRead))
+	if rec.Spec.Action.PodLevel() {
+		return fmt.Sprintf("waiting for a run of %s that this recommendation was applied to (its pod annotated %s=%s) to end, having read at least %s",
+			targetName(rec), eddyv1alpha1.RecommendationAnnotation, rec.Name, enough)
+	}
+	return fmt.Sprintf("waiting for a run of %s that started after %s to end, having read at least %s", targetName(rec), settled.UTC().Format(time.RFC3339), enough)
+}
+
+// judge compares the runs after the change with the baseline.
+func judge(before, after eddyv1alpha1.RunStats) (bool, string) {
+	waitDropped := before.ReadWaitShare > 0 && after.ReadWaitShare <= before.ReadWaitShare*(1-MinReadWaitDrop)
+	rose := before.ThroughputBytesPerSecond > 0 && after.ThroughputBytesPerSecond >= before.ThroughputBytesPerSecond*(1+MinThroughputRise)
 	summary := fmt.Sprintf("read wait %.0f%% → %.0f%% of wall time, throughput %s/s → %s/s",
-		100*base.ReadWaitShare, 100*after.ReadWaitShare, iBytes(base.ThroughputBytesPerSecond), iBytes(after.ThroughputBytesPerSecond))
+		100*before.ReadWaitShare, 100*after.ReadWaitShare, iBytes(before.ThroughputBytesPerSecond), iBytes(after.ThroughputBytesPerSecond))
+	if before.Runs > 0 && before.WallSeconds > 0 {
+		summary += fmt.Sprintf(", reading time %.1fs → %.1fs", before.WallSeconds, after.WallSeconds)
+	}
+	summary += fmt.Sprintf(" (%s, %s)", runsWord(before.Runs, "before"), runsWord(after.Runs, "after"))
 	if waitDropped || rose {
 		return true, "helped: " + summary
 	}
 	return false, fmt.Sprintf("did not help: %s (needs read wait −%.0f%% or throughput +%.0f%%)", summary, 100*MinReadWaitDrop, 100*MinThroughputRise)
+}
+
+func runsWord(n int32, when string) string {
+	switch n {
+	case 0:
+		return "profile features " + when
+	case 1:
+		return "1 run " + when
+	}
+	return fmt.Sprintf("%d runs %s", n, when)
 }
 
 func (r *RecommendationReconciler) setVerified(ctx context.Context, rec *eddyv1alpha1.Recommendation, status metav1.ConditionStatus, reason, msg string, requeue time.Duration) (ctrl.Result, error) {
@@ -138,8 +246,8 @@ func (r *RecommendationReconciler) profileFor(ctx context.Context, rec *eddyv1al
 		return nil, nil
 	}
 	var list eddyv1alpha1.AccessProfileList
-	if err := r.List(ctx, &list, client.InNamespace(rec.Namespace), client.MatchingFields{indexWorkload: workloadKey(*rec.Spec.TargetRef)}); err != nil {
-		return nil, fmt.Errorf("list AccessProfiles of %s in %s: %w", workloadKey(*rec.Spec.TargetRef), rec.Namespace, err)
+	if err := r.List(ctx, &list, client.InNamespace(rec.Namespace), client.MatchingFields{indexWorkload: rec.Spec.TargetRef.Key()}); err != nil {
+		return nil, fmt.Errorf("list AccessProfiles of %s in %s: %w", rec.Spec.TargetRef.Key(), rec.Namespace, err)
 	}
 	for i := range list.Items {
 		if list.Items[i].Spec.Dataset.Name == rec.Spec.Dataset.Name {
@@ -231,7 +339,7 @@ func (r *RecommendationReconciler) rollback(ctx context.Context, rec *eddyv1alph
 		return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s RolledBack: %w", rec.Namespace, rec.Name, err)
 	}
 	r.Recorder.normal(rec, "RolledBack", "RollBack", "%s: %s", why, what)
-	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil {
+	if rec.Spec.Action.PodLevel() && pol.rolloutRestart && rec.Spec.TargetRef != nil && rec.Spec.TargetRef.IsObject() {
 		w := workloadRestarter{client: r.Client, reader: r.APIReader}
 		res, err := w.restart(ctx, rec.Namespace, *rec.Spec.TargetRef, rec.Name+".rollback", r.Options.Now())
 		if err != nil {

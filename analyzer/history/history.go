@@ -43,6 +43,8 @@ type Config struct {
 	// MaxRefsPerRecord caps the chunk references synthesized for a record of
 	// random reads. Default 16.
 	MaxRefsPerRecord int `json:"maxRefsPerRecord,omitempty"`
+	// MaxRuns caps the recent runs kept. Default DefaultMaxRuns.
+	MaxRuns int `json:"maxRuns,omitempty"`
 }
 
 // MaxChunksPerFile bounds the chunk references one sequential record can make.
@@ -64,6 +66,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxRefsPerRecord <= 0 {
 		c.MaxRefsPerRecord = 16
+	}
+	if c.MaxRuns <= 0 {
+		c.MaxRuns = DefaultMaxRuns
 	}
 	return c
 }
@@ -154,6 +159,10 @@ type History struct {
 	FileThreshold uint64      `json:"fileThreshold"`
 	Files         []FileState `json:"files"`
 	Reuse         Sampler     `json:"reuse"`
+
+	// Runs are the latest runs (pods) in order of their first read, at most
+	// Config.MaxRuns.
+	Runs []Run `json:"runs,omitempty"`
 }
 
 // New returns an empty History.
@@ -184,6 +193,9 @@ func Restore(data []byte) (*History, error) {
 	}
 	for len(h.Reuse.Items) > h.Config.MaxSampledChunks {
 		h.Reuse.dropLargest()
+	}
+	if n := len(h.Runs) - h.Config.MaxRuns; n > 0 {
+		h.Runs = slices.Clip(h.Runs[n:])
 	}
 	return h, nil
 }
@@ -310,6 +322,7 @@ func (h *History) Observe(start, end int64, recs []*accessv1.FileAccess) {
 	}
 	for _, o := range order {
 		r := recs[o.i]
+		h.observeRun(r)
 		key := h.observeRecord(r, w, end)
 		if r.Passes >= 2 && fileSize(r) <= h.Config.ChunkBytes {
 			h.Reuse.Repeat(key, float64(r.Passes-1), rr.distance(r.Passes), w)

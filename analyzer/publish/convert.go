@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/eddy-autotune/eddy/analyzer/advice"
 	"github.com/eddy-autotune/eddy/analyzer/classify"
 	"github.com/eddy-autotune/eddy/analyzer/features"
+	"github.com/eddy-autotune/eddy/analyzer/history"
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
@@ -187,4 +190,40 @@ func benefitSummary(r *advice.Recommendation) string {
 		return fmt.Sprintf("read wait %s → %s of wall time", pct(b.ReadWaitShareBefore), pct(b.ReadWaitShareAfter))
 	}
 	return r.Evidence.Reason
+}
+
+// apiRuns maps the history's runs onto the API's, oldest first. A run is
+// Ended once no read of it was seen for endedAfter.
+func apiRuns(runs []history.Run, now time.Time, endedAfter time.Duration) []v1.RunSummary {
+	out := make([]v1.RunSummary, 0, len(runs))
+	for i := range runs {
+		r := &runs[i]
+		out = append(out, v1.RunSummary{
+			Pod:                      r.Pod,
+			Object:                   r.Object,
+			Recommendations:          r.Recommendations,
+			Start:                    metav1.NewTime(time.Unix(0, r.First)),
+			End:                      metav1.NewTime(time.Unix(0, r.Last)),
+			Ended:                    now.Sub(time.Unix(0, r.Last)) >= endedAfter,
+			BytesRead:                int64(r.ReadBytes),
+			ReadOps:                  int64(r.ReadOps),
+			WallSeconds:              round(r.WallSeconds()),
+			ReadWaitSeconds:          round(float64(r.ReadWaitNano) / 1e9),
+			ReadWaitShare:            round(r.ReadWaitShare()),
+			ThroughputBytesPerSecond: math.Round(r.Throughput()),
+		})
+	}
+	return out
+}
+
+// baselineRuns are the runs a recommendation is made from: those no
+// recommendation was applied to.
+func baselineRuns(runs []v1.RunSummary) []v1.RunSummary {
+	var out []v1.RunSummary
+	for _, r := range runs {
+		if len(r.Recommendations) == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -30,12 +30,24 @@ import (
 // a recommendation before it is proposed.
 const DefaultStableAssessments = 2
 
+// DefaultRunEndedAfter is how long without a read a run counts as ended.
+const DefaultRunEndedAfter = 30 * time.Second
+
+// DefaultCoolOff is how long after a recommendation was judged Ineffective
+// no other of its action is proposed for its profile, when the policy does
+// not say.
+const DefaultCoolOff = 24 * time.Hour
+
 // Publisher writes entries. Its zero value is not usable: set Client.
 type Publisher struct {
 	Client client.Client
 	Log    logr.Logger
 	// StableAssessments: see DefaultStableAssessments (0 means default).
 	StableAssessments int
+	// RunEndedAfter: see DefaultRunEndedAfter (0 means default).
+	RunEndedAfter time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 
 	pending map[pendingKey]pendingRec
 }
@@ -52,6 +64,7 @@ type pendingRec struct {
 
 type policyBounds struct {
 	mode          v1.PolicyMode
+	coolOff       time.Duration
 	minConfidence float64
 	minWorkers    int32
 	maxWorkers    int32
@@ -65,9 +78,18 @@ type Result struct {
 	Proposed        int
 	AlreadyProposed int
 	Held            int
-	// HeldKeys have advice waiting for more agreeing assessments; assess
-	// them again at the next flush even without new windows.
+	// InForce counts advice not proposed because a recommendation of the
+	// same action and class is in force for the profile: runs with it
+	// applied read differently, and must not make it propose itself anew.
+	InForce int
+	// CoolingOff counts advice not proposed because a recommendation of the
+	// same action was judged Ineffective within the policy's cool-off.
+	CoolingOff int
+	// HeldKeys have advice waiting for more agreeing assessments, and
+	// OpenKeys runs that have not ended: assess them again at the next
+	// flush even without new windows.
 	HeldKeys []analyzer.Key
+	OpenKeys []analyzer.Key
 	Failed   []analyzer.Key
 }
 
@@ -100,6 +122,12 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 		return err
 	}
 	res.Profiles++
+	for _, r := range prof.Status.RecentRuns {
+		if !r.Ended {
+			res.OpenKeys = append(res.OpenKeys, e.Key)
+			break
+		}
+	}
 
 	pol, ok := policies[ns]
 	if !ok {
@@ -112,6 +140,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 		return nil
 	}
 	a := &e.Assessment
+	var existing []v1.Recommendation
 	for i := range a.Advice.Recommendations {
 		r := &a.Advice.Recommendations[i]
 		if r.Evidence.Confidence < pol.minConfidence {
@@ -138,9 +167,28 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 			res.HeldKeys = append(res.HeldKeys, e.Key)
 			continue
 		}
-		spec.TargetRef = &v1.WorkloadReference{APIVersion: apiVersion(e), Kind: e.Key.WorkloadKind, Name: e.Key.WorkloadName}
+		target := prof.Spec.WorkloadRef
+		spec.TargetRef = &target
 		spec.Dataset = prof.Spec.Dataset
 		spec.Evidence.Profile = prof.Name
+		spec.Evidence.Runs = baselineRuns(prof.Status.RecentRuns)
+		if existing == nil {
+			if existing, err = p.recommendationsOf(ctx, prof); err != nil {
+				return err
+			}
+		}
+		switch held, why := holdProposal(existing, spec, recommendationName(prof, spec.Action, identity), pol.coolOff, p.now()); held {
+		case holdAlreadyProposed:
+			res.AlreadyProposed++
+			continue
+		case holdInForce:
+			res.InForce++
+			continue
+		case holdCoolingOff:
+			res.CoolingOff++
+			p.Log.V(1).Info("not proposing during cool-off", "profile", client.ObjectKeyFromObject(prof), "action", spec.Action, "why", why)
+			continue
+		}
 		created, err := p.createRecommendation(ctx, prof, spec, identity)
 		if err != nil {
 			return err
@@ -154,19 +202,17 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 	return nil
 }
 
-func apiVersion(e *store.Entry) string {
-	if w := e.Meta.Workload; w != nil && w.ApiVersion != "" {
-		return w.ApiVersion
+// workloadRef is the entry's workload as the collector resolved it.
+func workloadRef(e *store.Entry) (v1.WorkloadReference, error) {
+	w := e.Meta.Workload
+	if w == nil || w.ApiVersion == "" || w.Kind == "" || w.Name == "" {
+		return v1.WorkloadReference{}, fmt.Errorf("the collector sent no complete workload (apiVersion, kind, name)")
 	}
-	switch e.Key.WorkloadKind {
-	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
-		return "apps/v1"
-	case "Job", "CronJob":
-		return "batch/v1"
-	case "PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob":
-		return "kubeflow.org/v1"
+	ref := v1.WorkloadReference{APIVersion: w.ApiVersion, Kind: w.Kind, Name: w.Name}
+	if w.Rule != "" {
+		ref.Rule = v1.WorkloadRule(w.Rule)
 	}
-	return "v1"
+	return ref, nil
 }
 
 func datasetRef(e *store.Entry) v1.DatasetReference {
@@ -183,11 +229,12 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	prof := &v1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Name: ProfileName(e.Key), Namespace: e.Key.WorkloadNamespace}}
 	err := p.Client.Get(ctx, client.ObjectKeyFromObject(prof), prof)
 	if apierrors.IsNotFound(err) {
-		prof.Labels = map[string]string{"app.kubernetes.io/managed-by": "eddy-analyzer"}
-		prof.Spec = v1.AccessProfileSpec{
-			WorkloadRef: v1.WorkloadReference{APIVersion: apiVersion(e), Kind: e.Key.WorkloadKind, Name: e.Key.WorkloadName},
-			Dataset:     datasetRef(e),
+		ref, rerr := workloadRef(e)
+		if rerr != nil {
+			return nil, rerr
 		}
+		prof.Labels = map[string]string{"app.kubernetes.io/managed-by": "eddy-analyzer"}
+		prof.Spec = v1.AccessProfileSpec{WorkloadRef: ref, Dataset: datasetRef(e)}
 		if err = p.Client.Create(ctx, prof); err != nil {
 			return nil, fmt.Errorf("create AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
 		}
@@ -202,6 +249,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	st.Features = apiFeatures(&a.Features)
 	st.Decisions = apiDecisions(&a.Decision)
 	st.ObservedPods = int32(len(e.Meta.PodList))
+	st.RecentRuns = apiRuns(e.Runs, p.now(), p.runEndedAfter())
 	st.Windows = e.Meta.Windows
 	if e.Meta.FirstSeen > 0 {
 		st.FirstSeen = ptr.To(metav1.NewTime(time.Unix(0, e.Meta.FirstSeen)))
@@ -222,10 +270,84 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	return prof, nil
 }
 
+func (p *Publisher) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+func (p *Publisher) runEndedAfter() time.Duration {
+	if p.RunEndedAfter > 0 {
+		return p.RunEndedAfter
+	}
+	return DefaultRunEndedAfter
+}
+
+// recommendationName names the recommendation of an action with the given
+// identity for a profile: the same advice always has the same name.
+func recommendationName(prof *v1.AccessProfile, action v1.Action, identity string) string {
+	return dnsName(prof.Name + "." + string(action) + "-" + shortHash(identity))
+}
+
+// recommendationsOf lists the recommendations made from prof.
+func (p *Publisher) recommendationsOf(ctx context.Context, prof *v1.AccessProfile) ([]v1.Recommendation, error) {
+	var list v1.RecommendationList
+	if err := p.Client.List(ctx, &list, client.InNamespace(prof.Namespace), client.MatchingLabels{v1.ProfileLabel: truncate(prof.Name, 63)}); err != nil {
+		return nil, fmt.Errorf("list Recommendations of AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
+	}
+	out := list.Items[:0]
+	for _, r := range list.Items {
+		if r.Spec.Evidence.Profile == prof.Name {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+type hold int
+
+const (
+	holdNone hold = iota
+	holdAlreadyProposed
+	holdInForce
+	holdCoolingOff
+)
+
+// holdProposal says whether spec (to be named name) must not be proposed,
+// given the profile's existing recommendations: it exists already; one of
+// its action and class is in force (the runs with it applied read
+// differently, and must not make it propose itself anew — a class change
+// does propose, and supersedes it); or one of its action was judged
+// Ineffective less than coolOff ago.
+func holdProposal(existing []v1.Recommendation, spec v1.RecommendationSpec, name string, coolOff time.Duration, now time.Time) (hold, string) {
+	for i := range existing {
+		r := &existing[i]
+		if r.Name == name {
+			return holdAlreadyProposed, ""
+		}
+	}
+	for i := range existing {
+		r := &existing[i]
+		if r.Spec.Action != spec.Action {
+			continue
+		}
+		if r.Status.Phase.InForce() && r.Status.Phase != v1.PhaseIneffective && r.Spec.Evidence.Class == spec.Evidence.Class {
+			return holdInForce, r.Name
+		}
+		if c := meta.FindStatusCondition(r.Status.Conditions, v1.ConditionVerified); c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1.ReasonIneffective {
+			if until := c.LastTransitionTime.Add(coolOff); now.Before(until) {
+				return holdCoolingOff, fmt.Sprintf("%s was judged Ineffective at %s; cool-off until %s", r.Name, c.LastTransitionTime.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return holdNone, ""
+}
+
 func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessProfile, spec v1.RecommendationSpec, identity string) (bool, error) {
 	rec := &v1.Recommendation{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      dnsName(prof.Name + "." + string(spec.Action) + "-" + shortHash(identity)),
+			Name:      recommendationName(prof, spec.Action, identity),
 			Namespace: prof.Namespace,
 			Labels: map[string]string{
 				v1.ProfileLabel:                truncate(prof.Name, 63),
@@ -252,7 +374,7 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 // policy reads the namespace's AutotunePolicy in force (v1.PolicyInForce); a
 // namespace without one gets mode Recommend and the API defaults.
 func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error) {
-	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7}
+	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7, coolOff: DefaultCoolOff}
 	var list v1.AutotunePolicyList
 	if err := p.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return b, fmt.Errorf("list AutotunePolicies in %s: %w", ns, err)
@@ -266,6 +388,9 @@ func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error)
 	}
 	if s.MinConfidence != nil {
 		b.minConfidence = *s.MinConfidence
+	}
+	if s.CoolOff != nil {
+		b.coolOff = s.CoolOff.Duration
 	}
 	if c := s.CacheWorkers; c != nil {
 		b.minWorkers, b.maxWorkers = c.Min, c.Max

@@ -56,6 +56,8 @@ type Options struct {
 	Analyzer analyzer.Options
 	// StableAssessments, see publish.DefaultStableAssessments.
 	StableAssessments int
+	// RunEndedAfter, see publish.DefaultRunEndedAfter.
+	RunEndedAfter time.Duration
 	// StateDir persists manifests ("" keeps them in memory only).
 	StateDir string
 	// ManifestAddr serves manifests over HTTPS ("" disables the endpoint).
@@ -109,7 +111,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		opt:       opt,
 		stopped:   make(chan struct{}),
 		Store:     store.New(opt.Analyzer),
-		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments},
+		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments, RunEndedAfter: opt.RunEndedAfter},
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_flushes_total", Help: "Checkpoint flushes, by result.",
 		}, []string{"result"}),
@@ -263,6 +265,9 @@ func (s *Service) Flush(ctx context.Context) error {
 		s.Store.MarkDirty(k)
 	}
 	for _, k := range res.HeldKeys {
+		s.Store.MarkDirty(k)
+	}
+	for _, k := range res.OpenKeys {
 		s.Store.MarkDirty(k)
 	}
 	if err != nil {

@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 
 	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/history"
 )
 
 // CheckpointVersion is the encoding version of Checkpoint data.
@@ -66,7 +68,8 @@ func New(opt analyzer.Options) *Store {
 // Apply folds a window from collector into the histories of its keys,
 // skipping keys whose state already holds this (collector, sequence).
 // Records without a workload cannot be placed (the collector counts them as
-// unattributed).
+// unattributed); records without a dataset are of files outside every pod
+// volume (collectors leave them out; older ones sent them), nothing to learn.
 func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -77,7 +80,7 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 		if r == nil {
 			continue
 		}
-		if r.GetWorkload().GetName() == "" {
+		if r.GetWorkload().GetName() == "" || r.GetDataset().GetName() == "" {
 			continue
 		}
 		k := analyzer.KeyOf(r)
@@ -122,6 +125,8 @@ type Entry struct {
 	Key        analyzer.Key
 	Meta       Meta
 	Assessment analyzer.Assessment
+	// Runs are the key's recent runs, oldest first.
+	Runs []history.Run
 	// Checkpoint is the compressed, versioned state of the key.
 	Checkpoint []byte
 }
@@ -187,7 +192,11 @@ func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("checkpoint %s: %w", k, err)
 	}
-	return Entry{Key: k, Meta: snap, Assessment: a, Checkpoint: data}, nil
+	var runs []history.Run
+	if h := s.tracker.History(k); h != nil {
+		runs = slices.Clone(h.Runs)
+	}
+	return Entry{Key: k, Meta: snap, Assessment: a, Runs: runs, Checkpoint: data}, nil
 }
 
 // Restore loads a checkpoint written by TakeDirty for k. Restoring replaces

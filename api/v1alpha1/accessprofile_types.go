@@ -68,6 +68,38 @@ type Decision struct {
 	Held      bool    `json:"held"`
 }
 
+// RunSummary is what one run of the workload — one pod — read, measured the
+// same way for every run so that runs compare: the span from its first read
+// to its last, the time inside reads, bytes. Reads of containers eddy
+// injected are not the workload's and never counted.
+type RunSummary struct {
+	// Pod is the run's pod; Object its top-level object (the Job train-2 of
+	// the run family train).
+	Pod string `json:"pod"`
+	// +optional
+	Object string `json:"object,omitempty"`
+	// Recommendations the webhook applied to the pod.
+	// +listType=atomic
+	// +optional
+	Recommendations []string `json:"recommendations,omitempty"`
+	// Start and End are its first and last read seen.
+	Start metav1.Time `json:"start"`
+	End   metav1.Time `json:"end"`
+	// Ended is set once no read of the run has been seen for a while: it
+	// ended or paused, and can be judged whole.
+	// +optional
+	Ended     bool  `json:"ended,omitempty"`
+	BytesRead int64 `json:"bytesRead"`
+	ReadOps   int64 `json:"readOps"`
+	// WallSeconds is End − Start; ReadWaitSeconds the time inside reads,
+	// summed over the run's threads; ReadWaitShare their ratio, capped at 1.
+	WallSeconds     float64 `json:"wallSeconds"`
+	ReadWaitSeconds float64 `json:"readWaitSeconds"`
+	ReadWaitShare   float64 `json:"readWaitShare"`
+	// ThroughputBytesPerSecond is BytesRead over WallSeconds.
+	ThroughputBytesPerSecond float64 `json:"throughputBytesPerSecond"`
+}
+
 // AccessProfileStatus is written by the analyzer.
 type AccessProfileStatus struct {
 	// Class is the access pattern assigned.
@@ -88,6 +120,12 @@ type AccessProfileStatus struct {
 	// ObservedPods is how many distinct pods contributed.
 	// +optional
 	ObservedPods int32 `json:"observedPods,omitempty"`
+	// RecentRuns are the latest runs (pods), oldest first: what an applied
+	// recommendation is verified on.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	RecentRuns []RunSummary `json:"recentRuns,omitempty"`
 	// Windows is how many collector windows contributed.
 	// +optional
 	Windows int64 `json:"windows,omitempty"`

@@ -58,6 +58,13 @@ type AutotunePolicySpec struct {
 	// +optional
 	IdleAfter *metav1.Duration `json:"idleAfter,omitempty"`
 
+	// CoolOff is how long, after a recommendation was judged Ineffective,
+	// the analyzer proposes no other recommendation of the same action for
+	// the same workload and dataset.
+	// +kubebuilder:default="24h"
+	// +optional
+	CoolOff *metav1.Duration `json:"coolOff,omitempty"`
+
 	// ChangeBudget caps how many changes eddy applies automatically per interval.
 	// +optional
 	ChangeBudget *ChangeBudget `json:"changeBudget,omitempty"`

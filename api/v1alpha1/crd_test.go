@@ -69,7 +69,7 @@ func TestDefaultsAreFilledIn(t *testing.T) {
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKeyFromObject(r), gotR))
 	assert.Equal(t, "Python", gotR.Spec.SDK.Language)
 	assert.Equal(t, "PyTorch", gotR.Spec.SDK.Framework)
-	assert.Equal(t, "PVC", gotR.Spec.Dataset.Source)
+	assert.Equal(t, v1.DatasetSourcePVC, gotR.Spec.Dataset.Source)
 }
 
 func TestInvalidObjectsAreRejectedNamingTheField(t *testing.T) {

@@ -88,3 +88,12 @@ const (
 	ConditionReady           = "Ready"
 	ConditionBudgetExhausted = "BudgetExhausted"
 )
+
+// Reasons of a Recommendation's Verified condition that other components
+// read: the analyzer holds back new proposals after ReasonIneffective.
+const (
+	// ReasonHelped: the runs after the change read measurably better.
+	ReasonHelped = "Helped"
+	// ReasonIneffective: they did not.
+	ReasonIneffective = "Ineffective"
+)

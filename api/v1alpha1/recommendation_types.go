@@ -152,6 +152,12 @@ type Evidence struct {
 	// ExpectedBenefit in words and numbers.
 	// +optional
 	ExpectedBenefit *Benefit `json:"expectedBenefit,omitempty"`
+	// Runs are the runs the recommendation was made from, before any
+	// change: the baseline it is verified against.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Runs []RunSummary `json:"runs,omitempty"`
 }
 
 // Benefit is an expected or measured effect.
@@ -230,6 +236,29 @@ type RecommendationStatus struct {
 	// Outcome measured from profiles after application.
 	// +optional
 	Outcome *Benefit `json:"outcome,omitempty"`
+	// Verification is how the outcome was measured: the runs before the
+	// change against the runs it was applied to.
+	// +optional
+	Verification *Verification `json:"verification,omitempty"`
+}
+
+// Verification compares the runs before a change with the runs after it.
+type Verification struct {
+	Before RunStats `json:"before"`
+	After  RunStats `json:"after"`
+	// Runs are the pods of the runs judged after the change.
+	// +listType=atomic
+	// +optional
+	Runs []string `json:"runs,omitempty"`
+}
+
+// RunStats are the means of a set of runs (see RunSummary).
+type RunStats struct {
+	Runs                     int32   `json:"runs"`
+	BytesRead                int64   `json:"bytesRead"`
+	WallSeconds              float64 `json:"wallSeconds"`
+	ReadWaitShare            float64 `json:"readWaitShare"`
+	ThroughputBytesPerSecond float64 `json:"throughputBytesPerSecond"`
 }
 
 // Recommendation is a proposed change with its evidence, reviewed by a

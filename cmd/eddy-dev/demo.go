@@ -31,12 +31,20 @@ func newDemoCmd() *cobra.Command {
      applying one, and the webhook injecting it into the Job's next pod;
   5. that next pod run as a kubelet would: the injected prefetcher warms the
      mount's cache, then the same training run is timed again, and the two
-     job times are printed side by side.
+     job times are printed side by side;
+  6. the operator's verdict on the applied recommendation, judged by that
+     run against the cold one (Verified, or Ineffective and rolled back),
+     watched for --watch to show that it holds: nothing rolled back, nothing
+     proposed again.
 
 It needs rclone and fuse3 (or --local: the dataset on local disk, no
-before/after measurement). It prints each step with timings and the review
-screen, then stops everything (or keeps it running with --keep). Logs are in
-DIR/logs.`,
+before/after measurement, no verdict). --ineffective shows the other
+verdict: the mount's cache is emptied between the prefetcher and the
+trainer, so the prefetch cannot help; eddy judges it Ineffective, rolls it
+back once and proposes nothing of the kind during the policy's cool-off.
+
+It prints each step with timings, the review screen and a summary line, then
+stops everything (or keeps it running with --keep). Logs are in DIR/logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -57,6 +65,8 @@ DIR/logs.`,
 	f.BoolVar(&o.Local, "local", false, "read the dataset from local disk instead of the slow remote (no before/after measurement)")
 	f.DurationVar(&o.Latency, "latency", 15*time.Millisecond, "one-way latency of the link to the remote")
 	f.Int64Var(&o.Bandwidth, "bandwidth", 32<<20, "bandwidth of the link to the remote, bytes per second")
+	f.BoolVar(&o.Ineffective, "ineffective", false, "empty the mount's cache after the prefetcher ran: the prefetch cannot help, and is judged Ineffective")
+	f.DurationVar(&o.Watch, "watch", 20*time.Second, "how long to keep watching after the verdict")
 	f.BoolVar(&o.Keep, "keep", false, "keep everything running after the loop until Ctrl-C")
 	return cmd
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/history"
+	"github.com/eddy-autotune/eddy/analyzer/publish"
 	"github.com/eddy-autotune/eddy/analyzer/service"
 	"github.com/eddy-autotune/eddy/internal/scheme"
 )
@@ -120,5 +121,6 @@ operator takes no action while that Lease is stale.`,
 	f.StringVar(&opt.LeaseNamespace, "lease-namespace", "eddy-system", "namespace of the heartbeat Lease")
 	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
 	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
+	f.DurationVar(&opt.RunEndedAfter, "run-ended-after", publish.DefaultRunEndedAfter, "how long without a read a run (a pod's reads) counts as ended, so that an applied recommendation can be judged by it")
 	return cmd
 }

@@ -80,6 +80,15 @@ type Options struct {
 	// shape the link to the remote. Defaults 15ms, 32 MiB/s.
 	Latency   time.Duration
 	Bandwidth int64
+	// Ineffective empties the mount's cache after the injected prefetcher
+	// warmed it and before the trainer runs, as if another job had evicted
+	// it: the prefetch cannot help, and eddy must judge it Ineffective, roll
+	// it back (the policy is Auto) and not propose it again during its
+	// cool-off. Not with Local.
+	Ineffective bool
+	// Watch is how long the demo keeps watching after the verdict, to show
+	// that it holds (nothing rolled back or re-proposed). Default 20s.
+	Watch time.Duration
 	// Out receives progress. Default io.Discard.
 	Out io.Writer
 	// Keep leaves everything running until ctx ends.
@@ -118,6 +127,12 @@ func (o *Options) defaults() error {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	if o.Watch <= 0 {
+		o.Watch = 20 * time.Second
+	}
+	if o.Ineffective && o.Local {
+		return errors.New("--ineffective empties the remote mount's cache: it needs the remote (not --local)")
+	}
 	return nil
 }
 
@@ -141,8 +156,18 @@ type Result struct {
 	WarmSeconds     float64
 	PrefetchSeconds float64
 	Speedup         float64
+	// Verdict is Applied as the operator judged it from the next pod's run:
+	// Verified, or Ineffective (RolledBack under the Auto policy).
+	Verdict *v1.Recommendation
+	// Later is every recommendation Watch after the verdict, and
+	// ProfileAfter the profile then.
+	Later        []v1.Recommendation
+	ProfileAfter v1.AccessProfile
+	Watched      time.Duration
 	// ReviewScreen is `kubectl get recommendations` at the end.
 	ReviewScreen string
+	// Summary is the demo's last line.
+	Summary string
 }
 
 type run struct {
@@ -238,7 +263,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		args []string
 	}{
 		{"analyzer", []string{"analyzer", "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
-			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--manifest-tls-cert=" + certFile, "--manifest-tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--lease-namespace=" + System}},
+			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--manifest-tls-cert=" + certFile, "--manifest-tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--run-ended-after=4s", "--lease-namespace=" + System}},
 		{"collector", []string{"collector", kc, "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
 			"--state-dir=" + filepath.Join(o.Dir, "collector"), "--metrics-address=" + addr(ports[4])}},
 		{"webhook", []string{"webhook", kc, "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
@@ -314,11 +339,6 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 			r.say("  injected container %s: %s %s", ctr.Name, strings.Join(ctr.Command, " "), strings.Join(ctr.Args, " "))
 		}
 	}
-	if res.ReviewScreen, err = r.env.Kubectl(ctx, "get", "recommendations", "-n", Namespace); err != nil {
-		return nil, err
-	}
-	r.step("review screen: kubectl get recommendations -n %s", Namespace)
-	fmt.Fprint(r.out, res.ReviewScreen)
 	if !o.Local {
 		if err := r.measureWarm(ctx, res, certFile); err != nil {
 			return nil, err
@@ -330,10 +350,20 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		r.say("%-34s %7.1f×", "speedup", res.Speedup)
 		total := res.PrefetchSeconds + res.WarmSeconds
 		r.say("counting the prefetch as part of the job (a pod held until warm): %.2fs, %.1f×", total, res.ColdSeconds/total)
+		if err := r.waitVerdict(ctx, res); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
 		return nil, err
 	}
+	if res.ReviewScreen, err = r.env.Kubectl(ctx, "get", "recommendations", "-n", Namespace); err != nil {
+		return nil, err
+	}
+	r.step("review screen: kubectl get recommendations -n %s", Namespace)
+	fmt.Fprint(r.out, res.ReviewScreen)
+	res.Summary = summaryLine(res)
+	r.step("summary: %s", res.Summary)
 	r.step("done in %.0fs", time.Since(r.start).Seconds())
 	if o.Keep {
 		r.say("running; Ctrl-C to stop (KUBECONFIG=%s)", r.env.Kubeconfig)
@@ -598,6 +628,15 @@ func (r *run) measureWarm(ctx context.Context, res *Result, caFile string) error
 	res.PrefetchSeconds = pre.Seconds
 	r.say("  %s read %d files (%.1f MiB) in %.2fs, concurrency %d, %d errors",
 		sidecar.Name, pre.Status.Files, float64(pre.Status.Bytes)/(1<<20), pre.Seconds, pre.Status.Concurrency, pre.Status.Errors)
+	if r.o.Ineffective {
+		if err := r.mount.Close(); err != nil {
+			return err
+		}
+		if r.mount, err = r.remote.Mount(filepath.Dir(r.mount.Path)); err != nil {
+			return err
+		}
+		r.say("  --ineffective: remounted %s with an empty cache again, as if another job had evicted what the prefetcher read", r.mount.Path)
+	}
 	if res.WarmSeconds, err = r.runReader(ctx, pod, groups["trainer"], r.dataPath); err != nil {
 		return err
 	}
