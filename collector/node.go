@@ -9,7 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -30,6 +30,14 @@ type NodeConfig struct {
 	// Kube reaches the API server (pods, namespaces, owners, claims).
 	Kube            *rest.Config
 	AnalyzerAddress string
+	// TokenFile is the collector pod's projected service-account token of
+	// audience accessv1.Audience, sent with every call to the analyzer.
+	TokenFile string
+	// AnalyzerCA is a PEM file of the CA that signs the analyzer's
+	// certificate (besides the system's roots); AnalyzerServerName the name
+	// to verify it for (default: the address's host).
+	AnalyzerCA         string
+	AnalyzerServerName string
 	// Interval between windows (default 10s).
 	Interval time.Duration
 	StateDir string
@@ -98,7 +106,15 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	if cfg.Metrics != nil {
 		cfg.Metrics.SetShipperStats(shipper.Stats)
 	}
-	conn, err := grpc.NewClient(cfg.AnalyzerAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if cfg.TokenFile == "" {
+		return errors.New("collector: no token file: set --token-file to the pod's projected service-account token of audience " + accessv1.Audience)
+	}
+	tlsCfg, err := intakeTLS(cfg.AnalyzerAddress, cfg.AnalyzerCA, cfg.AnalyzerServerName)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	conn, err := grpc.NewClient(cfg.AnalyzerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithPerRPCCredentials(&tokenFile{path: cfg.TokenFile}))
 	if err != nil {
 		return fmt.Errorf("collector: analyzer address %q: %w", cfg.AnalyzerAddress, err)
 	}

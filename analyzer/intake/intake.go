@@ -2,12 +2,24 @@
 // gRPC AccessIntake server that applies each collector's windows once, in
 // order, and acknowledges only what a completed checkpoint covers, so that
 // neither an analyzer nor a collector restart loses or double-counts a window.
+//
+// Nothing a collector sends is trusted without a check: the collector
+// authenticates with a service-account token of accessv1.Audience bound to
+// its pod (Authenticator), its sequence space must be its own node's, and
+// each record is admitted only for a pod of that node in an opted-in
+// namespace (Admission); calls are bounded in size and rate.
 package intake
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -24,31 +36,74 @@ type Sink interface {
 	Apply(collector string, w *accessv1.AccessWindow)
 }
 
-// MaxWindowsPerRequest bounds one Ship request.
-const MaxWindowsPerRequest = 1024
+// Bounds on what collectors send.
+const (
+	// MaxWindowsPerRequest bounds one Ship request.
+	MaxWindowsPerRequest = 1024
+	// MaxSequenceGap is the largest jump a collector's sequence may take:
+	// windows it lost while the analyzer was away (a day of 10s windows is
+	// 8640), not a forged number that would make its later windows look old.
+	MaxSequenceGap = 1 << 20
+	// MaxCollectorIDBytes bounds a collector's id.
+	MaxCollectorIDBytes = 253
+)
+
+// Options configure a Server. Without Auth the intake is open: for tests and
+// one-machine tools only.
+type Options struct {
+	Auth      Authenticator
+	Admission Admission
+	// RecordsPerSecond and Burst limit the records one node's collector may
+	// send (default 200k/s, burst 2M): beyond, calls fail ResourceExhausted
+	// and the collector retries later.
+	RecordsPerSecond float64
+	Burst            int
+}
 
 // Server implements accessv1.AccessIntakeServer.
 type Server struct {
 	accessv1.UnimplementedAccessIntakeServer
 
 	sink Sink
+	opts Options
 
 	mu       sync.Mutex
 	received map[string]uint64
 	durable  map[string]uint64
+	seen     map[string]time.Time
+	limiters map[string]*rate.Limiter
 
 	windows    *prometheus.CounterVec
 	records    prometheus.Counter
+	rejected   *prometheus.CounterVec
+	refused    *prometheus.CounterVec
 	collectors prometheus.Gauge
 }
 
 // NewServer returns a Server applying windows to sink. Its metrics are
 // registered with reg when reg is not nil.
-func NewServer(sink Sink, reg prometheus.Registerer) *Server {
+func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
+	if opts.RecordsPerSecond <= 0 {
+		opts.RecordsPerSecond = 200_000
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = 2_000_000
+	}
 	s := &Server{
 		sink:     sink,
+		opts:     opts,
 		received: map[string]uint64{},
 		durable:  map[string]uint64{},
+		seen:     map[string]time.Time{},
+		limiters: map[string]*rate.Limiter{},
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eddy_analyzer_rejected_records_total",
+			Help: "Records not taken from collectors, by reason: a pod of another node, an unknown pod, a namespace not opted in or excluded, malformed, a quarantined key.",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eddy_analyzer_refused_calls_total",
+			Help: "Ship calls refused, by reason: unauthenticated, forbidden (another node's sequence space), invalid, rate_limited, unavailable (the token could not be reviewed).",
+		}, []string{"reason"}),
 		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_windows_total",
 			Help: "Windows received from collectors, by result: applied, duplicate (already applied, not applied again).",
@@ -63,51 +118,155 @@ func NewServer(sink Sink, reg prometheus.Registerer) *Server {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(s.windows, s.records, s.collectors)
+		reg.MustRegister(s.windows, s.records, s.collectors, s.rejected, s.refused)
 	}
 	return s
 }
 
-// Ship applies the request's new windows and acknowledges the highest
-// sequence a completed checkpoint covers.
-func (s *Server) Ship(_ context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
+// Ship authenticates the caller, applies the request's new windows (with
+// only the records admitted) and acknowledges the highest sequence a
+// completed checkpoint covers.
+func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
 	c := req.GetCollector()
-	if c == "" {
-		return nil, status.Error(codes.InvalidArgument, "ship: collector is empty; every collector must send its id")
+	peer, err := s.authenticate(ctx, c)
+	if err != nil {
+		return nil, err
 	}
 	if n := len(req.GetWindows()); n > MaxWindowsPerRequest {
+		s.refused.WithLabelValues("invalid").Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "ship: %d windows in one request, at most %d", n, MaxWindowsPerRequest)
 	}
-	ws := req.GetWindows()
-	sorted := sort.SliceIsSorted(ws, func(i, j int) bool { return ws[i].GetSequence() < ws[j].GetSequence() })
-	if !sorted {
-		ws = append([]*accessv1.AccessWindow(nil), ws...)
-		sort.Slice(ws, func(i, j int) bool { return ws[i].GetSequence() < ws[j].GetSequence() })
+	ws := make([]*accessv1.AccessWindow, 0, len(req.GetWindows()))
+	records := 0
+	for _, w := range req.GetWindows() {
+		if w == nil {
+			continue
+		}
+		if w.GetSequence() == 0 {
+			s.refused.WithLabelValues("invalid").Inc()
+			return nil, status.Error(codes.InvalidArgument, "ship: window sequence 0; sequences start at 1")
+		}
+		ws = append(ws, w)
+		records += len(w.GetFiles())
 	}
+	sort.SliceStable(ws, func(i, j int) bool { return ws[i].GetSequence() < ws[j].GetSequence() })
+	if s.opts.Auth != nil && !s.limiter(peer.Node).AllowN(time.Now(), min(records, s.opts.Burst)) {
+		s.refused.WithLabelValues("rate_limited").Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "ship: node %s sends more than %.0f records/s; retry later", peer.Node, s.opts.RecordsPerSecond)
+	}
+	admitted := s.admit(ctx, peer, ws)
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, seen := s.received[c]; !seen {
 		s.collectors.Inc()
 		s.received[c] = 0
 	}
-	for _, w := range ws {
-		if w == nil {
-			continue
-		}
-		if w.GetSequence() == 0 {
-			return nil, status.Error(codes.InvalidArgument, "ship: window sequence 0; sequences start at 1")
-		}
+	s.seen[c] = time.Now()
+	for i, w := range ws {
 		if w.GetSequence() <= s.received[c] {
 			s.windows.WithLabelValues("duplicate").Inc()
 			continue
 		}
-		s.sink.Apply(c, w)
+		if w.GetSequence()-s.received[c] > MaxSequenceGap && s.received[c] > 0 {
+			s.refused.WithLabelValues("invalid").Inc()
+			return nil, status.Errorf(codes.InvalidArgument, "ship: sequence %d jumps more than %d past %d, the last applied", w.GetSequence(), MaxSequenceGap, s.received[c])
+		}
+		s.sink.Apply(c, admitted[i])
 		s.received[c] = w.GetSequence()
 		s.windows.WithLabelValues("applied").Inc()
-		s.records.Add(float64(len(w.GetFiles())))
+		s.records.Add(float64(len(admitted[i].GetFiles())))
 	}
 	return &accessv1.ShipReply{AckedSequence: s.durable[c]}, nil
 }
+
+// authenticate checks the caller's token and that the collector id is of
+// its node ("<node>-<id>"), so that no collector can write another's
+// sequence space.
+func (s *Server) authenticate(ctx context.Context, c string) (Peer, error) {
+	if c == "" || len(c) > MaxCollectorIDBytes {
+		s.refused.WithLabelValues("invalid").Inc()
+		return Peer{}, status.Error(codes.InvalidArgument, "ship: the collector id must be 1 to 253 bytes; every collector must send its id")
+	}
+	if s.opts.Auth == nil {
+		return Peer{}, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var token string
+	for _, v := range md.Get(accessv1.AuthorizationMetadata) {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			token = t
+		}
+	}
+	if token == "" {
+		s.refused.WithLabelValues("unauthenticated").Inc()
+		return Peer{}, status.Errorf(codes.Unauthenticated, "ship: send the collector's service-account token of audience %s as %q: Bearer <token>", accessv1.Audience, accessv1.AuthorizationMetadata)
+	}
+	peer, err := s.opts.Auth.Authenticate(ctx, token)
+	var transient *reviewUnavailable
+	switch {
+	case errors.As(err, &transient):
+		s.refused.WithLabelValues("unavailable").Inc()
+		return Peer{}, status.Errorf(codes.Unavailable, "ship: %v", err)
+	case err != nil:
+		s.refused.WithLabelValues("unauthenticated").Inc()
+		return Peer{}, status.Errorf(codes.Unauthenticated, "ship: %v", err)
+	}
+	if !strings.HasPrefix(c, peer.Node+"-") {
+		s.refused.WithLabelValues("forbidden").Inc()
+		return Peer{}, status.Errorf(codes.PermissionDenied, "ship: collector %q is not of node %s, the node %s's token is bound to", c, peer.Node, peer.User)
+	}
+	return peer, nil
+}
+
+func (s *Server) limiter(node string) *rate.Limiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.limiters[node]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.opts.RecordsPerSecond), s.opts.Burst)
+		s.limiters[node] = l
+	}
+	return l
+}
+
+// admit returns each window with only its admitted records (the window
+// itself when all are), the node set to the caller's, and counts the rest.
+func (s *Server) admit(ctx context.Context, peer Peer, ws []*accessv1.AccessWindow) []*accessv1.AccessWindow {
+	out := make([]*accessv1.AccessWindow, len(ws))
+	if s.opts.Admission == nil {
+		copy(out, ws)
+		return out
+	}
+	// One decision per pod and call: a window holds many files of a pod.
+	decided := map[string]string{}
+	for i, w := range ws {
+		kept := make([]*accessv1.FileAccess, 0, len(w.GetFiles()))
+		for _, r := range w.GetFiles() {
+			if r == nil {
+				continue
+			}
+			key := r.GetWorkload().GetNamespace() + "/" + r.GetPod() + "/" + r.GetPodUid()
+			why, ok := decided[key]
+			if !ok || why == RejectMalformed {
+				why = s.opts.Admission.Admit(ctx, peer, r)
+				decided[key] = why
+			}
+			if why != "" {
+				s.rejected.WithLabelValues(why).Inc()
+				continue
+			}
+			kept = append(kept, r)
+		}
+		cp := &accessv1.AccessWindow{Sequence: w.GetSequence(), Node: peer.Node, StartUnixNano: w.GetStartUnixNano(), EndUnixNano: w.GetEndUnixNano(),
+			Files: kept, Dropped: w.GetDropped()}
+		out[i] = cp
+	}
+	return out
+}
+
+// Reject counts records the sink refused (a quarantined key).
+func (s *Server) Reject(reason string, n int) { s.rejected.WithLabelValues(reason).Add(float64(n)) }
 
 // Received returns, per collector, the highest sequence applied so far. A
 // checkpointer takes it before writing state and passes it to MarkDurable

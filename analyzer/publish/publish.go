@@ -90,11 +90,13 @@ type Result struct {
 	// flush even without new windows.
 	HeldKeys []analyzer.Key
 	OpenKeys []analyzer.Key
-	Failed   []analyzer.Key
+	// Failed keys were not written, each with why.
+	Failed map[analyzer.Key]error
 }
 
 // Publish writes every entry. Keys whose writes failed are returned in
-// Result.Failed (their checkpoints are not durable); other keys went through.
+// Result.Failed with their errors (their checkpoints are not durable); other
+// keys went through.
 func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result, error) {
 	if p.pending == nil {
 		p.pending = map[pendingKey]pendingRec{}
@@ -105,7 +107,10 @@ func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result,
 	for i := range entries {
 		e := &entries[i]
 		if err := p.publishOne(ctx, e, policies, &res); err != nil {
-			res.Failed = append(res.Failed, e.Key)
+			if res.Failed == nil {
+				res.Failed = map[analyzer.Key]error{}
+			}
+			res.Failed[e.Key] = err
 			errs = append(errs, fmt.Errorf("%s: %w", e.Key, err))
 		}
 	}
@@ -115,7 +120,7 @@ func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result,
 func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map[string]policyBounds, res *Result) error {
 	ns := e.Key.WorkloadNamespace
 	if ns == "" {
-		return fmt.Errorf("no workload namespace; the collector did not attribute these reads")
+		return Permanent(fmt.Errorf("no workload namespace; the collector did not attribute these reads"))
 	}
 	prof, err := p.writeProfile(ctx, e)
 	if err != nil {
@@ -202,6 +207,36 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 	return nil
 }
 
+// permanentError marks a failure that retrying cannot mend.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as a failure that retrying the write cannot mend.
+func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether a write failed for good: the input was bad,
+// the API server refuses the object as invalid, or its namespace is gone.
+// (Forbidden is not: it is the analyzer's own rights that are wrong, for
+// every key alike, and retrying after they are mended succeeds.)
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
+		(apierrors.IsNotFound(err) && !isConflictLike(err))
+}
+
+// isConflictLike excludes the NotFound of an object deleted under a write
+// (retrying recreates it) from the NotFound of its namespace.
+func isConflictLike(err error) bool {
+	var s apierrors.APIStatus
+	if !errors.As(err, &s) {
+		return false
+	}
+	d := s.Status().Details
+	return d != nil && d.Kind != "namespaces"
+}
+
 // workloadRef is the entry's workload as the collector resolved it.
 func workloadRef(e *store.Entry) (v1.WorkloadReference, error) {
 	w := e.Meta.Workload
@@ -231,7 +266,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	if apierrors.IsNotFound(err) {
 		ref, rerr := workloadRef(e)
 		if rerr != nil {
-			return nil, rerr
+			return nil, Permanent(rerr)
 		}
 		prof.Labels = map[string]string{"app.kubernetes.io/managed-by": "eddy-analyzer"}
 		prof.Spec = v1.AccessProfileSpec{WorkloadRef: ref, Dataset: datasetRef(e)}
@@ -244,7 +279,16 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	base := prof.DeepCopy()
 	a := &e.Assessment
 	st := &prof.Status
-	st.Class = v1.AccessClass(a.Decision.Class)
+	if old, cur := st.Class, a.Decision.Class; known(old) && known(cur) && old != cur {
+		// A workload (a run family above all) that reads differently now:
+		// say so, since its recommendations were made for the old class.
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: v1.ConditionClassChanged, Status: metav1.ConditionTrue, Reason: string(old) + "To" + string(cur),
+			Message: fmt.Sprintf("the workload read as %s until %s and reads as %s since; recommendations made for %s are superseded by new ones",
+				old, p.now().UTC().Format(time.RFC3339), cur, old),
+		})
+	}
+	st.Class = a.Decision.Class
 	st.Confidence = round(a.Decision.Confidence)
 	st.Features = apiFeatures(&a.Features)
 	st.Decisions = apiDecisions(&a.Decision)
@@ -269,6 +313,9 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 	}
 	return prof, nil
 }
+
+// known reports whether c is a class a workload was really seen to have.
+func known(c v1.AccessClass) bool { return c != "" && c != v1.ClassUnknown }
 
 func (p *Publisher) now() time.Time {
 	if p.Now != nil {

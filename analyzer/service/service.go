@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,16 +66,31 @@ type Options struct {
 	ManifestAddr string
 	// ManifestTLS serves the endpoint; nil means a self-signed certificate.
 	ManifestTLS *tls.Config
+	// Intake authenticates collectors and admits their records. Without an
+	// Authenticator the intake is open and plaintext: tests only.
+	Intake intake.Options
+	// IntakeTLS serves the gRPC intake; nil means ManifestTLS (or the
+	// self-signed certificate). Used whenever Intake.Auth is set.
+	IntakeTLS *tls.Config
+	// QuarantineAfter is how many flushes in a row a key may fail to be
+	// written before it is quarantined (default 10; a failure retrying
+	// cannot mend quarantines at once); QuarantineFor is how long its
+	// records are then refused (default 10m).
+	QuarantineAfter int
+	QuarantineFor   time.Duration
 }
 
 // sinks fans a window out to the learned state and the manifests.
 type sinks struct {
 	store     *store.Store
 	manifests *manifest.Store
+	intake    *intake.Server
 }
 
 func (s sinks) Apply(collector string, w *accessv1.AccessWindow) {
-	s.store.Apply(collector, w)
+	if n := s.store.Apply(collector, w); n > 0 && s.intake != nil {
+		s.intake.Reject(intake.RejectQuarantined, n)
+	}
 	s.manifests.Observe(w.GetFiles())
 }
 
@@ -91,6 +108,15 @@ type Service struct {
 	stopped   chan struct{}
 	flushes   *prometheus.CounterVec
 	flushTime prometheus.Histogram
+	// failures counts, per key, the flushes in a row that failed to write it.
+	failures    map[analyzer.Key]int
+	quarantines prometheus.Counter
+	quarantined prometheus.Gauge
+	// progress is when a flush last made progress (unix ns): it wrote
+	// something, or had nothing to write and the last flush that had wrote
+	// something (lastWriteOK).
+	progress    atomic.Int64
+	lastWriteOK bool
 }
 
 // New restores state from the API server and listens on GRPCAddr; Run serves.
@@ -107,6 +133,12 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	if opt.LeaseNamespace == "" {
 		opt.LeaseNamespace = "eddy-system"
 	}
+	if opt.QuarantineAfter <= 0 {
+		opt.QuarantineAfter = 10
+	}
+	if opt.QuarantineFor <= 0 {
+		opt.QuarantineFor = 10 * time.Minute
+	}
 	s := &Service{
 		opt:       opt,
 		stopped:   make(chan struct{}),
@@ -119,15 +151,25 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 			Name: "eddy_analyzer_flush_duration_seconds", Help: "Time to assess and write what changed.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
+		failures:    map[analyzer.Key]int{},
+		lastWriteOK: true,
+		quarantines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eddy_analyzer_quarantines_total", Help: "Workload × dataset keys quarantined because they could not be written (their records are refused for a while).",
+		}),
+		quarantined: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eddy_analyzer_quarantined_keys", Help: "Workload × dataset keys quarantined now.",
+		}),
 	}
 	if opt.Registry != nil {
-		opt.Registry.MustRegister(s.flushes, s.flushTime)
+		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined)
 	}
 	var err error
 	if s.Manifests, err = manifest.NewStore(opt.StateDir, 0); err != nil {
 		return nil, err
 	}
-	s.Intake = intake.NewServer(sinks{s.Store, s.Manifests}, opt.Registry)
+	sk := &sinks{store: s.Store, manifests: s.Manifests}
+	s.Intake = intake.NewServer(sk, opt.Registry, opt.Intake)
+	sk.intake = s.Intake
 	n, err := s.restore(ctx)
 	if err != nil {
 		return nil, err
@@ -136,16 +178,25 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	if s.lis, err = net.Listen("tcp", opt.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("listen for collectors on %s: %w", opt.GRPCAddr, err)
 	}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	grpcOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(accessv1.MaxMessageBytes)}
+	manifestTLS := opt.ManifestTLS
+	if manifestTLS == nil && (opt.ManifestAddr != "" || (opt.Intake.Auth != nil && opt.IntakeTLS == nil)) {
+		if manifestTLS, err = selfSignedTLS(opt.Identity); err != nil {
+			s.lis.Close()
+			return nil, err
+		}
+	}
+	if opt.Intake.Auth != nil {
+		cfg := opt.IntakeTLS
+		if cfg == nil {
+			cfg = manifestTLS
+		}
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	accessv1.RegisterAccessIntakeServer(s.grpc, s.Intake)
 	if opt.ManifestAddr != "" {
-		cfg := opt.ManifestTLS
-		if cfg == nil {
-			if cfg, err = selfSignedTLS(opt.Identity); err != nil {
-				return nil, err
-			}
-		}
-		if s.httpLis, err = tls.Listen("tcp", opt.ManifestAddr, cfg); err != nil {
+		if s.httpLis, err = tls.Listen("tcp", opt.ManifestAddr, manifestTLS); err != nil {
 			s.lis.Close()
 			return nil, fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err)
 		}
@@ -195,6 +246,9 @@ func (s *Service) restore(ctx context.Context) (int, error) {
 }
 
 // Run serves collectors and flushes until ctx ends, then flushes once more.
+// The heartbeat Lease is renewed every flush interval, on its own timer, as
+// long as flushes make progress (see Flush): a long flush does not make the
+// analyzer look dead, and an analyzer that cannot write anything does.
 func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
@@ -202,9 +256,12 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { errc <- s.http.Serve(s.httpLis) }()
 		defer s.http.Close()
 	}
+	s.progress.Store(time.Now().UnixNano())
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	go s.heartbeatLoop(hbCtx)
 	t := time.NewTicker(s.opt.FlushInterval)
 	defer t.Stop()
-	s.heartbeat(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,7 +277,6 @@ func (s *Service) Run(ctx context.Context) error {
 			if err := s.Flush(ctx); err != nil {
 				s.opt.Log.Error(err, "flush")
 			}
-			s.heartbeat(ctx)
 		}
 	}
 }
@@ -232,21 +288,20 @@ func (s *Service) Stop() {
 	s.grpc.Stop()
 }
 
-// Flush assesses every key changed since the last flush, writes it, and —
-// when every write succeeded — acknowledges to collectors what it covers.
+// Flush assesses every key changed since the last flush and writes it. Keys
+// that fail stay dirty and hold back acknowledgement of only the windows
+// that touched them (store.Frontier); a key that keeps failing, or fails in
+// a way retrying cannot mend, is quarantined and counted. Collectors are
+// acknowledged what is durable. A flush makes progress when it wrote
+// something, or had nothing to write after a flush that did; only while
+// flushes make progress is the heartbeat renewed.
 func (s *Service) Flush(ctx context.Context) error {
 	start := time.Now()
 	defer func() { s.flushTime.Observe(time.Since(start).Seconds()) }()
-	var snapshot map[string]uint64
 	var entries []store.Entry
 	var err error
-	// Taken together under the intake's lock: the checkpoints hold every
-	// window the snapshot claims, and none is half-applied.
-	s.Intake.Lock(func(received map[string]uint64) {
-		snapshot = make(map[string]uint64, len(received))
-		for c, v := range received {
-			snapshot[c] = v
-		}
+	// Taken under the intake's lock: no window is half-applied.
+	s.Intake.Lock(func(map[string]uint64) {
 		entries, err = s.Store.TakeDirty(time.Now().UnixNano())
 	})
 	if err != nil {
@@ -261,8 +316,25 @@ func (s *Service) Flush(ctx context.Context) error {
 		return err
 	}
 	res, err := s.publisher.Publish(ctx, entries)
-	for _, k := range res.Failed {
-		s.Store.MarkDirty(k)
+	written := 0
+	for i := range entries {
+		e := &entries[i]
+		ferr, failed := res.Failed[e.Key]
+		if !failed {
+			s.Store.MarkWritten(e.Key, e.Meta.Applied)
+			delete(s.failures, e.Key)
+			written++
+			continue
+		}
+		s.failures[e.Key]++
+		if publish.IsPermanent(ferr) || s.failures[e.Key] >= s.opt.QuarantineAfter {
+			s.Store.Quarantine(e.Key, time.Now().Add(s.opt.QuarantineFor))
+			delete(s.failures, e.Key)
+			s.quarantines.Inc()
+			s.opt.Log.Error(ferr, "quarantined: its records are refused for a while", "key", e.Key.String(), "for", s.opt.QuarantineFor)
+			continue
+		}
+		s.Store.MarkDirty(e.Key)
 	}
 	for _, k := range res.HeldKeys {
 		s.Store.MarkDirty(k)
@@ -270,16 +342,42 @@ func (s *Service) Flush(ctx context.Context) error {
 	for _, k := range res.OpenKeys {
 		s.Store.MarkDirty(k)
 	}
+	s.Intake.MarkDurable(s.Store.Frontier(s.Intake.Received()))
+	s.quarantined.Set(float64(s.Store.Quarantined()))
+	if len(entries) > 0 {
+		s.lastWriteOK = written > 0 || len(res.Failed) == 0
+	}
+	if s.lastWriteOK {
+		s.progress.Store(time.Now().UnixNano())
+	}
 	if err != nil {
 		s.flushes.WithLabelValues("error").Inc()
 		return err
 	}
-	s.Intake.MarkDurable(snapshot)
 	s.flushes.WithLabelValues("ok").Inc()
 	if len(entries) > 0 {
 		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "proposed", res.Proposed, "held", res.Held, "took", time.Since(start))
 	}
 	return nil
+}
+
+// heartbeatLoop renews the Lease every flush interval while the last
+// progress is recent (within three intervals).
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.opt.FlushInterval)
+	defer t.Stop()
+	for {
+		if since := time.Since(time.Unix(0, s.progress.Load())); since <= 3*s.opt.FlushInterval {
+			s.heartbeat(ctx)
+		} else {
+			s.opt.Log.Info("not renewing the heartbeat: no flush has made progress", "since", since.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // heartbeat creates or renews the Lease; failures are logged, not fatal:

@@ -12,9 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -155,4 +158,87 @@ func TestRestartMidStreamKeepsProfilesAndRecommendations(t *testing.T) {
 	lease := &coordinationv1.Lease{}
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "eddy-system", Name: service.HeartbeatLease}, lease))
 	assert.WithinDuration(t, time.Now(), lease.Spec.RenewTime.Time, time.Minute)
+}
+
+// TestABadKeyHoldsBackNobody: one collector's window carries a record for a
+// namespace that does not exist (admission, which would refuse it, is off
+// here so that the flush itself is tested). Today's main failed every flush
+// and acknowledged nobody; now the bad key is quarantined at once (retrying
+// cannot create a namespace) and both collectors are acknowledged.
+func TestABadKeyHoldsBackNobody(t *testing.T) {
+	env := controlplane.StartForTest(t, controlplane.Options{})
+	ctx := context.Background()
+	for _, ns := range []string{"ml", "eddy-system"} {
+		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	svc, stop, done := start(t, ctx, env.Client)
+	defer func() { stop(); <-done }()
+	ws := shuffledWindows(t)
+	bad := proto.Clone(ws[0].Files[0]).(*accessv1.FileAccess)
+	bad.Workload.Namespace, bad.Dataset.Namespace = "gone", "gone"
+	poisoned := proto.Clone(ws[1]).(*accessv1.AccessWindow)
+	poisoned.Sequence = 1
+	poisoned.Files = append(poisoned.Files, bad)
+
+	shipAs(t, svc.Addr(), "node-b/1", poisoned)
+	shipAs(t, svc.Addr(), "node-a/1", ws...)
+	require.Error(t, svc.Flush(ctx), "the bad key's write fails")
+	assert.EqualValues(t, len(ws), shipAs(t, svc.Addr(), "node-a/1"), "a healthy collector is acknowledged")
+	assert.EqualValues(t, 1, shipAs(t, svc.Addr(), "node-b/1"), "and so is the one whose bad record was quarantined")
+	require.NoError(t, svc.Flush(ctx), "the quarantined key is not tried again")
+	var profiles v1.AccessProfileList
+	require.NoError(t, env.Client.List(ctx, &profiles, client.InNamespace("ml")))
+	assert.Len(t, profiles.Items, 1)
+}
+
+// TestLeaseStaysStaleWhenNothingCanBeWritten: an analyzer whose writes all
+// fail (here: it may not write AccessProfiles) does not renew its heartbeat,
+// so the operator stops acting on what it would no longer see.
+func TestLeaseStaysStaleWhenNothingCanBeWritten(t *testing.T) {
+	env := controlplane.StartForTest(t, controlplane.Options{})
+	ctx := context.Background()
+	for _, ns := range []string{"ml", "eddy-system"} {
+		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	// A user that may only read and renew the Lease and read policies.
+	for _, o := range []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "lease-only"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{"eddy.io"}, Resources: []string{"accessprofiles", "autotunepolicies", "recommendations"}, Verbs: []string{"get", "list"}},
+		}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "lease-only"}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "lease-only"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: "lease-only"}}},
+	} {
+		require.NoError(t, env.Client.Create(ctx, o))
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "lease-only"}
+	limited, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	require.NoError(t, err)
+	svc, err := service.New(ctx, service.Options{Client: limited, Log: testr.New(t), GRPCAddr: "127.0.0.1:0", FlushInterval: time.Second,
+		LeaseNamespace: "eddy-system", Identity: "test", QuarantineAfter: 100})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	lease := &coordinationv1.Lease{}
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKey{Namespace: "eddy-system", Name: service.HeartbeatLease}, lease) == nil
+	}, 10*time.Second, 100*time.Millisecond, "the heartbeat is renewed at start")
+	shipAs(t, svc.Addr(), "node-a/1", shuffledWindows(t)...)
+	time.Sleep(6 * time.Second)
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "eddy-system", Name: service.HeartbeatLease}, lease))
+	assert.Greater(t, time.Since(lease.Spec.RenewTime.Time), 2*time.Second, "no renewal while every write fails")
+}
+
+func shipAs(t *testing.T, addr, collector string, ws ...*accessv1.AccessWindow) uint64 {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	reply, err := accessv1.NewAccessIntakeClient(conn).Ship(context.Background(), &accessv1.ShipRequest{Collector: collector, Windows: ws})
+	require.NoError(t, err)
+	return reply.GetAckedSequence()
 }

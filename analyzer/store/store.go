@@ -11,8 +11,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"slices"
 	"sync"
+	"time"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 
@@ -26,10 +29,24 @@ const CheckpointVersion = 1
 // maxPods bounds the distinct pods remembered per key.
 const maxPods = 1024
 
+// Bounds on the per-collector sequence numbers a key remembers: a
+// collector not heard from for CollectorRetention is forgotten (were it to
+// come back and resend windows older than that, they would count again),
+// and at most MaxCollectorsPerKey are kept (the least recently heard go).
+const (
+	CollectorRetention  = 7 * 24 * time.Hour
+	MaxCollectorsPerKey = 512
+)
+
 // Meta is what the store knows of a key beyond its history.
 type Meta struct {
 	// Applied is, per collector, the highest window sequence folded in.
 	Applied map[string]uint64 `json:"applied"`
+	// Seen is, per collector, when its last window was folded in (unix ns).
+	Seen map[string]int64 `json:"seen,omitempty"`
+	// Unwritten is, per collector, the first sequence folded in that no
+	// successful write of this key covers yet (absent: all are written).
+	Unwritten map[string]uint64 `json:"-"`
 	// Pods are the distinct pod UIDs seen (at most 1024).
 	Pods map[string]struct{} `json:"-"`
 	// PodList carries Pods in checkpoints.
@@ -46,10 +63,12 @@ type Meta struct {
 
 // Store is safe for concurrent use.
 type Store struct {
-	mu      sync.Mutex
-	tracker *analyzer.Tracker
-	meta    map[analyzer.Key]*Meta
-	dirty   map[analyzer.Key]bool
+	mu          sync.Mutex
+	tracker     *analyzer.Tracker
+	meta        map[analyzer.Key]*Meta
+	dirty       map[analyzer.Key]bool
+	quarantined map[analyzer.Key]time.Time
+	now         func() time.Time
 
 	groups  map[analyzer.Key][]*accessv1.FileAccess
 	scratch accessv1.AccessWindow
@@ -58,21 +77,25 @@ type Store struct {
 // New returns an empty Store.
 func New(opt analyzer.Options) *Store {
 	return &Store{
-		tracker: analyzer.NewTracker(opt),
-		meta:    map[analyzer.Key]*Meta{},
-		dirty:   map[analyzer.Key]bool{},
-		groups:  map[analyzer.Key][]*accessv1.FileAccess{},
+		tracker:     analyzer.NewTracker(opt),
+		meta:        map[analyzer.Key]*Meta{},
+		dirty:       map[analyzer.Key]bool{},
+		quarantined: map[analyzer.Key]time.Time{},
+		now:         time.Now,
+		groups:      map[analyzer.Key][]*accessv1.FileAccess{},
 	}
 }
 
 // Apply folds a window from collector into the histories of its keys,
-// skipping keys whose state already holds this (collector, sequence).
+// skipping keys whose state already holds this (collector, sequence), and
+// returns how many records it dropped for quarantined keys.
 // Records without a workload cannot be placed (the collector counts them as
 // unattributed); records without a dataset are of files outside every pod
 // volume (collectors leave them out; older ones sent them), nothing to learn.
-func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
+func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
 	for k := range s.groups {
 		delete(s.groups, k)
 	}
@@ -84,6 +107,13 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 			continue
 		}
 		k := analyzer.KeyOf(r)
+		if until, ok := s.quarantined[k]; ok {
+			if now.Before(until) {
+				quarantined++
+				continue
+			}
+			delete(s.quarantined, k)
+		}
 		s.groups[k] = append(s.groups[k], r)
 	}
 	seq := w.GetSequence()
@@ -92,13 +122,18 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 	for k, recs := range s.groups {
 		m := s.meta[k]
 		if m == nil {
-			m = &Meta{Applied: map[string]uint64{}, Pods: map[string]struct{}{}, FirstSeen: w.GetStartUnixNano()}
+			m = &Meta{Applied: map[string]uint64{}, Seen: map[string]int64{}, Unwritten: map[string]uint64{}, Pods: map[string]struct{}{}, FirstSeen: w.GetStartUnixNano()}
 			s.meta[k] = m
 		}
 		if m.Applied[collector] >= seq {
 			continue
 		}
 		m.Applied[collector] = seq
+		if m.Unwritten[collector] == 0 {
+			m.Unwritten[collector] = seq
+		}
+		m.Seen[collector] = now.UnixNano()
+		m.prune(now)
 		m.Windows++
 		m.Workload, m.Dataset = recs[0].GetWorkload(), recs[0].GetDataset()
 		for _, r := range recs {
@@ -118,6 +153,103 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) {
 	if len(s.scratch.Files) > 0 {
 		s.tracker.Observe(&s.scratch)
 	}
+	return quarantined
+}
+
+// prune forgets collectors not heard from for CollectorRetention, and the
+// least recently heard beyond MaxCollectorsPerKey, so that a key's metadata
+// stays bounded however many collectors came and went.
+func (m *Meta) prune(now time.Time) {
+	for c := range m.Applied {
+		if now.Sub(time.Unix(0, m.Seen[c])) > CollectorRetention {
+			m.forget(c)
+		}
+	}
+	for len(m.Applied) > MaxCollectorsPerKey {
+		oldest, at := "", int64(math.MaxInt64)
+		for c := range m.Applied {
+			if m.Seen[c] < at {
+				oldest, at = c, m.Seen[c]
+			}
+		}
+		m.forget(oldest)
+	}
+}
+
+func (m *Meta) forget(c string) {
+	delete(m.Applied, c)
+	delete(m.Seen, c)
+	delete(m.Unwritten, c)
+}
+
+// MarkWritten records that the key's state as of applied (its Meta.Applied
+// when it was taken) was written: the windows it covers are durable for it.
+func (s *Store) MarkWritten(k analyzer.Key, applied map[string]uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.meta[k]
+	if m == nil {
+		return
+	}
+	for c, seq := range applied {
+		first, ok := m.Unwritten[c]
+		switch {
+		case !ok || seq < first:
+		case seq >= m.Applied[c]:
+			delete(m.Unwritten, c)
+		default:
+			// Windows folded in after the write was taken are unwritten;
+			// the first of them is past what it covered.
+			m.Unwritten[c] = seq + 1
+		}
+	}
+}
+
+// Frontier is, per collector, the highest sequence whose every window is
+// durable: at most received, and below the first window not yet written of
+// any key. A key that fails to be written holds back only the collectors
+// whose windows touched it, and only until it is written or quarantined.
+func (s *Store) Frontier(received map[string]uint64) map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(received))
+	for c, seq := range received {
+		out[c] = seq
+	}
+	for _, m := range s.meta {
+		for c, first := range m.Unwritten {
+			if cur, ok := out[c]; ok && first-1 < cur {
+				out[c] = first - 1
+			}
+		}
+	}
+	return out
+}
+
+// Quarantine drops k's state and refuses its records until until: a key
+// that cannot be written (a namespace gone, an object the API server
+// refuses) must not hold back every collector's acknowledgements.
+func (s *Store) Quarantine(k analyzer.Key, until time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quarantined[k] = until
+	delete(s.meta, k)
+	delete(s.dirty, k)
+	s.tracker.Forget(k)
+}
+
+// Quarantined is how many keys are quarantined now.
+func (s *Store) Quarantined() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	n := 0
+	for _, until := range s.quarantined {
+		if now.Before(until) {
+			n++
+		}
+	}
+	return n
 }
 
 // Entry is one key's state at a point in time, for publishing.
@@ -180,10 +312,9 @@ func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 		return Entry{}, err
 	}
 	snap := *m
-	snap.Applied = make(map[string]uint64, len(m.Applied))
-	for c, v := range m.Applied {
-		snap.Applied[c] = v
-	}
+	snap.Applied = maps.Clone(m.Applied)
+	snap.Seen = maps.Clone(m.Seen)
+	snap.Unwritten = nil
 	snap.PodList = make([]string, 0, len(m.Pods))
 	for p := range m.Pods {
 		snap.PodList = append(snap.PodList, p)
@@ -218,6 +349,15 @@ func (s *Store) Restore(k analyzer.Key, data []byte) error {
 	if m.Applied == nil {
 		m.Applied = map[string]uint64{}
 	}
+	if m.Seen == nil {
+		// Checkpoints before Seen: count the collectors as heard now.
+		m.Seen = map[string]int64{}
+		for c := range m.Applied {
+			m.Seen[c] = s.now().UnixNano()
+		}
+	}
+	// What a checkpoint holds was written.
+	m.Unwritten = map[string]uint64{}
 	m.Pods = make(map[string]struct{}, len(m.PodList))
 	for _, p := range m.PodList {
 		m.Pods[p] = struct{}{}

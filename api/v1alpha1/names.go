@@ -79,8 +79,10 @@ const (
 	ConditionDryRun = "DryRun"
 
 	// ConditionClassified on an AccessProfile says whether a class was
-	// assigned, and why.
-	ConditionClassified = "Classified"
+	// assigned, and why; ConditionClassChanged that the workload now reads
+	// differently from what it was classified as before.
+	ConditionClassified   = "Classified"
+	ConditionClassChanged = "ClassChanged"
 
 	// ConditionReady on an AutotunePolicy says whether it is the one in
 	// force in its namespace; ConditionBudgetExhausted whether its change

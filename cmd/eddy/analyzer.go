@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/history"
+	"github.com/eddy-autotune/eddy/analyzer/intake"
 	"github.com/eddy-autotune/eddy/analyzer/publish"
 	"github.com/eddy-autotune/eddy/analyzer/service"
 	"github.com/eddy-autotune/eddy/internal/scheme"
@@ -37,6 +39,8 @@ func newAnalyzerCmd() *cobra.Command {
 		halfLife        time.Duration
 		tlsCert, tlsKey string
 		minStable       int
+		collectorSAs    []string
+		excluded        []string
 	)
 	cmd := &cobra.Command{
 		Use:   "analyzer",
@@ -52,6 +56,14 @@ restart neither loses nor double-counts anything. The per-workload manifest
 (which files, in which order) is served over HTTPS on --manifest-addr to
 service accounts of the workload's namespace and persisted in --state-dir.
 
+Collectors are trusted only as far as they prove: each call carries the
+collector pod's projected service-account token of audience
+eddy.io/access-intake, which must belong to --collector-service-account and
+be bound to a pod on a node; the gRPC intake is TLS (--tls-cert), and a
+collector's records are taken only for pods of its own node in namespaces
+labelled eddy.io/autotune=enabled (never --excluded-namespaces). Calls are
+bounded in size (16 MiB) and rate.
+
 It renews the Lease "eddy-analyzer" in --lease-namespace every flush; the
 operator takes no action while that Lease is stale.`,
 		Args: cobra.NoArgs,
@@ -63,7 +75,18 @@ operator takes no action while that Lease is stale.`,
 				return fmt.Errorf("--half-life %s: at least 1m", halfLife)
 			}
 			if (tlsCert == "") != (tlsKey == "") {
-				return errors.New("--manifest-tls-cert and --manifest-tls-key go together")
+				return errors.New("--tls-cert and --tls-key go together")
+			}
+			if len(collectorSAs) == 0 {
+				return errors.New("--collector-service-account: at least one NAMESPACE:NAME")
+			}
+			var users []string
+			for _, sa := range collectorSAs {
+				ns, name, ok := strings.Cut(sa, ":")
+				if !ok || ns == "" || name == "" {
+					return fmt.Errorf("--collector-service-account %q: want NAMESPACE:NAME", sa)
+				}
+				users = append(users, "system:serviceaccount:"+ns+":"+name)
 			}
 			log := zap.New()
 			cfg, err := config.GetConfig()
@@ -81,6 +104,11 @@ operator takes no action while that Lease is stale.`,
 				}
 				opt.ManifestTLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 			}
+			adm, admCache, err := intake.NewClusterAdmission(cmd.Context(), cfg, c, excluded)
+			if err != nil {
+				return err
+			}
+			opt.Intake = intake.Options{Auth: &intake.TokenReviews{Client: c, Users: users}, Admission: adm}
 			if opt.Identity == "" {
 				opt.Identity, _ = os.Hostname()
 			}
@@ -92,6 +120,14 @@ operator takes no action while that Lease is stale.`,
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			go func() {
+				if err := admCache.Start(ctx); err != nil {
+					log.Error(err, "admission cache")
+				}
+			}()
+			if !admCache.WaitForCacheSync(ctx) {
+				return fmt.Errorf("the pod and namespace caches did not sync: %w", ctx.Err())
+			}
 			svc, err := service.New(ctx, opt)
 			if err != nil {
 				return err
@@ -112,8 +148,14 @@ operator takes no action while that Lease is stale.`,
 	f := cmd.Flags()
 	f.StringVar(&opt.GRPCAddr, "grpc-addr", ":9470", "address collectors ship windows to")
 	f.StringVar(&opt.ManifestAddr, "manifest-addr", ":9443", "HTTPS address of the manifest endpoint (empty disables it)")
-	f.StringVar(&tlsCert, "manifest-tls-cert", "", "PEM certificate for the manifest endpoint (default: self-signed)")
-	f.StringVar(&tlsKey, "manifest-tls-key", "", "PEM key for --manifest-tls-cert")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM serving certificate of the gRPC intake and the manifest endpoint (default: self-signed, which collectors and prefetchers will not trust)")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM key for --tls-cert")
+	f.StringVar(&tlsCert, "manifest-tls-cert", "", "")
+	f.StringVar(&tlsKey, "manifest-tls-key", "", "")
+	_ = f.MarkDeprecated("manifest-tls-cert", "use --tls-cert (it serves the intake too)")
+	_ = f.MarkDeprecated("manifest-tls-key", "use --tls-key")
+	f.StringSliceVar(&collectorSAs, "collector-service-account", []string{"eddy-system:eddy-collector"}, "NAMESPACE:NAME of the service account collectors run as (repeatable)")
+	f.StringSliceVar(&excluded, "excluded-namespaces", []string{"kube-system", "eddy-system"}, "namespaces whose pods are never profiled, opted in or not")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9472", "Prometheus metrics address (empty disables it)")
 	f.StringVar(&opt.StateDir, "state-dir", "/var/lib/eddy/analyzer", "folder persisting manifests (mount a PVC here)")
 	f.DurationVar(&opt.FlushInterval, "flush-interval", 10*time.Second, "how often to assess, checkpoint, write and acknowledge")

@@ -40,6 +40,9 @@ type collectorFlags struct {
 	cgroupRoot     string
 	procRoot       string
 	kubeletRoot    string
+	tokenFile      string
+	analyzerCA     string
+	analyzerName   string
 	maxBuffered    int
 	maxFiles       uint32
 	runTimeStats   bool
@@ -61,6 +64,11 @@ file to its pod, the pod's top-level workload (Deployment, StatefulSet, Job,
 CronJob, PyTorchJob, ...) and the dataset it lies in (Fluid Dataset, PVC or
 pod volume), and ships the result as one window to the analyzer.
 
+The analyzer is reached over TLS (verified with --analyzer-ca) and every call
+carries the pod's projected service-account token of audience
+eddy.io/access-intake (--token-file): the analyzer takes records only for
+pods of this node in opted-in namespaces.
+
 Windows are written to --state-dir before they are sent and removed once the
 analyzer acknowledges them, so a restart neither loses nor repeats a window;
 when the analyzer stays unreachable the oldest windows are dropped (and
@@ -74,8 +82,9 @@ CAP_PERFMON (or CAP_SYS_ADMIN); read access to the cgroup2 hierarchy, the
 host's /proc (hostPID) and the kubelet's pods folder; RBAC to list and watch
 pods and namespaces and to get any owner kind, PersistentVolumeClaims and
 PersistentVolumes.`,
-		Example: `  eddy collector --node-name "$NODE_NAME" --analyzer-address eddy-analyzer.eddy-system:9400
-  eddy collector --kubeconfig ~/.kube/config --node-name node-1 --analyzer-address 127.0.0.1:9400 --state-dir /tmp/eddy-collector`,
+		Example: `  eddy collector --node-name "$NODE_NAME" --analyzer-address eddy-analyzer.eddy-system.svc:9470
+  eddy collector --kubeconfig ~/.kube/config --node-name node-1 --analyzer-address 127.0.0.1:9470 \
+    --analyzer-ca ca.crt --token-file token --state-dir /tmp/eddy-collector`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -86,6 +95,9 @@ PersistentVolumes.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.node, "node-name", os.Getenv("NODE_NAME"), "this node's name, as in the pods' spec.nodeName (default $NODE_NAME)")
 	fl.StringVar(&f.analyzer, "analyzer-address", "", "host:port of the analyzer's AccessIntake gRPC service (required)")
+	fl.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/eddy.io/collector/token", "the pod's projected service-account token of audience eddy.io/access-intake, sent to the analyzer (re-read when rotated)")
+	fl.StringVar(&f.analyzerCA, "analyzer-ca", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "PEM CA that signs the analyzer's certificate, besides the system's roots (ignored when absent)")
+	fl.StringVar(&f.analyzerName, "analyzer-server-name", "", "name the analyzer's certificate must hold (default: the host of --analyzer-address)")
 	fl.DurationVar(&f.interval, "interval", 10*time.Second, "how often the kernel counters are drained into one window")
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/eddy/collector", "directory for the collector id, sequence numbers and unacknowledged windows (keep it across restarts: a hostPath)")
 	fl.StringVar(&f.metricsAddress, "metrics-address", ":9464", "address for /metrics, /healthz and /readyz (empty disables)")
@@ -181,6 +193,7 @@ func runCollector(ctx context.Context, f collectorFlags) error {
 
 	cfg := collector.NodeConfig{
 		Node: f.node, Kube: kube, AnalyzerAddress: f.analyzer, Interval: f.interval,
+		TokenFile: f.tokenFile, AnalyzerCA: f.analyzerCA, AnalyzerServerName: f.analyzerName,
 		StateDir: f.stateDir, CgroupRoot: f.cgroupRoot, ProcRoot: f.procRoot,
 		KubeletPodsDir:     kubeletPods,
 		MaxBufferedWindows: f.maxBuffered, Metrics: metrics, Source: src,

@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/eddy-autotune/eddy/test/loopbackcert"
+
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,11 +47,14 @@ type intake struct {
 	mu      sync.Mutex
 	acked   map[string]uint64
 	windows []*accessv1.AccessWindow
+	auth    []string
 }
 
-func (in *intake) Ship(_ context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
+func (in *intake) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	md, _ := metadata.FromIncomingContext(ctx)
+	in.auth = md.Get(accessv1.AuthorizationMetadata)
 	for _, w := range req.Windows {
 		if w.Sequence <= in.acked[req.Collector] {
 			continue
@@ -235,10 +243,20 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	valIno := valInfo.Sys().(*syscall.Stat_t).Ino
 
+	// The analyzer's side over TLS; the collector must present its token.
+	// (The analyzer's own checks of that token are tested in
+	// analyzer/intake against a real API server.)
 	in := &intake{acked: map[string]uint64{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer()
+	tlsDir := t.TempDir()
+	certFile, keyFile, err := loopbackcert.Write(tlsDir)
+	require.NoError(t, err)
+	creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+	require.NoError(t, err)
+	tokenFile := filepath.Join(tlsDir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("the-collector-token\n"), 0o600))
+	srv := grpc.NewServer(grpc.Creds(creds))
 	accessv1.RegisterAccessIntakeServer(srv, in)
 	go srv.Serve(lis)
 	defer srv.Stop()
@@ -249,7 +267,7 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- collector.RunNode(runCtx, collector.NodeConfig{
-			Node: node, Kube: env.Config, AnalyzerAddress: lis.Addr().String(),
+			Node: node, Kube: env.Config, AnalyzerAddress: lis.Addr().String(), TokenFile: tokenFile, AnalyzerCA: certFile,
 			Interval: 300 * time.Millisecond, StateDir: t.TempDir(), CgroupRoot: mount,
 			Metrics: metrics, OnReady: func() { close(ready) }, Log: testLogger(t),
 		})
@@ -323,6 +341,9 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 		assert.Equal(t, reader.pod.Name, f.Pod, "only the opted-in pod may be recorded, got %s/%s %s", f.Workload.GetNamespace(), f.Pod, f.Path)
 	}
 	assert.Zero(t, in.dropped(), "records the collector could not attribute")
+	in.mu.Lock()
+	assert.Equal(t, []string{"Bearer the-collector-token"}, in.auth, "every call carries the collector's token, over TLS")
+	in.mu.Unlock()
 
 	got := metricValue(t, metrics, "eddy_collector_read_bytes_total", map[string]string{
 		"namespace": on.Name, "pod": reader.pod.Name, "workload_kind": "Deployment", "workload": "reader", "dataset": "imagenet"})

@@ -34,7 +34,7 @@ func (s *recordingSink) Apply(c string, w *accessv1.AccessWindow) {
 // applied exactly once, in order.
 func TestShipperAgainstAnalyzerIntake(t *testing.T) {
 	sink := &recordingSink{seqs: map[string][]uint64{}}
-	srv := analyzerintake.NewServer(sink, nil)
+	srv := analyzerintake.NewServer(sink, nil, analyzerintake.Options{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	gs := grpc.NewServer()

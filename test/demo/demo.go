@@ -45,6 +45,7 @@ import (
 	"github.com/eddy-autotune/eddy/config"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
+	"github.com/eddy-autotune/eddy/test/loopbackcert"
 	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
@@ -234,7 +235,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		r.say("remote: rclone serve webdav %s behind a link of %s each way and %s/s; mounted with rclone's file cache at %s",
 			data, o.Latency, resource.NewQuantity(o.Bandwidth, resource.BinarySI), r.dataPath)
 	}
-	certFile, keyFile, err := writeServingCert(filepath.Join(o.Dir, "tls"))
+	certFile, keyFile, err := loopbackcert.Write(filepath.Join(o.Dir, "tls"))
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +257,10 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.installWebhooks(ctx, webhookAddr); err != nil {
 		return nil, err
 	}
+	tokenFile, err := r.collectorToken(ctx)
+	if err != nil {
+		return nil, err
+	}
 	kc := "--kubeconfig=" + r.env.Kubeconfig
 	r.step("starting the analyzer, collector, webhook and operator (logs in %s)", filepath.Join(o.Dir, "logs"))
 	components := []struct {
@@ -263,8 +268,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		args []string
 	}{
 		{"analyzer", []string{"analyzer", "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
-			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--manifest-tls-cert=" + certFile, "--manifest-tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--run-ended-after=4s", "--lease-namespace=" + System}},
+			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--tls-cert=" + certFile, "--tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--run-ended-after=4s", "--lease-namespace=" + System}},
 		{"collector", []string{"collector", kc, "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
+			"--token-file=" + tokenFile, "--analyzer-ca=" + certFile,
 			"--state-dir=" + filepath.Join(o.Dir, "collector"), "--metrics-address=" + addr(ports[4])}},
 		{"webhook", []string{"webhook", kc, "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
 			"--metrics-addr=" + addr(ports[5]), "--image=eddy.local/eddy:dev", "--analyzer-url=https://" + manifestAddr}},

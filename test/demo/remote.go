@@ -2,16 +2,8 @@ package demo
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,56 +12,17 @@ import (
 	"syscall"
 	"time"
 
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/prefetch"
 )
-
-// writeServingCert writes a self-signed certificate for 127.0.0.1 and its
-// key as cert.pem and key.pem in dir. The analyzer's own self-signed
-// certificate names no IP, so a prefetcher on this machine could not verify
-// https://127.0.0.1; with this one it can, trusting cert.pem as its CA.
-func writeServingCert(dir string) (certFile, keyFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "eddy-analyzer"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", err
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, nil
-}
 
 // writeServiceAccount writes what a kubelet projects into the pod at
 // /var/run/secrets/kubernetes.io/serviceaccount: a token of the pod's
@@ -100,6 +53,36 @@ func (r *run) writeServiceAccount(ctx context.Context, pod *corev1.Pod, caFile s
 		return "", err
 	}
 	return dir, os.WriteFile(filepath.Join(dir, "token"), []byte(tr.Status.Token), 0o600)
+}
+
+// collectorToken writes the token the collector proves itself with to the
+// analyzer, as the kubelet projects it into the collector's pod: a token of
+// service account eddy-system/eddy-collector with the intake's audience,
+// bound to a collector pod on the demo's node (the pod object only: the
+// collector runs as a process here).
+func (r *run) collectorToken(ctx context.Context) (string, error) {
+	c := r.env.Client
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "eddy-collector", Namespace: System}}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "eddy-collector-" + NodeName, Namespace: System},
+		Spec: corev1.PodSpec{NodeName: NodeName, ServiceAccountName: sa.Name,
+			Containers: []corev1.Container{{Name: "collector", Image: "eddy.local/eddy:dev"}}},
+	}
+	for _, o := range []client.Object{sa, pod} {
+		if err := c.Create(ctx, o); err != nil {
+			return "", fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences:         []string{accessv1.Audience},
+		ExpirationSeconds: ptr.To[int64](48 * 3600),
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("token for the collector: %w", err)
+	}
+	path := filepath.Join(r.o.Dir, "collector", "token")
+	return path, os.WriteFile(path, []byte(tr.Status.Token), 0o600)
 }
 
 // hostPaths maps each path a container of the pod sees its volumes at to

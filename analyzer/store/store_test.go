@@ -1,0 +1,83 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+
+	"github.com/eddy-autotune/eddy/analyzer"
+)
+
+func rec(ns, name string) *accessv1.FileAccess {
+	return &accessv1.FileAccess{
+		Workload: &accessv1.WorkloadRef{Namespace: ns, Kind: "Job", ApiVersion: "batch/v1", Name: name},
+		Dataset:  &accessv1.DatasetRef{Namespace: ns, Name: "data"}, Pod: name + "-0", PodUid: "u-" + name,
+		ReadOps: 1, ReadBytes: 100, FirstAccessUnixNano: 1e9, LastAccessUnixNano: 2e9,
+	}
+}
+
+func win(seq uint64, recs ...*accessv1.FileAccess) *accessv1.AccessWindow {
+	return &accessv1.AccessWindow{Sequence: seq, StartUnixNano: 1e9, EndUnixNano: 2e9, Files: recs}
+}
+
+// A key not yet written holds back only the collectors whose windows
+// touched it, and only from the first window not written.
+func TestFrontier(t *testing.T) {
+	s := New(analyzer.Options{})
+	a, b := rec("ml", "a"), rec("ml", "b")
+	s.Apply("c1", win(1, a))
+	s.Apply("c1", win(2, b))
+	s.Apply("c2", win(1, a))
+	entries, err := s.TakeDirty(3e9)
+	require.NoError(t, err)
+	received := map[string]uint64{"c1": 2, "c2": 1}
+	assert.Equal(t, map[string]uint64{"c1": 0, "c2": 0}, s.Frontier(received), "nothing written yet")
+	for _, e := range entries {
+		if e.Key.WorkloadName == "a" {
+			s.MarkWritten(e.Key, e.Meta.Applied)
+		}
+	}
+	assert.Equal(t, map[string]uint64{"c1": 1, "c2": 1}, s.Frontier(received), "b (c1's window 2) is not written")
+	s.Apply("c1", win(3, a))
+	received["c1"] = 3
+	assert.Equal(t, map[string]uint64{"c1": 1, "c2": 1}, s.Frontier(received))
+	s.Quarantine(analyzer.KeyOf(b), time.Now().Add(time.Minute))
+	assert.Equal(t, map[string]uint64{"c1": 2, "c2": 1}, s.Frontier(received),
+		"a quarantined key holds nobody back; c1's window 3 touched a, not written yet")
+	for _, e := range mustTake(t, s) {
+		s.MarkWritten(e.Key, e.Meta.Applied)
+	}
+	assert.Equal(t, map[string]uint64{"c1": 3, "c2": 1}, s.Frontier(received), "everything written")
+	assert.Equal(t, 1, s.Apply("c1", win(4, b, a)), "records of a quarantined key are refused")
+	assert.Equal(t, 1, s.Quarantined())
+}
+
+// Per-collector metadata stays bounded however many collectors came and went.
+func TestCollectorsArePruned(t *testing.T) {
+	s := New(analyzer.Options{})
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+	a := rec("ml", "a")
+	for i := range MaxCollectorsPerKey + 100 {
+		s.Apply(fmt.Sprintf("c%d", i), win(1, a))
+		now = now.Add(time.Second)
+	}
+	m := s.meta[analyzer.KeyOf(a)]
+	assert.Len(t, m.Applied, MaxCollectorsPerKey)
+	assert.NotContains(t, m.Applied, "c0", "the least recently heard goes first")
+	now = now.Add(CollectorRetention + time.Hour)
+	s.Apply("fresh", win(1, a))
+	assert.Equal(t, map[string]uint64{"fresh": 1}, m.Applied, "collectors unheard for the retention are forgotten")
+}
+
+func mustTake(t *testing.T, s *Store) []Entry {
+	t.Helper()
+	e, err := s.TakeDirty(3e9)
+	require.NoError(t, err)
+	return e
+}

@@ -1,0 +1,19 @@
+package accessv1
+
+// How a collector proves who it is, and what one call may carry. The
+// analyzer enforces them; collectors shape their calls by them.
+const (
+	// Audience is the audience of the service-account token a collector
+	// sends (a projected token: never the API server's own audience, so the
+	// token cannot be replayed against the API server, nor an API token
+	// against the analyzer).
+	Audience = "eddy.io/access-intake"
+	// AuthorizationMetadata carries "Bearer <token>" in each call's gRPC
+	// metadata.
+	AuthorizationMetadata = "authorization"
+	// MaxMessageBytes bounds one ShipRequest as received by the analyzer;
+	// collectors batch windows under it.
+	MaxMessageBytes = 16 << 20
+	// MaxPathBytes bounds a FileAccess path; longer paths are refused.
+	MaxPathBytes = 4096
+)
