@@ -29,6 +29,9 @@ var samplesFS embed.FS
 //go:embed webhook/webhooks.yaml
 var webhooksYAML []byte
 
+//go:embed webhook/origin-policy.yaml
+var originPolicyYAML []byte
+
 //go:embed kustomization.yaml namespace.yaml analyzer/*.yaml collector/*.yaml webhook/*.yaml operator/*.yaml
 var deployFS embed.FS
 
@@ -107,6 +110,16 @@ func WebhookConfigurations() ([]*unstructured.Unstructured, error) {
 	objs, err := decodeAll(webhooksYAML)
 	if err != nil {
 		return nil, fmt.Errorf("decode webhook/webhooks.yaml: %w", err)
+	}
+	return objs, nil
+}
+
+// AdmissionPolicies returns the ValidatingAdmissionPolicies (and their
+// bindings) of config/webhook/origin-policy.yaml.
+func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
+	objs, err := decodeAll(originPolicyYAML)
+	if err != nil {
+		return nil, fmt.Errorf("decode webhook/origin-policy.yaml: %w", err)
 	}
 	return objs, nil
 }

@@ -247,7 +247,8 @@ func (r *DatasetReconciler) evictRecommendation(ns, name string, idleSince time.
 		prefix = prefix[:200]
 	}
 	return &eddyv1alpha1.Recommendation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: prefix + "-evict-" + hex.EncodeToString(sum[:])[:10]},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: prefix + "-evict-" + hex.EncodeToString(sum[:])[:10],
+			Labels: map[string]string{eddyv1alpha1.ManagedByLabel: eddyv1alpha1.ManagerOperator}},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef:    lastReader,
 			Dataset:      eddyv1alpha1.DatasetReference{Name: name, Source: eddyv1alpha1.DatasetSourcePVC},

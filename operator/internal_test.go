@@ -44,9 +44,19 @@ func TestRecommendationConflictOnly(t *testing.T) {
 func TestPolicyDefaultsAndBounds(t *testing.T) {
 	p := resolvePolicy(nil, false)
 	require.Equal(t, eddyv1alpha1.ModeRecommend, p.mode, "no policy means Recommend")
-	ok, why := p.mayAutoApply(&eddyv1alpha1.Recommendation{Spec: eddyv1alpha1.RecommendationSpec{Action: eddyv1alpha1.ActionScaleCache, Evidence: eddyv1alpha1.Evidence{Confidence: 1}}})
+	eddys := metav1.ObjectMeta{Labels: map[string]string{eddyv1alpha1.ManagedByLabel: eddyv1alpha1.ManagerAnalyzer}}
+	ok, why := p.mayAutoApply(&eddyv1alpha1.Recommendation{ObjectMeta: eddys, Spec: eddyv1alpha1.RecommendationSpec{Action: eddyv1alpha1.ActionScaleCache, Evidence: eddyv1alpha1.Evidence{Confidence: 1}}})
 	require.False(t, ok)
 	require.Contains(t, why, "a person must approve")
+
+	// Without bounds in the policy a safe maximum still holds.
+	for in, want := range map[int32]int32{0: 0, 4: 4, 30: DefaultMaxCacheWorkers, 2147483647: DefaultMaxCacheWorkers} {
+		got, _ := p.clampReplicas(in)
+		require.Equal(t, want, got, "replicas %d without bounds", in)
+	}
+	ok, why = p.mayAutoApply(&eddyv1alpha1.Recommendation{Spec: eddyv1alpha1.RecommendationSpec{Action: eddyv1alpha1.ActionScaleCache, Evidence: eddyv1alpha1.Evidence{Confidence: 1}}})
+	require.False(t, ok)
+	require.Contains(t, why, "not proposed by eddy")
 
 	p = resolvePolicy(&eddyv1alpha1.AutotunePolicy{Spec: eddyv1alpha1.AutotunePolicySpec{CacheWorkers: &eddyv1alpha1.CacheWorkerBounds{Min: 2, Max: 6}}}, false)
 	for in, want := range map[int32]int32{0: 2, 4: 4, 9: 6} {

@@ -411,9 +411,20 @@ func withProfile(name string) recOpt {
 	return func(r *eddyv1alpha1.Recommendation) { r.Spec.Evidence.Profile = name }
 }
 
+// proposedByAnalyzer is the mark the analyzer puts on what it proposes
+// (these tests stand in for it); withoutMark makes a recommendation someone
+// else wrote.
+func proposedByAnalyzer() map[string]string {
+	return map[string]string{eddyv1alpha1.ManagedByLabel: eddyv1alpha1.ManagerAnalyzer}
+}
+
+func withoutMark() recOpt {
+	return func(r *eddyv1alpha1.Recommendation) { r.Labels = nil }
+}
+
 func scaleRec(ns, name, dataset string, replicas int32, opts ...recOpt) *eddyv1alpha1.Recommendation {
 	r := &eddyv1alpha1.Recommendation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: proposedByAnalyzer()},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef:  &eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "Job", Name: "train"},
 			Dataset:    eddyv1alpha1.DatasetReference{Name: dataset, Source: "PVC"},
@@ -431,7 +442,7 @@ func scaleRec(ns, name, dataset string, replicas int32, opts ...recOpt) *eddyv1a
 
 func prefetchRec(ns, name, dataset string, opts ...recOpt) *eddyv1alpha1.Recommendation {
 	r := &eddyv1alpha1.Recommendation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: proposedByAnalyzer()},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef: &eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "Job", Name: "scan"},
 			Dataset:   eddyv1alpha1.DatasetReference{Name: dataset, Source: "PVC"},

@@ -92,7 +92,10 @@ func TestRecommendVersusAuto(t *testing.T) {
 	startOperator(t, testOptions(), nil)
 
 	create(t, scaleRec(rec, "grow", "data", 2), scaleRec(auto, "grow", "data", 2),
-		scaleRec(auto, "unsure", "data2", 2, withConfidence(0.5)), prefetchRec(auto, "prefetch", "data"))
+		scaleRec(auto, "unsure", "data2", 2, withConfidence(0.5)), prefetchRec(auto, "prefetch", "data"),
+		// Someone allowed to create recommendations, not eddy (issue 13, 6):
+		// an Auto policy does not apply it, however confident and large.
+		scaleRec(auto, "someones", "data", 30, withoutMark()))
 	waitPhase(t, auto, "grow", eddyv1alpha1.PhaseApplied, 30*time.Second)
 	require.EqualValues(t, 2, stsReplicas(t, auto, "cache"))
 	require.Equal(t, "AutoApproved", condition(getRec(t, auto, "grow"), eddyv1alpha1.ConditionApproved).Reason)
@@ -100,7 +103,9 @@ func TestRecommendVersusAuto(t *testing.T) {
 	holdPhase(t, rec, "grow", eddyv1alpha1.PhaseProposed, 2*time.Second)
 	holdPhase(t, auto, "unsure", eddyv1alpha1.PhaseProposed, time.Second)
 	holdPhase(t, auto, "prefetch", eddyv1alpha1.PhaseProposed, time.Second)
+	holdPhase(t, auto, "someones", eddyv1alpha1.PhaseProposed, time.Second)
 	require.EqualValues(t, 1, stsReplicas(t, rec, "cache"), "Recommend mode applied without approval")
+	require.EqualValues(t, 2, stsReplicas(t, auto, "cache"), "a recommendation eddy did not propose is not auto-applied")
 
 	_, err := kubectlplugin.Approve(context.Background(), env.Client, rec, "grow", "looks right")
 	require.NoError(t, err)

@@ -88,6 +88,8 @@ func resolvePolicy(obj *eddyv1alpha1.AutotunePolicy, dryRun bool) effectivePolic
 // mayAutoApply says whether rec may be approved without a person, and if not, why.
 func (p effectivePolicy) mayAutoApply(rec *eddyv1alpha1.Recommendation) (bool, string) {
 	switch {
+	case !rec.ProposedByEddy():
+		return false, fmt.Sprintf("not proposed by eddy (no %s label of its analyzer or operator): a person who could make the change directly must approve", eddyv1alpha1.ManagedByLabel)
 	case p.mode != eddyv1alpha1.ModeAuto:
 		return false, fmt.Sprintf("policy mode is %s: a person must approve", p.mode)
 	case !slices.Contains(p.autoApply, rec.Spec.Action):
@@ -98,10 +100,19 @@ func (p effectivePolicy) mayAutoApply(rec *eddyv1alpha1.Recommendation) (bool, s
 	return true, ""
 }
 
-// clampReplicas bounds n by the policy's cache worker bounds and says whether it had to.
+// DefaultMaxCacheWorkers bounds cache workers when the policy sets no
+// cacheWorkers bounds: no recommendation scales a cache beyond it unless the
+// namespace's owner allowed more.
+const DefaultMaxCacheWorkers = 10
+
+// clampReplicas bounds n by the policy's cache worker bounds (0 to
+// DefaultMaxCacheWorkers without them) and says whether it had to.
 func (p effectivePolicy) clampReplicas(n int32) (int32, bool) {
 	if p.bounds == nil {
-		return n, false
+		if n > DefaultMaxCacheWorkers {
+			return DefaultMaxCacheWorkers, true
+		}
+		return max(n, 0), n < 0
 	}
 	switch {
 	case n < p.bounds.Min:

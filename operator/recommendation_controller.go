@@ -202,7 +202,8 @@ func (r *RecommendationReconciler) deny(ctx context.Context, rec *eddyv1alpha1.R
 }
 
 // supersede marks rec Superseded when a newer recommendation for the same
-// target, dataset and action exists: at once if rec was not applied yet,
+// target, dataset and action exists (one eddy did not propose counts only
+// once a person approved it): at once if rec was not applied yet,
 // else once the newer one is applied.
 func (r *RecommendationReconciler) supersede(ctx context.Context, rec *eddyv1alpha1.Recommendation) (bool, error) {
 	var list eddyv1alpha1.RecommendationList
@@ -213,6 +214,11 @@ func (r *RecommendationReconciler) supersede(ctx context.Context, rec *eddyv1alp
 	for i := range list.Items {
 		s := &list.Items[i]
 		if s.Name == rec.Name || s.Status.Phase.Final() || !newer(s, rec) {
+			continue
+		}
+		if !s.ProposedByEddy() && !s.Status.Phase.InForce() && !meta.IsStatusConditionTrue(s.Status.Conditions, eddyv1alpha1.ConditionApproved) {
+			// Someone else's recommendation replaces eddy's only once a
+			// person with the right approved it.
 			continue
 		}
 		if newest == nil || newer(s, newest) {

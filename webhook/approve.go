@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -28,11 +30,18 @@ const ApproveVerb = "approve"
 // ApprovalValidator is the validating webhook on recommendations/status:
 // a change to the Approved or Denied condition is allowed only when a
 // SubjectAccessReview says the requesting user may approve that
-// recommendation. A decision, once True, is final, and a recommendation is
-// never both Approved and Denied. Every other status change passes.
+// recommendation. Approving one that eddy did not propose (see
+// v1alpha1.ManagedByLabel) also needs the right to make the change
+// directly: to create pods in the namespace for Prefetch and InjectSDK, to
+// update the named cache target's scale subresource for ScaleCache — so
+// nobody gets eddy to do what they may not. A decision, once True, is
+// final, and a recommendation is never both Approved and Denied. Every
+// other status change passes.
 type ApprovalValidator struct {
 	// Client creates SubjectAccessReviews.
 	Client client.Client
+	// Mapper maps a cache target's kind to its resource.
+	Mapper meta.RESTMapper
 	// Metrics are updated for every request; nil updates none.
 	Metrics *Metrics
 	// Log receives one line per decision checked.
@@ -71,12 +80,42 @@ func (v *ApprovalValidator) Handle(ctx context.Context, req admission.Request) a
 		}
 	}
 	u := req.UserInfo
+	allowed, err := v.allowed(ctx, u, &authorizationv1.ResourceAttributes{
+		Group: eddyv1alpha1.GroupVersion.Group, Resource: "recommendations", Verb: ApproveVerb,
+		Namespace: req.Namespace, Name: req.Name,
+	})
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("check whether %s may approve recommendation %s/%s: %w", u.Username, req.Namespace, req.Name, err))
+	}
+	if !allowed {
+		return v.deny(fmt.Sprintf("user %q may not approve or deny recommendation %s/%s: that needs the verb %q on recommendations.eddy.io (bind the ClusterRole eddy-recommendation-approver)",
+			u.Username, req.Namespace, req.Name, ApproveVerb))
+	}
+	if isTrue(rec.Status.Conditions, eddyv1alpha1.ConditionApproved) && !rec.ProposedByEddy() {
+		change, what, err := v.changeOf(&rec)
+		if err != nil {
+			return v.deny(fmt.Sprintf("recommendation %s/%s was not proposed by eddy: %v", req.Namespace, req.Name, err))
+		}
+		ok, err := v.allowed(ctx, u, change)
+		if err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("check whether %s may %s: %w", u.Username, what, err))
+		}
+		if !ok {
+			return v.deny(fmt.Sprintf("recommendation %s/%s was not proposed by eddy, and user %q may not %s directly: eddy acts on it only with the approval of someone who could",
+				req.Namespace, req.Name, u.Username, what))
+		}
+	}
+	if v.Metrics != nil {
+		v.Metrics.Approvals.WithLabelValues("allowed").Inc()
+	}
+	v.Log.Info("approval decision allowed", "user", u.Username, "namespace", req.Namespace, "name", req.Name)
+	return admission.Allowed("")
+}
+
+// allowed asks the API server whether u may do what attrs say.
+func (v *ApprovalValidator) allowed(ctx context.Context, u authenticationv1.UserInfo, attrs *authorizationv1.ResourceAttributes) (bool, error) {
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: u.Username, Groups: u.Groups, UID: u.UID,
-		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Group: eddyv1alpha1.GroupVersion.Group, Resource: "recommendations", Verb: ApproveVerb,
-			Namespace: req.Namespace, Name: req.Name,
-		},
+		User: u.Username, Groups: u.Groups, UID: u.UID, ResourceAttributes: attrs,
 	}}
 	if len(u.Extra) > 0 {
 		sar.Spec.Extra = map[string]authorizationv1.ExtraValue{}
@@ -86,18 +125,40 @@ func (v *ApprovalValidator) Handle(ctx context.Context, req admission.Request) a
 	}
 	if err := v.Client.Create(ctx, sar); err != nil {
 		v.countError("subjectaccessreview")
-		v.Log.Error(err, "subject access review failed", "user", u.Username, "namespace", req.Namespace, "name", req.Name)
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("check whether %s may approve recommendation %s/%s: %w", u.Username, req.Namespace, req.Name, err))
+		v.Log.Error(err, "subject access review failed", "user", u.Username, "attributes", attrs)
+		return false, err
 	}
-	if !sar.Status.Allowed {
-		return v.deny(fmt.Sprintf("user %q may not approve or deny recommendation %s/%s: that needs the verb %q on recommendations.eddy.io (bind the ClusterRole eddy-recommendation-approver)",
-			u.Username, req.Namespace, req.Name, ApproveVerb))
+	return sar.Status.Allowed, nil
+}
+
+// changeOf is the access a person needs to make rec's change directly, and
+// it in words.
+func (v *ApprovalValidator) changeOf(rec *eddyv1alpha1.Recommendation) (*authorizationv1.ResourceAttributes, string, error) {
+	ns := rec.Namespace
+	switch rec.Spec.Action {
+	case eddyv1alpha1.ActionPrefetch, eddyv1alpha1.ActionInjectSDK:
+		return &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "pods"},
+			fmt.Sprintf("create pods in %s (a pod that runs a prefetcher of its own)", ns), nil
+	case eddyv1alpha1.ActionScaleCache:
+		t := rec.Spec.ScaleCache
+		if t == nil || t.CacheTargetRef == nil {
+			return nil, "", fmt.Errorf("name the cache target (spec.scaleCache.cacheTargetRef), so that the approver's right to scale it can be checked")
+		}
+		gv, err := schema.ParseGroupVersion(t.CacheTargetRef.APIVersion)
+		if err != nil {
+			return nil, "", fmt.Errorf("cacheTargetRef apiVersion %q: %w", t.CacheTargetRef.APIVersion, err)
+		}
+		if v.Mapper == nil {
+			return nil, "", fmt.Errorf("the webhook cannot map %s to a resource", t.CacheTargetRef.Kind)
+		}
+		m, err := v.Mapper.RESTMapping(gv.WithKind(t.CacheTargetRef.Kind).GroupKind(), gv.Version)
+		if err != nil {
+			return nil, "", fmt.Errorf("cacheTargetRef %s: %w", t.CacheTargetRef.Kind, err)
+		}
+		return &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: gv.Group, Resource: m.Resource.Resource, Subresource: "scale", Name: t.CacheTargetRef.Name},
+			fmt.Sprintf("scale %s/%s in %s", t.CacheTargetRef.Kind, t.CacheTargetRef.Name, ns), nil
 	}
-	if v.Metrics != nil {
-		v.Metrics.Approvals.WithLabelValues("allowed").Inc()
-	}
-	v.Log.Info("approval decision allowed", "user", u.Username, "namespace", req.Namespace, "name", req.Name)
-	return admission.Allowed("")
+	return nil, "", fmt.Errorf("%s recommendations are eddy's own", rec.Spec.Action)
 }
 
 func (v *ApprovalValidator) deny(msg string) admission.Response {

@@ -202,6 +202,65 @@ func TestEndToEnd(t *testing.T) {
 		assert.GreaterOrEqual(t, testutil.ToFloat64(h.srv.Metrics.Approvals.WithLabelValues("allowed")), 1.0)
 	})
 
+	t.Run("recommendations eddy did not propose", func(t *testing.T) {
+		// carol may create recommendations and approve them, nothing else:
+		// she must not get eddy to scale what she may not (issue 13, 6).
+		carol, err := h.env.AddUser("carol")
+		require.NoError(t, err)
+		mustCreate(t, h.c, &rbacv1.ClusterRole{
+			ObjectMeta: metav1.ObjectMeta{Name: "rec-writer"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"eddy.io"}, Resources: []string{"recommendations"}, Verbs: []string{"create", "get", "update"}}},
+		})
+		for _, role := range []string{"rec-writer", "eddy-recommendation-approver"} {
+			mustCreate(t, h.c, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "carol-" + role},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "carol"}},
+			})
+		}
+		asCarol, err := client.New(carol, client.Options{Scheme: Scheme()})
+		require.NoError(t, err)
+		scale := &eddyv1alpha1.Recommendation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "payments-bigger", Labels: eddyMade},
+			Spec: eddyv1alpha1.RecommendationSpec{
+				TargetRef: &eddyv1alpha1.WorkloadReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "payments"},
+				Dataset:   eddyv1alpha1.DatasetReference{Name: "imagenet", Source: "PVC"},
+				Action:    eddyv1alpha1.ActionScaleCache,
+				ScaleCache: &eddyv1alpha1.ScaleCacheParameters{Replicas: 30,
+					CacheTargetRef: &eddyv1alpha1.CacheTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "payments"}},
+				Evidence: eddyv1alpha1.Evidence{Class: eddyv1alpha1.ClassShuffledEpochs, Confidence: 1},
+			},
+		}
+		err = asCarol.Create(ctx, scale.DeepCopy())
+		require.Error(t, err, "carol may not pass her recommendation off as the analyzer's")
+		assert.Contains(t, err.Error(), "only eddy-system/eddy-analyzer may mark")
+		scale.Labels = nil
+		require.NoError(t, asCarol.Create(ctx, scale))
+		approve := func(c client.Client) error {
+			var cur eddyv1alpha1.Recommendation
+			if err := c.Get(ctx, client.ObjectKeyFromObject(scale), &cur); err != nil {
+				return err
+			}
+			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: eddyv1alpha1.ConditionApproved, Status: metav1.ConditionTrue, Reason: "Mine", Message: "go"})
+			return c.Status().Update(ctx, &cur)
+		}
+		err = approve(asCarol)
+		require.Error(t, err, "carol holds the approve verb, but may not scale Deployment/payments")
+		assert.Contains(t, err.Error(), `user "carol" may not scale Deployment/payments in ml directly`)
+
+		// With the right to scale it herself, her approval stands.
+		mustCreate(t, h.c, &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "scale-payments"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"deployments/scale"}, ResourceNames: []string{"payments"}, Verbs: []string{"update"}}},
+		})
+		mustCreate(t, h.c, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "carol-scales-payments"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "scale-payments"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "carol"}},
+		})
+		require.Eventually(t, func() bool { return approve(asCarol) == nil }, 10*time.Second, 200*time.Millisecond, "RBAC takes effect")
+	})
+
 	t.Run("rotation while creating pods", func(t *testing.T) {
 		servingBefore := testutil.ToFloat64(h.srv.Metrics.CertRotations.WithLabelValues("serving"))
 		caBefore := testutil.ToFloat64(h.srv.Metrics.CertRotations.WithLabelValues("ca"))

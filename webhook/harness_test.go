@@ -57,6 +57,7 @@ func startHarness(t testing.TB, tweak func(*Options)) *harness {
 	ctx := context.Background()
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}})
 	applyManifests(t, c, "rbac.yaml", nil)
+	applyManifests(t, c, "origin-policy.yaml", nil)
 
 	h.opts = Options{
 		Config:      cfg,
@@ -245,9 +246,13 @@ func (h *harness) createApplied(t testing.TB, rec *eddyv1alpha1.Recommendation) 
 	}
 }
 
+// eddyMade marks a recommendation as the analyzer's, as it writes them (the
+// tests create them as an administrator, standing in for the analyzer).
+var eddyMade = map[string]string{eddyv1alpha1.ManagedByLabel: eddyv1alpha1.ManagerAnalyzer}
+
 func prefetchRec(ns, name, deployment, dataset string) *eddyv1alpha1.Recommendation {
 	return &eddyv1alpha1.Recommendation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: eddyMade},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef: &eddyv1alpha1.WorkloadReference{APIVersion: "apps/v1", Kind: "Deployment", Name: deployment},
 			Dataset:   eddyv1alpha1.DatasetReference{Name: dataset, Source: "PVC"},
@@ -263,7 +268,7 @@ func prefetchRec(ns, name, deployment, dataset string) *eddyv1alpha1.Recommendat
 
 func sdkRec(ns, name, deployment, dataset string) *eddyv1alpha1.Recommendation {
 	return &eddyv1alpha1.Recommendation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: eddyMade},
 		Spec: eddyv1alpha1.RecommendationSpec{
 			TargetRef: &eddyv1alpha1.WorkloadReference{APIVersion: "apps/v1", Kind: "Deployment", Name: deployment},
 			Dataset:   eddyv1alpha1.DatasetReference{Name: dataset},

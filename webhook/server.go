@@ -207,7 +207,8 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.Injector = &Injector{Reader: c, Workloads: s.workloads, Config: opts.Injector, Recorder: recorder, Metrics: s.Metrics, Log: log.WithName("inject")}
-	s.Approvals = &ApprovalValidator{Client: direct, Metrics: s.Metrics, Log: log.WithName("approve")}
+	s.Approvals = &ApprovalValidator{Client: direct, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery())),
+		Metrics: s.Metrics, Log: log.WithName("approve")}
 
 	if s.listener, err = net.Listen("tcp", opts.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s for the webhooks: %w", opts.Addr, err)

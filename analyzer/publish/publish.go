@@ -268,7 +268,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 		if rerr != nil {
 			return nil, Permanent(rerr)
 		}
-		prof.Labels = map[string]string{"app.kubernetes.io/managed-by": "eddy-analyzer"}
+		prof.Labels = map[string]string{v1.ManagedByLabel: v1.ManagerAnalyzer}
 		prof.Spec = v1.AccessProfileSpec{WorkloadRef: ref, Dataset: datasetRef(e)}
 		if err = p.Client.Create(ctx, prof); err != nil {
 			return nil, fmt.Errorf("create AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
@@ -399,7 +399,7 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 			Labels: map[string]string{
 				v1.ProfileLabel:                truncate(prof.Name, 63),
 				v1.ActionLabel:                 string(spec.Action),
-				"app.kubernetes.io/managed-by": "eddy-analyzer",
+				v1.ManagedByLabel:              v1.ManagerAnalyzer,
 			},
 		},
 		Spec: spec,

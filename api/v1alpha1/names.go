@@ -33,6 +33,19 @@ const (
 	// object (kind/name, e.g. "StatefulSet/cache-workers") that serves it.
 	CacheTargetAnnotation = "eddy.io/cache-target"
 
+	// ManagedByLabel set to ManagerAnalyzer marks the AccessProfiles and
+	// Recommendations the analyzer wrote, set to ManagerOperator the
+	// EvictDataset recommendations the operator proposes itself. Only the
+	// component's own service account may set it (the
+	// ValidatingAdmissionPolicy in config/webhook/origin-policy.yaml), so
+	// the operator can tell what eddy proposed from what anyone allowed to
+	// create Recommendations wrote: only the former may be applied without a
+	// person, and the latter only with the approval of a person who could
+	// make the change directly.
+	ManagedByLabel  = "app.kubernetes.io/managed-by"
+	ManagerAnalyzer = "eddy-analyzer"
+	ManagerOperator = "eddy-operator"
+
 	// ProfileLabel on a Recommendation names the AccessProfile it was made
 	// from; ActionLabel is its action.
 	ProfileLabel = "eddy.io/profile"
@@ -99,3 +112,10 @@ const (
 	// ReasonIneffective: they did not.
 	ReasonIneffective = "Ineffective"
 )
+
+// ProposedByEddy reports whether eddy's analyzer or operator wrote the
+// recommendation (see ManagedByLabel).
+func (r *Recommendation) ProposedByEddy() bool {
+	m := r.Labels[ManagedByLabel]
+	return m == ManagerAnalyzer || m == ManagerOperator
+}

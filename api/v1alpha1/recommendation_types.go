@@ -117,8 +117,10 @@ type ScaleCacheParameters struct {
 	// +optional
 	CacheTargetRef *CacheTargetReference `json:"cacheTargetRef,omitempty"`
 	// Replicas wanted: max(ceil(workingSet / perWorkerCapacity),
-	// ceil(demandedThroughput / perWorkerThroughput)), within policy bounds.
+	// ceil(demandedThroughput / perWorkerThroughput)), within policy bounds
+	// (the operator clamps to them whatever is asked).
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	Replicas int32 `json:"replicas"`
 	// WorkingSetBytes the replicas were sized for.
 	// +optional

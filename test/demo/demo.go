@@ -257,24 +257,28 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.installWebhooks(ctx, webhookAddr); err != nil {
 		return nil, err
 	}
+	kubeconfigs, err := r.installIdentities(ctx)
+	if err != nil {
+		return nil, err
+	}
 	tokenFile, err := r.collectorToken(ctx)
 	if err != nil {
 		return nil, err
 	}
-	kc := "--kubeconfig=" + r.env.Kubeconfig
+	kc := func(component string) string { return "--kubeconfig=" + kubeconfigs[component] }
 	r.step("starting the analyzer, collector, webhook and operator (logs in %s)", filepath.Join(o.Dir, "logs"))
 	components := []struct {
 		name string
 		args []string
 	}{
-		{"analyzer", []string{"analyzer", "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
+		{"analyzer", []string{"analyzer", kc("analyzer"), "--grpc-addr=" + grpcAddr, "--manifest-addr=" + manifestAddr, "--metrics-addr=" + addr(ports[3]),
 			"--state-dir=" + filepath.Join(o.Dir, "analyzer"), "--tls-cert=" + certFile, "--tls-key=" + keyFile, "--flush-interval=2s", "--stable-assessments=2", "--run-ended-after=4s", "--lease-namespace=" + System}},
-		{"collector", []string{"collector", kc, "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
+		{"collector", []string{"collector", kc("collector"), "--node-name=" + NodeName, "--analyzer-address=" + grpcAddr, "--interval=250ms",
 			"--token-file=" + tokenFile, "--analyzer-ca=" + certFile,
 			"--state-dir=" + filepath.Join(o.Dir, "collector"), "--metrics-address=" + addr(ports[4])}},
-		{"webhook", []string{"webhook", kc, "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
+		{"webhook", []string{"webhook", kc("webhook"), "--namespace=" + System, "--service-name=", "--ip=127.0.0.1", "--addr=" + webhookAddr,
 			"--metrics-addr=" + addr(ports[5]), "--image=eddy.local/eddy:dev", "--analyzer-url=https://" + manifestAddr}},
-		{"operator", []string{"operator", kc, "--namespace=" + System, "--leader-elect=false", "--metrics-addr=" + addr(ports[6]),
+		{"operator", []string{"operator", kc("operator"), "--namespace=" + System, "--leader-elect=false", "--metrics-addr=" + addr(ports[6]),
 			"--health-addr=" + addr(ports[7]), "--verify-settle=-1s"}},
 	}
 	for _, comp := range components {
@@ -492,6 +496,15 @@ func (r *run) installWebhooks(ctx context.Context, webhookAddr string) error {
 	objs, err := config.WebhookConfigurations()
 	if err != nil {
 		return err
+	}
+	policies, err := config.AdmissionPolicies()
+	if err != nil {
+		return err
+	}
+	for _, p := range policies {
+		if err := r.env.Client.Create(ctx, p); err != nil {
+			return fmt.Errorf("create %s %s: %w", p.GetKind(), p.GetName(), err)
+		}
 	}
 	for _, o := range objs {
 		hooks, _, _ := unstructuredSlice(o.Object, "webhooks")

@@ -16,6 +16,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -69,7 +70,7 @@ func (r *run) collectorToken(ctx context.Context) (string, error) {
 			Containers: []corev1.Container{{Name: "collector", Image: "eddy.local/eddy:dev"}}},
 	}
 	for _, o := range []client.Object{sa, pod} {
-		if err := c.Create(ctx, o); err != nil {
+		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
 			return "", fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
 		}
 	}
