@@ -20,7 +20,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
@@ -324,14 +323,6 @@ func applies(rec *eddyv1alpha1.Recommendation, w eddyv1alpha1.WorkloadReference,
 		return false
 	}
 	return len(volumes[rec.Spec.Dataset.VolumeKey()]) > 0
-}
-
-func apiGroup(apiVersion string) string {
-	gv, err := schema.ParseGroupVersion(apiVersion)
-	if err != nil {
-		return apiVersion
-	}
-	return gv.Group
 }
 
 // pickPrefetch orders candidates by confidence (highest first), then name,

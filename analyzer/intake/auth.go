@@ -157,6 +157,7 @@ const (
 	RejectExcluded       = "excluded_namespace"
 	RejectMalformed      = "malformed"
 	RejectQuarantined    = "quarantined_key"
+	RejectTooManyKeys    = "too_many_keys"
 	RejectOverRate       = "rate_limited"
 	RejectLookupFailures = "lookup_failed"
 )

@@ -46,6 +46,12 @@ const (
 	MaxSequenceGap = 1 << 20
 	// MaxCollectorIDBytes bounds a collector's id.
 	MaxCollectorIDBytes = 253
+	// MaxKeysPerPod bounds the workload × dataset keys one pod's records
+	// may name: a pod is one workload, and mounts a few datasets, so more
+	// is a collector making keys up.
+	MaxKeysPerPod = 32
+	// maxTrackedPods bounds the pods whose keys are counted.
+	maxTrackedPods = 1 << 16
 )
 
 // Options configure a Server. Without Auth the intake is open: for tests and
@@ -72,6 +78,7 @@ type Server struct {
 	durable  map[string]uint64
 	seen     map[string]time.Time
 	limiters map[string]*rate.Limiter
+	podKeys  map[string]map[string]struct{}
 
 	windows    *prometheus.CounterVec
 	records    prometheus.Counter
@@ -96,6 +103,7 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 		durable:  map[string]uint64{},
 		seen:     map[string]time.Time{},
 		limiters: map[string]*rate.Limiter{},
+		podKeys:  map[string]map[string]struct{}{},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_rejected_records_total",
 			Help: "Records not taken from collectors, by reason: a pod of another node, an unknown pod, a namespace not opted in or excluded, malformed, a quarantined key.",
@@ -252,6 +260,9 @@ func (s *Server) admit(ctx context.Context, peer Peer, ws []*accessv1.AccessWind
 				why = s.opts.Admission.Admit(ctx, peer, r)
 				decided[key] = why
 			}
+			if why == "" && !s.keyAllowed(r) {
+				why = RejectTooManyKeys
+			}
 			if why != "" {
 				s.rejected.WithLabelValues(why).Inc()
 				continue
@@ -263,6 +274,31 @@ func (s *Server) admit(ctx context.Context, peer Peer, ws []*accessv1.AccessWind
 		out[i] = cp
 	}
 	return out
+}
+
+// keyAllowed counts the keys the record's pod names and refuses one past
+// MaxKeysPerPod.
+func (s *Server) keyAllowed(r *accessv1.FileAccess) bool {
+	w, d := r.GetWorkload(), r.GetDataset()
+	key := w.GetKind() + "/" + w.GetName() + "@" + d.GetName()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := s.podKeys[r.GetPodUid()]
+	if keys == nil {
+		if len(s.podKeys) >= maxTrackedPods {
+			clear(s.podKeys)
+		}
+		keys = map[string]struct{}{}
+		s.podKeys[r.GetPodUid()] = keys
+	}
+	if _, ok := keys[key]; ok {
+		return true
+	}
+	if len(keys) >= MaxKeysPerPod {
+		return false
+	}
+	keys[key] = struct{}{}
+	return true
 }
 
 // Reject counts records the sink refused (a quarantined key).

@@ -25,6 +25,11 @@ import (
 // DefaultMaxFiles bounds the files remembered per key.
 const DefaultMaxFiles = 200_000
 
+// MaxPathBytesPerKey bounds the bytes of paths remembered per key: with
+// DefaultMaxFiles, a key's paths average at most 168 bytes, so no workload
+// can make the analyzer hold much more than this for it whatever it opens.
+const MaxPathBytesPerKey = 32 << 20
+
 type fileEntry struct {
 	// Order is the time of the latest pass (or first access), unix ns.
 	Order int64   `json:"o"`
@@ -35,6 +40,8 @@ type fileEntry struct {
 type keyState struct {
 	Files   map[string]*fileEntry `json:"files"`
 	Dropped uint64                `json:"dropped,omitempty"`
+	// pathBytes is the sum of the lengths of Files' paths.
+	pathBytes int
 }
 
 // Store is safe for concurrent use.
@@ -82,7 +89,7 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range recs {
-		if r.GetPath() == "" || r.GetWorkload().GetName() == "" || r.GetReadOps() == 0 {
+		if r.GetPath() == "" || r.GetWorkload().GetName() == "" || r.GetDataset().GetName() == "" || r.GetReadOps() == 0 {
 			continue
 		}
 		k := analyzer.KeyOf(r)
@@ -93,12 +100,13 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 		}
 		fe := st.Files[r.GetPath()]
 		if fe == nil {
-			if len(st.Files) >= s.maxFiles {
+			if len(st.Files) >= s.maxFiles || st.pathBytes+len(r.GetPath()) > MaxPathBytesPerKey {
 				st.Dropped++
 				continue
 			}
 			fe = &fileEntry{}
 			st.Files[r.GetPath()] = fe
+			st.pathBytes += len(r.GetPath())
 		}
 		order := r.GetLastPassUnixNano()
 		if order == 0 {
@@ -244,6 +252,9 @@ func load(path string) (analyzer.Key, *keyState, error) {
 	}
 	if d.State == nil || d.State.Files == nil {
 		d.State = &keyState{Files: map[string]*fileEntry{}}
+	}
+	for p := range d.State.Files {
+		d.State.pathBytes += len(p)
 	}
 	return d.Key, d.State, nil
 }

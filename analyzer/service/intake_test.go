@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,7 +45,7 @@ type intakeCluster struct {
 	certs string
 }
 
-func newIntakeCluster(t *testing.T) *intakeCluster {
+func newIntakeCluster(t testing.TB) *intakeCluster {
 	env := controlplane.StartForTest(t, controlplane.Options{})
 	ctx := context.Background()
 	c := env.Client
@@ -79,7 +82,7 @@ func newIntakeCluster(t *testing.T) *intakeCluster {
 
 // token is a service-account token bound to pod, of audience (none: the API
 // server's own).
-func (ic *intakeCluster) token(t *testing.T, pod string, audience ...string) string {
+func (ic *intakeCluster) token(t testing.TB, pod string, audience ...string) string {
 	p := ic.pods[pod]
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Spec.ServiceAccountName}}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audience, ExpirationSeconds: ptr(int64(3600)),
@@ -102,6 +105,10 @@ func (ic *intakeCluster) record(pod string) *accessv1.FileAccess {
 // start runs the analyzer as cmd/eddy does: TLS intake, TokenReviews,
 // admission from an informer cache of pods and namespaces.
 func (ic *intakeCluster) start(t *testing.T) (*service.Service, *prometheus.Registry) {
+	return ic.startTB(t)
+}
+
+func (ic *intakeCluster) startTB(t testing.TB) (*service.Service, *prometheus.Registry) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	certFile, keyFile, err := loopbackcert.Write(ic.certs)
@@ -114,7 +121,7 @@ func (ic *intakeCluster) start(t *testing.T) (*service.Service, *prometheus.Regi
 	require.True(t, cache.WaitForCacheSync(ctx))
 	reg := prometheus.NewRegistry()
 	svc, err := service.New(ctx, service.Options{
-		Client: ic.env.Client, Log: testr.New(t), Registry: reg, GRPCAddr: "127.0.0.1:0", FlushInterval: time.Hour,
+		Client: ic.env.Client, Log: logr.Discard(), Registry: reg, GRPCAddr: "127.0.0.1:0", FlushInterval: time.Hour,
 		LeaseNamespace: "eddy-system", Identity: "test", StableAssessments: 2,
 		ManifestTLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
 		Intake:      intake.Options{Auth: &intake.TokenReviews{Client: ic.env.Client, Users: []string{"system:serviceaccount:eddy-system:eddy-collector"}}, Admission: adm},
@@ -124,7 +131,7 @@ func (ic *intakeCluster) start(t *testing.T) (*service.Service, *prometheus.Regi
 	return svc, reg
 }
 
-func (ic *intakeCluster) ship(t *testing.T, addr, token, collector string, ws ...*accessv1.AccessWindow) (*accessv1.ShipReply, error) {
+func (ic *intakeCluster) ship(t testing.TB, addr, token, collector string, ws ...*accessv1.AccessWindow) (*accessv1.ShipReply, error) {
 	ca, err := os.ReadFile(ic.certs + "/cert.pem")
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
@@ -210,4 +217,71 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name, label string) pro
 		}
 	}
 	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x"}, func() float64 { return 0 })
+}
+
+// FuzzIntake sends random and adversarial windows, as a compromised or
+// broken collector of node-a could, through the real intake (real gRPC,
+// TokenReview, admission, publishing to a real API server). Whatever it
+// sends: no panic, nothing written outside the opted-in namespace ml, and
+// the analyzer's state stays bounded (at most MaxKeysPerPod keys for the
+// one pod of node-a in ml).
+func FuzzIntake(f *testing.F) {
+	ic := newIntakeCluster(f)
+	svc, _ := ic.startTB(f)
+	token := ic.token(f, "collector-a", accessv1.Audience)
+	f.Add([]byte("seed"), uint64(1))
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 255, 254, 253}, uint64(math.MaxUint64))
+	f.Add(make([]byte, 512), uint64(7))
+	pods := []string{"train-a", "train-b", "q", "coredns-x"}
+	seq := uint64(0)
+	f.Fuzz(func(t *testing.T, data []byte, rawSeq uint64) {
+		var ws []*accessv1.AccessWindow
+		var req accessv1.ShipRequest
+		if proto.Unmarshal(data, &req) == nil && len(req.Windows) > 0 {
+			ws = req.Windows // whatever the bytes decode to, as is
+		} else {
+			w := window(rawSeq)
+			for i := 0; i+4 <= len(data) && i < 4*256; i += 4 {
+				b := data[i : i+4]
+				r := ic.record(pods[int(b[0])%len(pods)])
+				switch b[1] % 8 {
+				case 0:
+					r.PodUid = "forged"
+				case 1:
+					r.Workload.Namespace = "kube-system"
+				case 2:
+					r.Workload.Name = fmt.Sprintf("made-up-%d", b[2])
+				case 3:
+					r.Dataset.Name = fmt.Sprintf("ds-%d", b[2])
+				case 4:
+					r.Path = strings.Repeat("p", int(b[2])*40)
+				case 5:
+					r.ReadBytes, r.ReadOps = math.MaxUint64, math.MaxUint64
+				case 6:
+					r.Workload = nil
+				case 7:
+					r.Dataset.Namespace = "quiet"
+				}
+				w.Files = append(w.Files, r)
+			}
+			ws = []*accessv1.AccessWindow{w}
+		}
+		// Keep most calls' sequences moving so that their records are applied.
+		seq++
+		for i, w := range ws {
+			if w != nil && rawSeq%3 != 0 {
+				w.Sequence = seq + uint64(i)
+			}
+		}
+		seq += uint64(len(ws))
+		_, _ = ic.ship(t, svc.Addr(), token, "node-a-1", ws...)
+		_ = svc.Flush(context.Background())
+
+		var profiles v1.AccessProfileList
+		require.NoError(t, ic.env.Client.List(context.Background(), &profiles))
+		for _, p := range profiles.Items {
+			require.Equal(t, "ml", p.Namespace, "profile %s written outside the opted-in namespace", p.Name)
+		}
+		require.LessOrEqual(t, len(profiles.Items), intake.MaxKeysPerPod, "keys are bounded by the pod of node-a in ml")
+	})
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/eddy-autotune/eddy/analyzer"
@@ -34,13 +33,14 @@ func init() {
 
 func newAnalyzerCmd() *cobra.Command {
 	var (
-		opt             service.Options
-		metricsAddr     string
-		halfLife        time.Duration
-		tlsCert, tlsKey string
-		minStable       int
-		collectorSAs    []string
-		excluded        []string
+		opt                 service.Options
+		metricsAddr         string
+		halfLife            time.Duration
+		tlsCert, tlsKey     string
+		minStable           int
+		collectorSAs        []string
+		excluded            []string
+		kubeconfig, kubectx string
 	)
 	cmd := &cobra.Command{
 		Use:   "analyzer",
@@ -89,9 +89,9 @@ operator takes no action while that Lease is stale.`,
 				users = append(users, "system:serviceaccount:"+ns+":"+name)
 			}
 			log := zap.New()
-			cfg, err := config.GetConfig()
+			cfg, err := kubeRESTConfig(kubeconfig, kubectx)
 			if err != nil {
-				return fmt.Errorf("no Kubernetes configuration (in-cluster, --kubeconfig or $KUBECONFIG): %w", err)
+				return err
 			}
 			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 			if err != nil {
@@ -146,6 +146,8 @@ operator takes no action while that Lease is stale.`,
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)")
+	f.StringVar(&kubectx, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVar(&opt.GRPCAddr, "grpc-addr", ":9470", "address collectors ship windows to")
 	f.StringVar(&opt.ManifestAddr, "manifest-addr", ":9443", "HTTPS address of the manifest endpoint (empty disables it)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM serving certificate of the gRPC intake and the manifest endpoint (default: self-signed, which collectors and prefetchers will not trust)")

@@ -105,6 +105,9 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	}
 
 	env = &Env{Dir: opts.Dir, Scheme: Scheme()}
+	// started, not env: "return nil, err" sets env to nil before the
+	// deferred clean-up below runs.
+	started := env
 	if env.Dir == "" {
 		if env.Dir, err = os.MkdirTemp("", "eddy-controlplane-"); err != nil {
 			return nil, err
@@ -115,7 +118,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = env.Stop()
+			_ = started.Stop()
 		}
 	}()
 
