@@ -397,9 +397,9 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 			Name:      recommendationName(prof, spec.Action, identity),
 			Namespace: prof.Namespace,
 			Labels: map[string]string{
-				v1.ProfileLabel:                truncate(prof.Name, 63),
-				v1.ActionLabel:                 string(spec.Action),
-				v1.ManagedByLabel:              v1.ManagerAnalyzer,
+				v1.ProfileLabel:   truncate(prof.Name, 63),
+				v1.ActionLabel:    string(spec.Action),
+				v1.ManagedByLabel: v1.ManagerAnalyzer,
 			},
 		},
 		Spec: spec,
