@@ -1,14 +1,10 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
 // Storage classes of the datasets' volumes. Nothing provisions them: each
@@ -40,17 +38,23 @@ type Dataset struct {
 	// MountPath is the host path of the volume (the FUSE mount point for a
 	// remote dataset).
 	MountPath string
-	// RemoteURL is the WebDAV server behind a remote dataset.
+	// RemoteURL is the WebDAV address (through the slow link) behind a
+	// remote dataset, and Remote the server and link, whose proxy counts
+	// the bytes that crossed it.
 	RemoteURL string
+	Remote    *slowremote.Remote
 
-	procs []*process
+	base  string
+	mount *slowremote.Mount
 }
 
 // RemoteOptions shape the remote behind a FUSE dataset.
 type RemoteOptions struct {
-	// BandwidthLimit caps the remote's throughput (rclone --bwlimit, e.g.
-	// "20M"); empty means no cap.
-	BandwidthLimit string
+	// Delay is the link's one-way delay (each request waits twice that).
+	Delay time.Duration
+	// Bandwidth caps the link's throughput in bytes/s, shared by every
+	// connection; 0 means no cap.
+	Bandwidth int64
 }
 
 // AddLocalDataset creates a dataset in a host folder: populate fills it,
@@ -75,23 +79,22 @@ func (c *Cluster) AddLocalDataset(ctx context.Context, namespace, name string, p
 	return d, nil
 }
 
-// AddRemoteDataset creates a dataset behind a FUSE mount of a remote store,
-// the shape of a Fluid runtime: populate fills the folder `rclone serve
-// webdav` serves on loopback, `rclone mount` (full VFS cache in the
-// cluster folder) mounts it on the host, and a hostPath PersistentVolume of
-// that mount point is bound to the claim namespace/name.
+// AddRemoteDataset creates a dataset behind a FUSE mount of a slow remote
+// store, the shape of a Fluid runtime: populate fills the folder `rclone
+// serve webdav` serves, a slowlink proxy between server and client adds
+// opts' delay and bandwidth cap (test/slowremote), `rclone mount` (full VFS
+// cache, empty at first) mounts it on the host, and a hostPath
+// PersistentVolume of that mount point is bound to the claim
+// namespace/name. Reset makes it cold again.
 func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, populate func(dir string) error, opts RemoteOptions) (d *Dataset, err error) {
 	if c.tools.rclone == "" || c.tools.fusermount == "" {
 		return nil, fmt.Errorf("remote datasets need rclone and fuse3: apt-get install rclone fuse3 (and start the cluster with Options.RemoteDatasets)")
 	}
 	d = &Dataset{Namespace: namespace, Claim: name, Volume: namespace + "-" + name}
-	base := filepath.Join(c.Dir, "datasets", d.Volume)
-	d.Source = filepath.Join(base, "remote")
-	d.MountPath = filepath.Join(base, "mnt")
-	for _, p := range []string{d.Source, d.MountPath, filepath.Join(base, "cache")} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return nil, err
-		}
+	d.base = filepath.Join(c.Dir, "datasets", d.Volume)
+	d.Source = filepath.Join(d.base, "remote")
+	if err := os.MkdirAll(d.Source, 0o755); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -103,41 +106,54 @@ func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, 
 			return nil, fmt.Errorf("populate dataset %s: %w", d.Volume, err)
 		}
 	}
-	port, err := freePort()
-	if err != nil {
+	if d.Remote, err = slowremote.Start(d.Source, filepath.Join(d.base, "rclone"), opts.Delay, opts.Bandwidth); err != nil {
 		return nil, err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	d.RemoteURL = "http://" + addr
-	serveArgs := []string{"serve", "webdav", d.Source, "--addr", addr, "--read-only"}
-	if opts.BandwidthLimit != "" {
-		serveArgs = append(serveArgs, "--bwlimit", opts.BandwidthLimit)
-	}
-	serve, err := startProcess(ctx, c.logDir, "rclone-serve-"+d.Volume, c.tools.rclone, serveArgs)
-	if err != nil {
+	d.RemoteURL = "http://" + d.Remote.Proxy.Addr()
+	if d.mount, err = d.Remote.Mount(d.base, remoteMountArgs...); err != nil {
 		return nil, err
 	}
-	d.procs = append(d.procs, serve)
-	if err := waitTCP(ctx, addr, 15*time.Second); err != nil {
-		return nil, fmt.Errorf("rclone serve webdav on %s: %w; log %s", addr, err, serve.log)
-	}
-	mount, err := startProcess(ctx, c.logDir, "rclone-mount-"+d.Volume, c.tools.rclone, []string{
-		"mount", ":webdav:", d.MountPath, "--webdav-url", d.RemoteURL, "--read-only",
-		"--vfs-cache-mode", "full", "--cache-dir", filepath.Join(base, "cache"),
-		"--allow-other", "--dir-cache-time", "10s",
-	})
-	if err != nil {
-		return nil, err
-	}
-	d.procs = append(d.procs, mount)
-	if err := waitMount(ctx, d.MountPath, "fuse", 20*time.Second); err != nil {
-		return nil, fmt.Errorf("rclone mount %s: %w; log %s ends:\n%s", d.MountPath, err, mount.log, logTail(mount.log, 2000))
-	}
+	d.MountPath = d.mount.Path
 	if err := c.bindVolume(ctx, d, RemoteStorageClass); err != nil {
 		return nil, err
 	}
 	c.datasets = append(c.datasets, d)
 	return d, nil
+}
+
+// remoteMountArgs let pods of any user read the mount (the prefetch
+// sidecar does not run as root) and keep it read-only.
+var remoteMountArgs = []string{"--allow-other", "--read-only"}
+
+// Reset makes a remote dataset cold again, as a fresh node would see it:
+// it remounts the remote with an empty VFS cache and drops the page cache
+// of the node. Call it between runs, with no pod reading the dataset.
+func (d *Dataset) Reset() error {
+	if d.Remote == nil {
+		return fmt.Errorf("dataset %s is not remote", d.Volume)
+	}
+	if d.mount != nil {
+		if err := d.mount.Close(); err != nil {
+			return fmt.Errorf("reset dataset %s: %w", d.Volume, err)
+		}
+		d.mount = nil
+	}
+	m, err := d.Remote.Mount(d.base, remoteMountArgs...)
+	if err != nil {
+		return fmt.Errorf("reset dataset %s: %w", d.Volume, err)
+	}
+	d.mount = m
+	return DropPageCache()
+}
+
+// DropPageCache writes back dirty pages and drops the node's clean page
+// cache, dentries and inodes (root only).
+func DropPageCache() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		return fmt.Errorf("drop the page cache: %w", err)
+	}
+	return nil
 }
 
 // bindVolume creates the PersistentVolume and the claim, pre-bound to each
@@ -198,70 +214,12 @@ func (c *Cluster) bindVolume(ctx context.Context, d *Dataset, class string) erro
 
 // stop unmounts a remote dataset and stops its rclone processes.
 func (d *Dataset) stop() {
-	if d.RemoteURL != "" {
-		_ = syscallUnmount(d.MountPath)
+	if d.mount != nil {
+		_ = d.mount.Close()
+		d.mount = nil
 	}
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		d.procs[i].stop(5 * time.Second)
-	}
-	d.procs = nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitTCP(ctx context.Context, addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	if d.Remote != nil {
+		d.Remote.Close()
+		d.Remote = nil
 	}
 }
-
-// waitMount waits until path is a mount point whose file system type
-// starts with fsType.
-func waitMount(ctx context.Context, path, fsType string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-			s := bufio.NewScanner(f)
-			for s.Scan() {
-				fields := strings.Fields(s.Text())
-				for i, fld := range fields {
-					if fld == "-" && i+1 < len(fields) && len(fields) > 4 && unescapeMount(fields[4]) == path && strings.HasPrefix(fields[i+1], fsType) {
-						f.Close()
-						return nil
-					}
-				}
-			}
-			f.Close()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s is not a %s mount after %s", path, fsType, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func syscallUnmount(path string) error { return syscall.Unmount(path, syscall.MNT_DETACH) }

@@ -61,7 +61,7 @@ func TestRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	remote, err := c.AddRemoteDataset(ctx, ns, "remote", func(d string) error { return workload.WriteSample(d, 4, 256<<10, 16<<20) },
-		node.RemoteOptions{BandwidthLimit: "40M"})
+		node.RemoteOptions{Delay: 2 * time.Millisecond, Bandwidth: 40 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

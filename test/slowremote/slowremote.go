@@ -111,7 +111,9 @@ type Mount struct {
 // with a parent-death signal, so even a killed parent leaves no mount
 // behind (rclone unmounts on SIGTERM), and in its own process group, so a
 // Ctrl-C reaches only the parent, which unmounts in order; Close unmounts it.
-func (r *Remote) Mount(dir string) (*Mount, error) {
+// extra are more `rclone mount` flags (e.g. --allow-other for a mount that
+// containers running as other users read).
+func (r *Remote) Mount(dir string, extra ...string) (*Mount, error) {
 	m := &Mount{Path: filepath.Join(dir, "mnt"), Cache: filepath.Join(dir, "cache"), Log: filepath.Join(dir, "mount.log"),
 		exited: make(chan struct{})}
 	if err := os.RemoveAll(m.Cache); err != nil {
@@ -126,6 +128,7 @@ func (r *Remote) Mount(dir string) (*Mount, error) {
 		"--webdav-url", "http://"+r.Proxy.Addr(),
 		"--vfs-cache-mode", "full", "--cache-dir", m.Cache,
 		"--dir-cache-time", "1h", "--config", r.config(), "--log-file", m.Log)
+	m.cmd.Args = append(m.cmd.Args, extra...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := m.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("rclone mount %s: %w", m.Path, err)
@@ -161,6 +164,7 @@ func (m *Mount) Close() error {
 }
 
 // Unmount detaches mnt, lazily if it is busy; its rclone then exits.
+// It fails only when mnt could not be detached at all.
 func Unmount(mnt string) error {
 	if !IsMountPoint(mnt) {
 		return nil
@@ -169,10 +173,13 @@ func Unmount(mnt string) error {
 	if err == nil {
 		return nil
 	}
+	// Busy (a process still holds a file or its working directory there):
+	// detach it lazily. The path is free for a new mount at once; the old
+	// one goes when its last user lets go, and its rclone with it.
 	if lazy := exec.Command("fusermount3", "-uz", mnt).Run(); lazy != nil {
 		return fmt.Errorf("fusermount3 -u %s: %v: %s; lazily: %w", mnt, err, bytes.TrimSpace(out), lazy)
 	}
-	return fmt.Errorf("fusermount3 -u %s: %v: %s; detached lazily", mnt, err, bytes.TrimSpace(out))
+	return nil
 }
 
 // CleanStale detaches FUSE mounts under prefix whose rclone is gone

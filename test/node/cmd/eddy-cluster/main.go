@@ -97,7 +97,7 @@ func up(args []string) error {
 		if _, err := c.AddLocalDataset(ctx, "default", "dataset-local", sample); err != nil {
 			return err
 		}
-		if _, err := c.AddRemoteDataset(ctx, "default", "dataset-remote", sample, node.RemoteOptions{BandwidthLimit: "50M"}); err != nil {
+		if _, err := c.AddRemoteDataset(ctx, "default", "dataset-remote", sample, node.RemoteOptions{Delay: 5 * time.Millisecond, Bandwidth: 50 << 20}); err != nil {
 			return err
 		}
 		fmt.Println("datasets: PVCs default/dataset-local (host folder) and default/dataset-remote (rclone FUSE mount)")
