@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
@@ -22,7 +23,8 @@ import (
 // Handler serves the requests of manifestv1 (ParseRequest): a manifest by
 // the AccessProfile's name, as the webhook renders it, or by workload and
 // dataset; order=hot puts the hot set, hottest first, in Files (what a
-// HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
+// HotSet prefetcher reads). The caller sends a Kubernetes bearer token of
+// audience manifestv1.Audience (the webhook mounts one into the prefetcher): service
 // accounts of the manifest's namespace may read it; anyone else needs `get`
 // on accessprofiles.eddy.io in that namespace.
 type Handler struct {
@@ -91,12 +93,15 @@ func (h *Handler) authorize(ctx context.Context, header, ns string) (int, string
 	if !ok || token == "" {
 		return http.StatusUnauthorized, "send a Kubernetes token: Authorization: Bearer <token>"
 	}
-	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{manifestv1.Audience}}}
 	if err := h.Client.Create(ctx, tr); err != nil {
 		return http.StatusServiceUnavailable, "token review failed: " + err.Error()
 	}
 	if !tr.Status.Authenticated {
 		return http.StatusUnauthorized, "token not authenticated: " + tr.Status.Error
+	}
+	if !slices.Contains(tr.Status.Audiences, manifestv1.Audience) {
+		return http.StatusUnauthorized, "send a projected service-account token of audience " + manifestv1.Audience
 	}
 	u := tr.Status.User
 	if rest, ok := strings.CutPrefix(u.Username, "system:serviceaccount:"); ok {
