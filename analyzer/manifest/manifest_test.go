@@ -2,13 +2,17 @@ package manifest
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -111,4 +115,20 @@ func TestFlushFailureOfOneKeyKeepsTheOthers(t *testing.T) {
 	doc, ok := reloaded.Get(bad, 0, 1)
 	require.True(t, ok)
 	assert.ElementsMatch(t, []string{"/round-0", "/round-1", "/round-2"}, doc.Files)
+}
+
+// Requests over the bound are refused before they cost the API server a
+// TokenReview.
+func TestManifestRequestsAreRateLimited(t *testing.T) {
+	s, err := NewStore("", DefaultMaxFiles)
+	require.NoError(t, err)
+	h := &Handler{Store: s, Limiter: rate.NewLimiter(rate.Every(time.Hour), 3)}
+	codes := map[int]int{}
+	for range 10 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/manifests/ml/Job/train/imagenet", nil))
+		codes[rec.Code]++
+	}
+	assert.Equal(t, map[int]int{http.StatusUnauthorized: 3, http.StatusTooManyRequests: 7}, codes,
+		"the first 3 reach authentication (no token: 401), the rest are refused")
 }

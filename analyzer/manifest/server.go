@@ -13,6 +13,7 @@ import (
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,7 +34,19 @@ type Handler struct {
 	Log    logr.Logger
 	// ProfileName names a key's AccessProfile, for the short form of the path.
 	ProfileName func(analyzer.Key) string
+	// Limiter bounds the requests served, before any is authenticated: each
+	// costs a TokenReview (and perhaps a SubjectAccessReview) at the API
+	// server. Requests over it get 429 Too Many Requests. Nil: no bound.
+	Limiter *rate.Limiter
 }
+
+// DefaultRate and DefaultBurst are the analyzer's bound on manifest
+// requests: prefetchers fetch once per pod start, so bursts of pods
+// starting together pass and a flood does not reach the API server.
+const (
+	DefaultRate  = 50
+	DefaultBurst = 200
+)
 
 func sha256Sum(s string) []byte {
 	h := sha256.Sum256([]byte(s))
@@ -44,6 +57,11 @@ func sha256Sum(s string) []byte {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if h.Limiter != nil && !h.Limiter.Allow() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many manifest requests: retry later", http.StatusTooManyRequests)
 		return
 	}
 	req, err := manifestv1.ParseRequest(r.URL)
