@@ -39,7 +39,7 @@ type Metrics struct {
 	buffered, droppedWin, shipped, shipFailures, unattrDesc   *prometheus.Desc
 	observedDesc, pendingDesc, pathsDesc, heldDesc            *prometheus.Desc
 	rawSyscalls, deferred, inherited                          *prometheus.Desc
-	outsideDesc, resolveDesc                                  *prometheus.Desc
+	outsideDesc, resolveDesc, storeFailures                   *prometheus.Desc
 }
 
 type seriesKey struct{ namespace, pod, workloadKind, workload, dataset string }
@@ -68,31 +68,32 @@ func NewMetrics(ttl time.Duration) *Metrics {
 			Help:    "Time to drain the kernel maps and assemble one window.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
-		readBytes:    d("read_bytes_total", "Bytes read by observed containers.", wl...),
-		readOps:      d("read_operations_total", "Read calls by observed containers.", wl...),
-		steps:        d("read_steps_total", "Reads classified against the previous read of the same open file: pattern is sequential or random.", append(append([]string{}, wl...), "pattern")...),
-		missPages:    d("cache_miss_pages_total", "Pages brought into the page cache for observed containers (misses and read-ahead).", wl...),
-		waitSeconds:  d("read_wait_seconds_total", "Time observed containers spent inside read calls.", wl...),
-		eventsLost:   d("events_lost_total", "File events lost between kernel and collector (their files have no path)."),
-		mapFull:      d("map_full_total", "Kernel map updates refused because a map was full."),
-		mapFill:      d("map_fill_ratio", "Entries in the kernel's per-file map over its capacity, at the last drain."),
-		progTime:     d("bpf_run_time_seconds_total", "Time the kernel spent running each eBPF program (needs kernel.bpf_stats_enabled=1).", "program"),
-		progRuns:     d("bpf_run_count_total", "Runs of each eBPF program (needs kernel.bpf_stats_enabled=1).", "program"),
-		missing:      d("hook_missing", "1 for each kernel hook that could not be attached; what it counts stays zero.", "hook"),
-		buffered:     d("windows_buffered", "Windows stored in the state directory and not yet acknowledged by the analyzer."),
-		droppedWin:   d("windows_dropped_total", "Windows dropped because the buffer was full (analyzer unreachable for too long)."),
-		shipped:      d("windows_shipped_total", "Windows acknowledged by the analyzer since the collector started."),
-		shipFailures: d("ship_failures_total", "Failed calls to the analyzer since the collector started."),
-		unattrDesc:   d("unattributed_records_total", "Drained records whose cgroup matched no observed container."),
-		observedDesc: d("observed_containers", "Containers on the kernel's allow-list."),
-		pendingDesc:  d("pending_containers", "Opted-in containers whose cgroup was not found on this node."),
-		pathsDesc:    d("file_paths", "File paths remembered from the kernel's file events."),
-		heldDesc:     d("held_records", "Drained records held for a later drain because their container was not known yet (a container seen by the kernel before the kubelet's status names it)."),
-		rawSyscalls:  d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
-		deferred:     d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
-		inherited:    d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
-		outsideDesc:  d("records_outside_datasets_total", "Drained records of files outside every pod volume (a container's own binary, libraries, configuration): not shipped, nothing to profile."),
-		resolveDesc:  d("workload_resolve_failures_total", "Pods whose owner chain could not be read to the top: their reads went to the highest owner known."),
+		readBytes:     d("read_bytes_total", "Bytes read by observed containers.", wl...),
+		readOps:       d("read_operations_total", "Read calls by observed containers.", wl...),
+		steps:         d("read_steps_total", "Reads classified against the previous read of the same open file: pattern is sequential or random.", append(append([]string{}, wl...), "pattern")...),
+		missPages:     d("cache_miss_pages_total", "Pages brought into the page cache for observed containers (misses and read-ahead).", wl...),
+		waitSeconds:   d("read_wait_seconds_total", "Time observed containers spent inside read calls.", wl...),
+		eventsLost:    d("events_lost_total", "File events lost between kernel and collector (their files have no path)."),
+		mapFull:       d("map_full_total", "Kernel map updates refused because a map was full."),
+		mapFill:       d("map_fill_ratio", "Entries in the kernel's per-file map over its capacity, at the last drain."),
+		progTime:      d("bpf_run_time_seconds_total", "Time the kernel spent running each eBPF program (needs kernel.bpf_stats_enabled=1).", "program"),
+		progRuns:      d("bpf_run_count_total", "Runs of each eBPF program (needs kernel.bpf_stats_enabled=1).", "program"),
+		missing:       d("hook_missing", "1 for each kernel hook that could not be attached; what it counts stays zero.", "hook"),
+		buffered:      d("windows_buffered", "Windows stored in the state directory and not yet acknowledged by the analyzer."),
+		droppedWin:    d("windows_dropped_total", "Windows lost since the collector started, by reason: buffer_full (analyzer unreachable for too long), store_failed (state directory full or failing), too_large (one window over the analyzer's message limit). Each leaves a gap in the sequence the analyzer sees.", "reason"),
+		storeFailures: d("state_write_failures_total", "Failed writes to the collector's state directory since it started (windows, acknowledgements)."),
+		shipped:       d("windows_shipped_total", "Windows acknowledged by the analyzer since the collector started."),
+		shipFailures:  d("ship_failures_total", "Failed calls to the analyzer since the collector started."),
+		unattrDesc:    d("unattributed_records_total", "Drained records whose cgroup matched no observed container."),
+		observedDesc:  d("observed_containers", "Containers on the kernel's allow-list."),
+		pendingDesc:   d("pending_containers", "Opted-in containers whose cgroup was not found on this node."),
+		pathsDesc:     d("file_paths", "File paths remembered from the kernel's file events."),
+		heldDesc:      d("held_records", "Drained records held for a later drain because their container was not known yet (a container seen by the kernel before the kubelet's status names it)."),
+		rawSyscalls:   d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
+		deferred:      d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
+		inherited:     d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
+		outsideDesc:   d("records_outside_datasets_total", "Drained records of files outside every pod volume (a container's own binary, libraries, configuration): not shipped, nothing to profile."),
+		resolveDesc:   d("workload_resolve_failures_total", "Pods whose owner chain could not be read to the top: their reads went to the highest owner known."),
 	}
 }
 
@@ -158,7 +159,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.readBytes, m.readOps, m.steps, m.missPages, m.waitSeconds,
 		m.eventsLost, m.mapFull, m.mapFill, m.progTime, m.progRuns, m.missing,
 		m.buffered, m.droppedWin, m.shipped, m.shipFailures, m.unattrDesc,
-		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited, m.outsideDesc, m.resolveDesc} {
+		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited, m.outsideDesc, m.resolveDesc, m.storeFailures} {
 		ch <- d
 	}
 	m.drainHist.Describe(ch)
@@ -205,7 +206,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if m.shipper != nil {
 		st := m.shipper()
 		g(m.buffered, float64(st.Buffered))
-		c(m.droppedWin, float64(st.Dropped))
+		for _, r := range ship.LossReasons {
+			c(m.droppedWin, float64(st.Lost[r]), string(r))
+		}
+		c(m.storeFailures, float64(st.StoreFailures))
 		c(m.shipped, float64(st.Shipped))
 		c(m.shipFailures, float64(st.Failures))
 	}

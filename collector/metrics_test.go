@@ -16,7 +16,9 @@ import (
 
 func TestMetricsFromWindows(t *testing.T) {
 	m := NewMetrics(time.Hour)
-	m.SetShipperStats(func() ship.Stats { return ship.Stats{Buffered: 3, Dropped: 2, Shipped: 10, Failures: 1} })
+	m.SetShipperStats(func() ship.Stats {
+		return ship.Stats{Buffered: 3, Dropped: 2, Lost: map[ship.LossReason]uint64{ship.LossBufferFull: 2}, Shipped: 10, Failures: 1}
+	})
 	wl := &accessv1.WorkloadRef{Namespace: "ml", Kind: "Deployment", Name: "web"}
 	ds := &accessv1.DatasetRef{Namespace: "ml", Name: "imagenet", Source: "Fluid"}
 	w := &accessv1.AccessWindow{Files: []*accessv1.FileAccess{
@@ -44,9 +46,11 @@ eddy_collector_read_wait_seconds_total{dataset="imagenet",namespace="ml",pod="we
 # HELP eddy_collector_map_fill_ratio Entries in the kernel's per-file map over its capacity, at the last drain.
 # TYPE eddy_collector_map_fill_ratio gauge
 eddy_collector_map_fill_ratio 0.25
-# HELP eddy_collector_windows_dropped_total Windows dropped because the buffer was full (analyzer unreachable for too long).
+# HELP eddy_collector_windows_dropped_total Windows lost since the collector started, by reason: buffer_full (analyzer unreachable for too long), store_failed (state directory full or failing), too_large (one window over the analyzer's message limit). Each leaves a gap in the sequence the analyzer sees.
 # TYPE eddy_collector_windows_dropped_total counter
-eddy_collector_windows_dropped_total 2
+eddy_collector_windows_dropped_total{reason="buffer_full"} 2
+eddy_collector_windows_dropped_total{reason="store_failed"} 0
+eddy_collector_windows_dropped_total{reason="too_large"} 0
 # HELP eddy_collector_unattributed_records_total Drained records whose cgroup matched no observed container.
 # TYPE eddy_collector_unattributed_records_total counter
 eddy_collector_unattributed_records_total 2

@@ -32,7 +32,7 @@ var webhooksYAML []byte
 //go:embed webhook/origin-policy.yaml
 var originPolicyYAML []byte
 
-//go:embed kustomization.yaml namespace.yaml analyzer/*.yaml collector/*.yaml webhook/*.yaml operator/*.yaml
+//go:embed kustomization.yaml namespace.yaml opted-in-writes.yaml analyzer/*.yaml collector/*.yaml webhook/*.yaml operator/*.yaml
 var deployFS embed.FS
 
 // Components are the folders of config/ that install eddy's components, in

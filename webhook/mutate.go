@@ -13,6 +13,7 @@ package webhook
 import (
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -21,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/prefetch"
@@ -35,6 +37,11 @@ const (
 	SDKInitContainerName = eddyv1alpha1.SDKInitContainerName
 	// SDKVolumeName is the emptyDir the SDK is copied into.
 	SDKVolumeName = "eddy-sdk"
+	// ManifestTokenVolumeName is the projected volume with the prefetcher's
+	// token for the analyzer's manifest endpoint (audience
+	// manifestv1.Audience) and the cluster's CA, mounted at ManifestTokenDir.
+	ManifestTokenVolumeName = "eddy-manifest-token"
+	ManifestTokenDir        = "/var/run/secrets/eddy.io/manifest"
 	// StatusPortName names the prefetcher's status port.
 	StatusPortName = "eddy-prefetch"
 
@@ -384,6 +391,9 @@ func injectPrefetch(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volume
 	if chosen == nil {
 		return ""
 	}
+	if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == ManifestTokenVolumeName }) && !hasVolume(pod, ManifestTokenVolumeName) {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, manifestTokenVolume())
+	}
 	if cfg.NativeSidecars {
 		always := corev1.ContainerRestartPolicyAlways
 		c.RestartPolicy = &always
@@ -427,6 +437,7 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 			order = manifestv1.OrderHot
 		}
 		opts.ManifestURL = manifestv1.URL(cfg.AnalyzerURL, namespace, rec.Spec.Evidence.Profile, order)
+		opts.ServiceAccountDir = ManifestTokenDir
 	}
 	if err := opts.Validate(); err != nil {
 		return corev1.Container{}, fmt.Errorf("prefetch parameters: %w", err)
@@ -446,6 +457,9 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 	}
 	if withSDK {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: SDKVolumeName, MountPath: prefetch.SDKMountPath})
+	}
+	if opts.ManifestURL != "" {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: ManifestTokenVolumeName, MountPath: ManifestTokenDir, ReadOnly: true})
 	}
 	if p.WarmBeforeStart {
 		const period = 2
@@ -759,6 +773,18 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 		}
 	}
 	return false
+}
+
+// manifestTokenVolume holds a token of the pod's service account for the
+// manifest endpoint only (an hour, renewed by the kubelet) and the CA that
+// signed the analyzer's certificate.
+func manifestTokenVolume() corev1.Volume {
+	return corev1.Volume{Name: ManifestTokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: manifestv1.Audience, ExpirationSeconds: ptr.To(int64(3600)), Path: "token"}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+		},
+	}}}
 }
 
 func hasVolume(pod *corev1.Pod, name string) bool {

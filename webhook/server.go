@@ -348,9 +348,11 @@ func (s *Server) Serve(ctx context.Context) error {
 // NewCache returns the webhook's informer cache. Only the kinds of
 // CachedObjects are cached; owners of other kinds are read live
 // (NewWorkloadResolver), never by an informer started on the fly that would
-// hold a whole kind of the cluster in memory.
+// hold a whole kind of the cluster in memory. Cached objects carry no
+// managedFields: nothing here reads them, and on busy objects they are often
+// most of the bytes.
 func NewCache(cfg *rest.Config) (cache.Cache, error) {
-	c, err := cache.New(cfg, cache.Options{Scheme: Scheme(), ReaderFailOnMissingInformer: true})
+	c, err := cache.New(cfg, cache.Options{Scheme: Scheme(), ReaderFailOnMissingInformer: true, DefaultTransform: cache.TransformStripManagedFields()})
 	if err != nil {
 		return nil, fmt.Errorf("cache for %s: %w", cfg.Host, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,7 @@ func NewStore(dir string, maxFiles int) (*Store, error) {
 		return nil, err
 	}
 	for _, e := range entries {
-		if filepath.Ext(e.Name()) != ".gz" {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".gz" {
 			continue
 		}
 		k, st, err := load(filepath.Join(dir, e.Name()))
@@ -187,7 +188,10 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Doc
 	return m, true
 }
 
-// Flush writes every manifest changed since the last flush.
+// Flush writes every manifest changed since the last flush. A manifest that
+// cannot be written stays marked and is tried again by the next Flush; its
+// failure holds back no other manifest. The error names every manifest
+// that failed.
 func (s *Store) Flush() error {
 	if s.dir == "" {
 		return nil
@@ -198,25 +202,26 @@ func (s *Store) Flush() error {
 		data []byte
 	}
 	var jobs []job
+	var errs []error
 	for k := range s.dirty {
 		data, err := encode(k, s.keys[k])
 		if err != nil {
-			s.mu.Unlock()
-			return err
+			errs = append(errs, fmt.Errorf("encode manifest of %s: %w", k, err))
+			continue
 		}
 		jobs = append(jobs, job{k, data})
+		delete(s.dirty, k)
 	}
-	clear(s.dirty)
 	s.mu.Unlock()
 	for _, j := range jobs {
 		if err := writeAtomic(filepath.Join(s.dir, fileName(j.k)), j.data); err != nil {
 			s.mu.Lock()
 			s.dirty[j.k] = true
 			s.mu.Unlock()
-			return fmt.Errorf("persist manifest of %s: %w", j.k, err)
+			errs = append(errs, fmt.Errorf("persist manifest of %s: %w", j.k, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 type onDisk struct {

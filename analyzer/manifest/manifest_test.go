@@ -2,11 +2,17 @@ package manifest
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -61,4 +67,68 @@ func TestPathBytesAreBoundedPerKey(t *testing.T) {
 	s2.Observe([]*accessv1.FileAccess{r})
 	_, ok = s2.Get(analyzer.KeyOf(r), 0, 0.9)
 	assert.False(t, ok)
+}
+
+// One manifest that cannot be written holds back no other: every other
+// manifest's update is on disk after the failing Flush, and the failed one
+// is written by the next Flush once it can be.
+func TestFlushFailureOfOneKeyKeepsTheOthers(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir, DefaultMaxFiles)
+	require.NoError(t, err)
+	const keys = 20
+	recFor := func(i int, path string) *accessv1.FileAccess {
+		r := rec(path)
+		r.Workload = &accessv1.WorkloadRef{Namespace: "ml", Kind: "Job", Name: fmt.Sprintf("train-%d", i)}
+		return r
+	}
+	bad := analyzer.KeyOf(recFor(0, "/x"))
+	// A directory where the manifest's file belongs: its rename fails.
+	obstacle := filepath.Join(dir, fileName(bad))
+	require.NoError(t, os.MkdirAll(filepath.Join(obstacle, "busy"), 0o750))
+
+	// Several rounds: Flush visits keys in map order, so one round could
+	// meet the bad key last.
+	for round := range 3 {
+		var recs []*accessv1.FileAccess
+		for i := range keys {
+			recs = append(recs, recFor(i, fmt.Sprintf("/round-%d", round)))
+		}
+		s.Observe(recs)
+		err := s.Flush()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "train-0")
+
+		reloaded, err := NewStore(dir, DefaultMaxFiles)
+		require.NoError(t, err)
+		for i := 1; i < keys; i++ {
+			doc, ok := reloaded.Get(analyzer.KeyOf(recFor(i, "/x")), 0, 1)
+			require.True(t, ok, "round %d: manifest %d is missing after a restart", round, i)
+			assert.Contains(t, doc.Files, fmt.Sprintf("/round-%d", round), "round %d: manifest %d lost its update", round, i)
+		}
+	}
+
+	require.NoError(t, os.RemoveAll(obstacle))
+	require.NoError(t, s.Flush(), "the failed manifest is still marked and written once it can be")
+	reloaded, err := NewStore(dir, DefaultMaxFiles)
+	require.NoError(t, err)
+	doc, ok := reloaded.Get(bad, 0, 1)
+	require.True(t, ok)
+	assert.ElementsMatch(t, []string{"/round-0", "/round-1", "/round-2"}, doc.Files)
+}
+
+// Requests over the bound are refused before they cost the API server a
+// TokenReview.
+func TestManifestRequestsAreRateLimited(t *testing.T) {
+	s, err := NewStore("", DefaultMaxFiles)
+	require.NoError(t, err)
+	h := &Handler{Store: s, Limiter: rate.NewLimiter(rate.Every(time.Hour), 3)}
+	codes := map[int]int{}
+	for range 10 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/manifests/ml/Job/train/imagenet", nil))
+		codes[rec.Code]++
+	}
+	assert.Equal(t, map[int]int{http.StatusUnauthorized: 3, http.StatusTooManyRequests: 7}, codes,
+		"the first 3 reach authentication (no token: 401), the rest are refused")
 }

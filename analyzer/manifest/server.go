@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,7 +24,8 @@ import (
 // Handler serves the requests of manifestv1 (ParseRequest): a manifest by
 // the AccessProfile's name, as the webhook renders it, or by workload and
 // dataset; order=hot puts the hot set, hottest first, in Files (what a
-// HotSet prefetcher reads). The caller sends a Kubernetes bearer token: service
+// HotSet prefetcher reads). The caller sends a Kubernetes bearer token of
+// audience manifestv1.Audience (the webhook mounts one into the prefetcher): service
 // accounts of the manifest's namespace may read it; anyone else needs `get`
 // on accessprofiles.eddy.io in that namespace.
 type Handler struct {
@@ -31,7 +34,19 @@ type Handler struct {
 	Log    logr.Logger
 	// ProfileName names a key's AccessProfile, for the short form of the path.
 	ProfileName func(analyzer.Key) string
+	// Limiter bounds the requests served, before any is authenticated: each
+	// costs a TokenReview (and perhaps a SubjectAccessReview) at the API
+	// server. Requests over it get 429 Too Many Requests. Nil: no bound.
+	Limiter *rate.Limiter
 }
+
+// DefaultRate and DefaultBurst are the analyzer's bound on manifest
+// requests: prefetchers fetch once per pod start, so bursts of pods
+// starting together pass and a flood does not reach the API server.
+const (
+	DefaultRate  = 50
+	DefaultBurst = 200
+)
 
 func sha256Sum(s string) []byte {
 	h := sha256.Sum256([]byte(s))
@@ -42,6 +57,11 @@ func sha256Sum(s string) []byte {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if h.Limiter != nil && !h.Limiter.Allow() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many manifest requests: retry later", http.StatusTooManyRequests)
 		return
 	}
 	req, err := manifestv1.ParseRequest(r.URL)
@@ -91,12 +111,15 @@ func (h *Handler) authorize(ctx context.Context, header, ns string) (int, string
 	if !ok || token == "" {
 		return http.StatusUnauthorized, "send a Kubernetes token: Authorization: Bearer <token>"
 	}
-	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{manifestv1.Audience}}}
 	if err := h.Client.Create(ctx, tr); err != nil {
 		return http.StatusServiceUnavailable, "token review failed: " + err.Error()
 	}
 	if !tr.Status.Authenticated {
 		return http.StatusUnauthorized, "token not authenticated: " + tr.Status.Error
+	}
+	if !slices.Contains(tr.Status.Audiences, manifestv1.Audience) {
+		return http.StatusUnauthorized, "send a projected service-account token of audience " + manifestv1.Audience
 	}
 	u := tr.Status.User
 	if rest, ok := strings.CutPrefix(u.Username, "system:serviceaccount:"); ok {

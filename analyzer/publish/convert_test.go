@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/advice"
@@ -74,4 +75,19 @@ func TestQuantize(t *testing.T) {
 		assert.Equal(t, want, quantize2(in), "quantize2(%d)", in)
 	}
 	assert.EqualValues(t, 16<<20, quantizePow2(15<<20))
+}
+
+// A dot in a workload name must not let two keys share a profile.
+func TestProfileNamesDoNotCollide(t *testing.T) {
+	a := analyzer.Key{WorkloadNamespace: "ml", WorkloadKind: "Deployment", WorkloadName: "a.b", DatasetName: "c"}
+	b := analyzer.Key{WorkloadNamespace: "ml", WorkloadKind: "Deployment", WorkloadName: "a", DatasetName: "b.c"}
+	assert.NotEqual(t, ProfileName(a), ProfileName(b))
+	assert.Equal(t, "deployment-a.b.c", ProfileName(b), "names without a dot in the workload stay as they were")
+	for _, k := range []analyzer.Key{a, b} {
+		assert.Empty(t, validation.IsDNS1123Subdomain(ProfileName(k)), ProfileName(k))
+	}
+	long := a
+	long.WorkloadName = "w." + string(bytesOf('a', 300))
+	assert.Empty(t, validation.IsDNS1123Subdomain(ProfileName(long)))
+	assert.Equal(t, ProfileName(long), ProfileName(long))
 }

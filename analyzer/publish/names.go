@@ -13,9 +13,17 @@ var notDNS = regexp.MustCompile(`[^a-z0-9.-]+`)
 
 // ProfileName is the AccessProfile name of a key:
 // "<kind>-<workload>.<dataset>", lower-cased, made a valid DNS subdomain,
-// and shortened with a hash suffix when too long.
+// and shortened with a hash suffix when too long. A workload name with a dot
+// would make the split ambiguous ("deployment-a.b" + "c" against
+// "deployment-a" + "b.c"), so such names carry a hash of the key's parts;
+// every other name is what it always was.
 func ProfileName(k analyzer.Key) string {
-	return dnsName(strings.ToLower(k.WorkloadKind) + "-" + k.WorkloadName + "." + k.DatasetName)
+	kind := strings.ToLower(k.WorkloadKind)
+	name := dnsName(kind + "-" + k.WorkloadName + "." + k.DatasetName)
+	if !strings.Contains(k.WorkloadName, ".") {
+		return name
+	}
+	return dnsName(name + "-" + shortHash(kind, k.WorkloadName, k.DatasetName))
 }
 
 func dnsName(s string) string {

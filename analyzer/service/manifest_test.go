@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -35,14 +36,20 @@ func TestManifestEndpoint(t *testing.T) {
 	for _, ns := range []string{"ml", "other", "eddy-system"} {
 		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	}
-	token := func(ns string) string {
+	tokenOf := func(ns string, audiences ...string) string {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: ns}}
-		require.NoError(t, env.Client.Create(ctx, sa))
-		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}}
+		if err := env.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+			require.NoError(t, err)
+		}
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr(int64(600))}}
 		require.NoError(t, env.Client.SubResource("token").Create(ctx, sa, tr))
 		return tr.Status.Token
 	}
+	token := func(ns string) string { return tokenOf(ns, manifestv1.Audience) }
 	mlToken, otherToken := token("ml"), token("other")
+	// The pod's own token, of the API server's audience, is refused: a
+	// prefetcher sends the projected token the webhook mounts.
+	mlAPIToken := tokenOf("ml")
 
 	stateDir := t.TempDir()
 	startSvc := func() (*service.Service, context.CancelFunc, chan error) {
@@ -86,6 +93,8 @@ func TestManifestEndpoint(t *testing.T) {
 		return getPath(addr, tok, "/v1/manifests/ml/Job/train/images"+query)
 	}
 
+	code, _, body := get(svc.ManifestAddr(), mlAPIToken, "")
+	assert.Equal(t, http.StatusUnauthorized, code, "a token of another audience: %s", body)
 	code, m, body := get(svc.ManifestAddr(), mlToken, "")
 	require.Equal(t, http.StatusOK, code, body)
 	require.Len(t, m.Files, 200)

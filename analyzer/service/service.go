@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -201,7 +202,8 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 			return nil, fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest"), ProfileName: publish.ProfileName})
+		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest"), ProfileName: publish.ProfileName,
+			Limiter: rate.NewLimiter(manifest.DefaultRate, manifest.DefaultBurst)})
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return s, nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer/publish"
 	"github.com/eddy-autotune/eddy/analyzer/service"
 	"github.com/eddy-autotune/eddy/internal/scheme"
+	"github.com/eddy-autotune/eddy/internal/tlsreload"
 )
 
 func init() {
@@ -98,11 +98,13 @@ operator takes no action while that Lease is stale.`,
 				return err
 			}
 			if tlsCert != "" {
-				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				// Re-read on renewal: the manifest endpoint and the gRPC
+				// intake serve a renewed Secret without a restart.
+				files, err := tlsreload.Load(tlsCert, tlsKey)
 				if err != nil {
 					return fmt.Errorf("manifest TLS: %w", err)
 				}
-				opt.ManifestTLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+				opt.ManifestTLS = files.Config()
 			}
 			adm, admCache, err := intake.NewClusterAdmission(cmd.Context(), cfg, c, excluded)
 			if err != nil {

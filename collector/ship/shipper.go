@@ -7,9 +7,13 @@
 // the sequence counters live in the same directory, so a restarted collector
 // resends exactly what was not acknowledged, under the same id, and the
 // analyzer (which never applies a sequence at or below its acknowledgement
-// twice) sees every window once. The buffer is bounded: when it is full the
-// oldest window is dropped and the loss is reported in the next window the
-// analyzer receives (Dropped.windows).
+// twice) sees every window once.
+//
+// No loss is silent. A window is lost when the buffer is full (the oldest is
+// dropped), when it cannot be stored (a full or failing state directory) or
+// when it alone is larger than a call may carry. Each loss keeps its sequence
+// number, so the analyzer sees a gap, is counted by reason in Stats.Lost, and
+// is reported in the next window stored after it (Dropped.windows).
 package ship
 
 import (
@@ -31,6 +35,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -52,6 +57,12 @@ type Options struct {
 	// acknowledges only what it stored durably, and windows it applied but
 	// lost in a restart must come again.
 	BatchSize int
+	// MaxBatchBytes bounds the encoded size of one Ship call (default
+	// accessv1.MaxMessageBytes, what the analyzer accepts). A call carries
+	// fewer than BatchSize windows when they would not fit, so a backlog of
+	// large windows drains; a window that alone does not fit is lost
+	// (LossTooLarge).
+	MaxBatchBytes int
 	// ResendAfter is how long to wait, after a call that left windows
 	// unacknowledged, before sending them again when no new window comes
 	// (default 5s).
@@ -64,20 +75,42 @@ type Options struct {
 	Log                    logr.Logger
 }
 
+// LossReason says why a window was lost.
+type LossReason string
+
+const (
+	// LossBufferFull: the buffer held MaxBuffered unacknowledged windows
+	// (the analyzer was unreachable for too long); the oldest was dropped.
+	LossBufferFull LossReason = "buffer_full"
+	// LossStoreFailed: the window could not be written to the state
+	// directory (full disk, I/O error).
+	LossStoreFailed LossReason = "store_failed"
+	// LossTooLarge: the window alone is larger than MaxBatchBytes.
+	LossTooLarge LossReason = "too_large"
+)
+
+// LossReasons lists every LossReason, for metrics.
+var LossReasons = []LossReason{LossBufferFull, LossStoreFailed, LossTooLarge}
+
 // Stats is what a Shipper has done, for metrics.
 type Stats struct {
 	Collector string
 	// Buffered counts windows written but not yet acknowledged.
 	Buffered int
-	// Dropped counts windows dropped because the buffer was full, since the
-	// state directory was created.
+	// Dropped counts windows lost for any reason since the state directory
+	// was created (the sum of Lost, as far as the state could be stored).
 	Dropped uint64
+	// Lost counts windows lost by this process, by reason.
+	Lost map[LossReason]uint64
 	// Acked is the highest sequence the analyzer acknowledged; Next is the
 	// sequence the next window gets.
 	Acked, Next uint64
 	// Shipped counts windows acknowledged by this process; Failures counts
 	// failed Ship calls.
 	Shipped, Failures uint64
+	// StoreFailures counts failed writes to the state directory (windows
+	// and the state file) by this process.
+	StoreFailures uint64
 }
 
 // Shipper buffers windows durably and ships them in order. It is safe for
@@ -102,8 +135,11 @@ type persisted struct {
 	Acked uint64 `json:"ackedSequence"`
 	// Next is the sequence of the next window.
 	Next uint64 `json:"nextSequence"`
-	// Dropped counts windows dropped for a full buffer, ever.
+	// Dropped counts windows lost, ever.
 	Dropped uint64 `json:"droppedWindows"`
+	// Unreported counts lost windows that no stored window reports yet:
+	// the next window stored carries them in Dropped.windows.
+	Unreported uint64 `json:"unreportedWindows,omitempty"`
 }
 
 const (
@@ -124,6 +160,9 @@ func Open(opts Options) (*Shipper, error) {
 	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 64
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = accessv1.MaxMessageBytes
 	}
 	if opts.ResendAfter <= 0 {
 		opts.ResendAfter = 5 * time.Second
@@ -217,7 +256,7 @@ func (s *Shipper) load() error {
 	if s.state.Next <= s.state.Acked {
 		s.state.Next = s.state.Acked + 1
 	}
-	s.stats = Stats{Collector: s.state.Collector}
+	s.stats = Stats{Collector: s.state.Collector, Lost: map[LossReason]uint64{}}
 	return nil
 }
 
@@ -237,46 +276,99 @@ func (s *Shipper) Collector() string { return s.state.Collector }
 
 // Enqueue assigns w the next sequence number, stores it durably and queues
 // it for shipping. It returns the sequence. When the buffer is full the
-// oldest windows are dropped and counted in the oldest window kept.
+// oldest windows are dropped. A window that cannot be stored or could never
+// be shipped is lost: its sequence stays used (a gap the analyzer sees), the
+// loss is counted, and the next window stored reports it. The error says
+// what failed; the Shipper stays usable.
 func (s *Shipper) Enqueue(w *accessv1.AccessWindow) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return 0, errors.New("shipper: closed")
 	}
-	w.Sequence = s.state.Next
-	if err := s.writeWindow(w); err != nil {
-		return 0, err
-	}
+	seq := s.state.Next
 	s.state.Next++
+	w.Sequence = seq
+	if n := s.requestBytes(nil) + batchEntryBytes(w); n > s.opts.MaxBatchBytes {
+		s.lose(LossTooLarge, 1)
+		err := fmt.Errorf("shipper: window %d is %d bytes encoded, more than one call may carry (%d): lost", seq, n, s.opts.MaxBatchBytes)
+		return seq, errors.Join(err, s.storeState())
+	}
+	if s.state.Unreported > 0 {
+		if w.Dropped == nil {
+			w.Dropped = &accessv1.Dropped{}
+		}
+		w.Dropped.Windows += s.state.Unreported
+	}
+	if err := s.writeWindow(w); err != nil {
+		if s.state.Unreported > 0 {
+			w.Dropped.Windows -= s.state.Unreported
+		}
+		s.stats.StoreFailures++
+		s.lose(LossStoreFailed, 1)
+		s.lastErr = err
+		return seq, errors.Join(fmt.Errorf("window %d lost: %w", seq, err), s.storeState())
+	}
+	s.state.Unreported = 0
 	s.buffer = append(s.buffer, w)
-	dropped := uint64(0)
-	for len(s.buffer) > s.opts.MaxBuffered {
-		old := s.buffer[0]
-		s.buffer = s.buffer[1:]
-		os.Remove(s.windowPath(old.Sequence))
-		dropped += 1 + old.GetDropped().GetWindows()
-		s.state.Dropped++
-	}
-	if dropped > 0 {
-		head := s.buffer[0]
-		if head.Dropped == nil {
-			head.Dropped = &accessv1.Dropped{}
+	if over := len(s.buffer) - s.opts.MaxBuffered; over > 0 {
+		for _, old := range s.buffer[:over] {
+			os.Remove(s.windowPath(old.Sequence))
+			// What the dropped window reported is lost with it: carry it on.
+			s.state.Unreported += old.GetDropped().GetWindows()
 		}
-		head.Dropped.Windows += dropped
-		if err := s.writeWindow(head); err != nil {
-			return 0, err
-		}
-		s.opts.Log.Info("window buffer full: dropped the oldest windows", "dropped", dropped, "maxBuffered", s.opts.MaxBuffered)
+		s.buffer = s.buffer[over:]
+		s.lose(LossBufferFull, uint64(over))
+		s.opts.Log.Info("window buffer full: dropped the oldest windows", "dropped", over, "maxBuffered", s.opts.MaxBuffered)
+		s.reportUnreported()
 	}
-	if err := s.saveState(); err != nil {
-		return 0, err
+	if err := s.storeState(); err != nil {
+		return seq, err
 	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return w.Sequence, nil
+	return seq, nil
+}
+
+// lose counts n lost windows that a later stored window must report.
+func (s *Shipper) lose(reason LossReason, n uint64) {
+	s.stats.Lost[reason] += n
+	s.state.Dropped += n
+	s.state.Unreported += n
+}
+
+// reportUnreported moves the unreported losses into the oldest buffered
+// window, rewritten on disk, so the analyzer learns of them first. If that
+// write fails they stay unreported for the next window.
+func (s *Shipper) reportUnreported() {
+	if s.state.Unreported == 0 || len(s.buffer) == 0 {
+		return
+	}
+	head := proto.Clone(s.buffer[0]).(*accessv1.AccessWindow)
+	if head.Dropped == nil {
+		head.Dropped = &accessv1.Dropped{}
+	}
+	head.Dropped.Windows += s.state.Unreported
+	if err := s.writeWindow(head); err != nil {
+		s.stats.StoreFailures++
+		s.lastErr = err
+		s.opts.Log.Error(err, "record lost windows in the oldest buffered window; the next window will carry them", "lost", s.state.Unreported)
+		return
+	}
+	s.buffer[0] = head
+	s.state.Unreported = 0
+}
+
+// storeState writes the state file, counting a failure.
+func (s *Shipper) storeState() error {
+	if err := s.saveState(); err != nil {
+		s.stats.StoreFailures++
+		s.lastErr = err
+		return err
+	}
+	return nil
 }
 
 // Stats reports the shipper's counters.
@@ -288,11 +380,15 @@ func (s *Shipper) Stats() Stats {
 	st.Dropped = s.state.Dropped
 	st.Acked = s.state.Acked
 	st.Next = s.state.Next
+	st.Lost = make(map[LossReason]uint64, len(s.stats.Lost))
+	for r, n := range s.stats.Lost {
+		st.Lost[r] = n
+	}
 	return st
 }
 
-// LastError is the error of the latest failed Ship call, nil after a
-// successful one.
+// LastError is the error of the latest failed Ship call or state write, nil
+// after a call whose acknowledgement was stored.
 func (s *Shipper) LastError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -352,11 +448,33 @@ func (s *Shipper) hasAfter(seq uint64) bool {
 	return len(s.buffer) > 0 && s.buffer[len(s.buffer)-1].Sequence > seq
 }
 
+// nextBatch is the oldest buffered windows, at most BatchSize of them and
+// at most MaxBatchBytes encoded (Enqueue keeps out windows that alone do not
+// fit).
 func (s *Shipper) nextBatch() []*accessv1.AccessWindow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(s.buffer), s.opts.BatchSize)
+	size := s.requestBytes(nil)
+	n := 0
+	for n < len(s.buffer) && n < s.opts.BatchSize {
+		size += batchEntryBytes(s.buffer[n])
+		if size > s.opts.MaxBatchBytes && n > 0 {
+			break
+		}
+		n++
+	}
 	return append([]*accessv1.AccessWindow(nil), s.buffer[:n]...)
+}
+
+// requestBytes is the encoded size of a ShipRequest of this collector
+// carrying windows.
+func (s *Shipper) requestBytes(windows []*accessv1.AccessWindow) int {
+	return proto.Size(&accessv1.ShipRequest{Collector: s.state.Collector, Windows: windows})
+}
+
+// batchEntryBytes is what one window adds to a ShipRequest's encoded size.
+func batchEntryBytes(w *accessv1.AccessWindow) int {
+	return protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(w))
 }
 
 func (s *Shipper) shipOnce(ctx context.Context, intake accessv1.AccessIntakeClient, batch []*accessv1.AccessWindow) (bool, error) {
@@ -373,23 +491,30 @@ func (s *Shipper) shipOnce(ctx context.Context, intake accessv1.AccessIntakeClie
 	return s.ack(reply.GetAckedSequence())
 }
 
-// ack forgets every window at or below acked.
+// ack forgets every window at or below acked, once the acknowledgement is
+// stored: an acknowledgement only in memory would be forgotten by a restart
+// while its windows were already deleted.
 func (s *Shipper) ack(acked uint64) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastErr = nil
 	if acked <= s.state.Acked {
+		s.lastErr = nil
 		return false, nil
 	}
 	if acked >= s.state.Next {
 		// The analyzer acknowledges sequences this collector never sent:
 		// its state belongs to another sequence space. Trust our own.
-		return false, fmt.Errorf("analyzer acknowledged sequence %d but collector %s has only assigned up to %d", acked, s.state.Collector, s.state.Next-1)
-	}
-	s.state.Acked = acked
-	if err := s.saveState(); err != nil {
+		err := fmt.Errorf("analyzer acknowledged sequence %d but collector %s has only assigned up to %d", acked, s.state.Collector, s.state.Next-1)
+		s.lastErr = err
 		return false, err
 	}
+	prev := s.state.Acked
+	s.state.Acked = acked
+	if err := s.storeState(); err != nil {
+		s.state.Acked = prev
+		return false, fmt.Errorf("store acknowledgement of sequence %d: %w", acked, err)
+	}
+	s.lastErr = nil
 	n := 0
 	for n < len(s.buffer) && s.buffer[n].Sequence <= acked {
 		os.Remove(s.windowPath(s.buffer[n].Sequence))

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 )
@@ -320,4 +322,182 @@ func TestKilledCollectorLosesAndRepeatsNothing(t *testing.T) {
 		assert.Equal(t, seqs(1, total), got, "collector %s", id)
 	}
 	t.Logf("windows applied: %d, received (with resends): %d", total, a.received)
+}
+
+// bigWindow is a window of about size encoded bytes: many files with long
+// paths, as a busy node's window is.
+func bigWindow(node string, size int) *accessv1.AccessWindow {
+	w := window(node)
+	path := strings.Repeat("p", accessv1.MaxPathBytes-16)
+	for i := 0; proto.Size(w) < size; i++ {
+		w.Files = append(w.Files, &accessv1.FileAccess{Pod: "p", Path: fmt.Sprintf("%s/%08d", path, i), ReadBytes: 4096, ReadOps: 1})
+	}
+	return w
+}
+
+// startLimitedAnalyzer runs the stand-in analyzer with the analyzer's own
+// message limit.
+func startLimitedAnalyzer(t *testing.T, a *analyzer, maxBytes int) (addr string) {
+	t.Helper()
+	a.acked = map[string]uint64{}
+	a.applied = map[string][]*accessv1.AccessWindow{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxBytes))
+	accessv1.RegisterAccessIntakeServer(srv, a)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// A backlog larger than one message (20 windows of 1.3 MB against the
+// analyzer's 16 MiB limit, default batch of 64 windows) drains in calls the
+// analyzer accepts.
+func TestLargeBacklogDrainsUnderMessageLimit(t *testing.T) {
+	a := &analyzer{}
+	addr := startLimitedAnalyzer(t, a, accessv1.MaxMessageBytes)
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	const n = 20
+	for range n {
+		_, err := s.Enqueue(bigWindow("n1", 1300<<10))
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	waitAcked(t, s, n)
+	assert.Equal(t, seqs(1, n), a.sequences(s.Collector()))
+	assert.Zero(t, s.Stats().Failures, "no call may exceed the analyzer's message limit")
+}
+
+// A window that alone exceeds the limit is lost, counted, and reported by
+// the next window, whose sequence leaves the gap.
+func TestTooLargeWindowIsCountedAndReported(t *testing.T) {
+	const limit = 64 << 10
+	a := &analyzer{}
+	addr := startLimitedAnalyzer(t, a, limit)
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", MaxBatchBytes: limit, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Enqueue(window("n1"))
+	require.NoError(t, err)
+	_, err = s.Enqueue(bigWindow("n1", 2*limit))
+	assert.ErrorContains(t, err, "more than one call may carry")
+	_, err = s.Enqueue(window("n1"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	waitAcked(t, s, 3)
+	got := a.windows(s.Collector())
+	require.Len(t, got, 2)
+	assert.Equal(t, []uint64{1, 3}, []uint64{got[0].Sequence, got[1].Sequence}, "the lost window leaves a gap")
+	assert.Equal(t, uint64(1), got[1].GetDropped().GetWindows())
+	assert.Equal(t, uint64(1), s.Stats().Lost[LossTooLarge])
+	assert.Equal(t, uint64(1), s.Stats().Dropped)
+}
+
+// smallDisk mounts a 64 KiB tmpfs as the state directory, so a test can
+// fill it. It needs root (CAP_SYS_ADMIN).
+func smallDisk(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fill writes a file in dir until the file system is full; removing it
+// frees the space again.
+func fill(t *testing.T, dir string) (filler string) {
+	t.Helper()
+	filler = filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, 1024)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			return filler
+		}
+	}
+}
+
+// A window that cannot be stored (full state directory) is lost loudly: the
+// error says so, it is counted, its sequence stays used, and the next window
+// stored reports it to the analyzer.
+func TestFullStateDirLosesWindowVisibly(t *testing.T) {
+	dir := smallDisk(t)
+	s, err := Open(Options{Dir: dir, Node: "n1", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Enqueue(window("n1"))
+	require.NoError(t, err)
+
+	filler := fill(t, dir)
+	_, err = s.Enqueue(window("n1"))
+	require.ErrorIs(t, err, syscall.ENOSPC, "a window that could not be stored must not be reported as stored")
+	st := s.Stats()
+	assert.Equal(t, uint64(1), st.Lost[LossStoreFailed])
+	assert.Equal(t, uint64(1), st.Dropped)
+	assert.NotZero(t, st.StoreFailures)
+	assert.Equal(t, 1, st.Buffered)
+	require.NoError(t, os.Remove(filler))
+
+	_, err = s.Enqueue(window("n1"))
+	require.NoError(t, err)
+	a := &analyzer{}
+	addr := startAnalyzer(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	waitAcked(t, s, 3)
+	got := a.windows(s.Collector())
+	require.Len(t, got, 2)
+	assert.Equal(t, []uint64{1, 3}, []uint64{got[0].Sequence, got[1].Sequence}, "the lost window leaves a gap")
+	assert.Equal(t, uint64(1), got[1].GetDropped().GetWindows(), "the next window reports the loss")
+}
+
+// An acknowledgement that cannot be stored (full disk) moves nothing in
+// memory: Acked stays, the windows stay buffered and on disk, and the error
+// stays visible until an acknowledgement is stored.
+func TestAckOnFullDiskMovesNothing(t *testing.T) {
+	dir := smallDisk(t)
+	s, err := Open(Options{Dir: dir, Node: "n1", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	for range 3 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	filler := fill(t, dir)
+	a := &analyzer{}
+	addr := startAnalyzer(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	require.Eventually(t, func() bool { return s.Stats().StoreFailures >= 2 }, 10*time.Second, time.Millisecond)
+	st := s.Stats()
+	assert.Zero(t, st.Acked, "an acknowledgement not on disk must not move Acked")
+	assert.Equal(t, 3, st.Buffered)
+	assert.ErrorIs(t, s.LastError(), syscall.ENOSPC, "the failed write stays the last error")
+	entries, err := os.ReadDir(filepath.Join(dir, windowsDir))
+	require.NoError(t, err)
+	assert.Len(t, entries, 3)
+
+	require.NoError(t, os.Remove(filler))
+	waitAcked(t, s, 3)
+	assert.NoError(t, s.LastError())
+	s2state, err := os.ReadFile(filepath.Join(dir, stateFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(s2state), `"ackedSequence":3`)
+	assert.Equal(t, seqs(1, 3), a.sequences(s.Collector()))
 }

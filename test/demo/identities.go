@@ -16,7 +16,8 @@ import (
 var components = []string{"analyzer", "collector", "webhook", "operator"}
 
 // installIdentities creates eddy's service accounts, RBAC and admission
-// policies as config/ installs them, and writes for each component a
+// policies (and the webhook's certificate Secret, which its Role names) as
+// config/ installs them, and writes for each component a
 // kubeconfig that acts as its service account (impersonation): the
 // components run here with exactly the rights they have in a cluster.
 func (r *run) installIdentities(ctx context.Context) (map[string]string, error) {
@@ -27,7 +28,7 @@ func (r *run) installIdentities(ctx context.Context) (map[string]string, error) 
 	for _, o := range objs {
 		switch o.GetKind() {
 		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Secret":
 		default:
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,10 +26,11 @@ import (
 	"github.com/eddy-autotune/eddy/prefetch"
 )
 
-// writeServiceAccount writes what a kubelet projects into the pod at
-// /var/run/secrets/kubernetes.io/serviceaccount: a token of the pod's
-// service account bound to the pod (TokenRequest API), and the CA to trust
-// (here, the analyzer's serving certificate). It returns the folder.
+// writeServiceAccount writes what a kubelet projects into the prefetcher at
+// webhook.ManifestTokenDir: a token of the pod's service account with the
+// manifest endpoint's audience, bound to the pod (TokenRequest API), and the
+// CA to trust (here, the analyzer's serving certificate). It returns the
+// folder.
 func (r *run) writeServiceAccount(ctx context.Context, pod *corev1.Pod, caFile string) (string, error) {
 	sa := &corev1.ServiceAccount{}
 	sa.Name, sa.Namespace = pod.Spec.ServiceAccountName, pod.Namespace
@@ -36,6 +38,7 @@ func (r *run) writeServiceAccount(ctx context.Context, pod *corev1.Pod, caFile s
 		sa.Name = "default"
 	}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences:         []string{manifestv1.Audience},
 		ExpirationSeconds: ptr.To[int64](3600),
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
 	}}

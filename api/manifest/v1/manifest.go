@@ -17,6 +17,12 @@ import (
 // PathPrefix is where the endpoint is served.
 const PathPrefix = "/v1/manifests/"
 
+// Audience is the audience of the projected service-account token a
+// prefetcher sends with a manifest request; the analyzer accepts no other,
+// so neither an API server token nor a collector's intake token is
+// replayed against it.
+const Audience = "eddy.io/manifests"
+
 // Bounds of a request.
 const (
 	// MaxLimit bounds the files one response carries.
