@@ -41,6 +41,8 @@ func FileAccess(r *bpf.Record, workload *accessv1.WorkloadRef, monoToUnix int64)
 		PagesRequested:      r.PagesRequested,
 		PagesAdded:          r.PagesAdded,
 		MmapFaults:          r.MmapFaults,
+		MappedReadBytes:     r.MappedReadBytes,
+		ExecFaults:          r.ExecFaults,
 		DirectReads:         r.DirectReads,
 		FirstAccessUnixNano: unixNs(r.FirstNs),
 		LastAccessUnixNano:  unixNs(r.LastNs),
