@@ -37,6 +37,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PF_WRITE_FLAG 0x2
 #define TASK_UNINTERRUPTIBLE_STATE 0x2
 #define PAGE_BYTES 4096
+// The largest gap between two faults of a sequential run through a mapping
+// taken for pages mapped without faults (a PMD-sized folio).
+#define MAX_FAULT_GAP (2 << 20)
 
 // x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 #define NR_read 0
@@ -168,6 +171,8 @@ struct open_file_state {
 	// 1 + the page of the latest read fault through a mapping of it (0:
 	// none), so that the same fault seen twice counts once.
 	__u64 last_fault;
+	// Set when that fault continued a sequential run.
+	__u64 fault_seq_run;
 };
 
 struct file_event {
@@ -1163,6 +1168,7 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		end = fv.size;
 
 	int step = 0;
+	__u64 gap = 0;
 	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &fv.file);
 	if (of) {
 		// The page faulted last, again: a fault that was abandoned before
@@ -1179,8 +1185,16 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 			return 0;
 		}
 		step = of->next_offset == off ? 1 : 2;
+		// A sequential run that resumes a little ahead: the pages in
+		// between were mapped without a fault of their own (a large
+		// folio is mapped whole), and are counted with this read.
+		if (step == 2 && of->fault_seq_run && of->next_offset < off && off - of->next_offset <= MAX_FAULT_GAP) {
+			gap = off - of->next_offset;
+			step = 1;
+		}
 		of->next_offset = end;
 		of->last_fault = fv.page + 1;
+		of->fault_seq_run = step == 1;
 	} else {
 		struct open_file_state st = { .next_offset = end, .last_fault = fv.page + 1 };
 		if (bpf_map_update_elem(&open_files, &fv.file, &st, BPF_ANY))
@@ -1188,7 +1202,7 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	}
 
 	__sync_fetch_and_add(&s->read_size_log2[PAGE_SHIFT_4K], 1);
-	add_mapped_bytes(s, end - off, end, now);
+	add_mapped_bytes(s, gap + end - off, end, now);
 	if (step == 1)
 		__sync_fetch_and_add(&s->seq_steps, 1);
 	else if (step == 2)

@@ -83,9 +83,10 @@ type accessInflightRead struct {
 }
 
 type accessOpenFileState struct {
-	_          structs.HostLayout
-	NextOffset uint64
-	LastFault  uint64
+	_           structs.HostLayout
+	NextOffset  uint64
+	LastFault   uint64
+	FaultSeqRun uint64
 }
 
 type accessReadBatch struct {

@@ -71,7 +71,10 @@ type Record struct {
 	// Passes and MaxOffset, and its bytes are the page plus the cached
 	// pages fault-around mapped with it (those the program then reads
 	// without faulting) — the pages the fault made resident in the
-	// mapping, as /proc/PID/smaps counts them. Pages read again after
+	// mapping, as /proc/PID/smaps counts them. When a sequential run of
+	// faults resumes up to 2 MiB past where the previous fault's pages
+	// ended, the pages in between were mapped without a fault (the kernel
+	// maps a large folio whole) and count with the later read. Pages read again after
 	// they were mapped are not seen (no fault), nor are reads of pages
 	// another process of the cgroup mapped. Time the thread spent blocked
 	// (uninterruptible) after a read fault until it ran again is added to
