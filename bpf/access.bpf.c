@@ -33,6 +33,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PF_IO_WORKER_FLAG 0x00000010
 #define PF_KTHREAD_FLAG 0x00200000
 #define EEXIST_ERR 17
+#define VM_EXEC_FLAG 0x00000004
+#define PF_WRITE_FLAG 0x2
+#define TASK_UNINTERRUPTIBLE_STATE 0x2
+#define PAGE_BYTES 4096
+// The largest gap between two faults of a sequential run through a mapping
+// taken for pages mapped without faults (a PMD-sized folio).
+#define MAX_FAULT_GAP (2 << 20)
 
 // x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 #define NR_read 0
@@ -101,6 +108,8 @@ struct file_stats {
 	__u64 passes;
 	__u64 last_pass_ns;
 	__u64 first_ns;
+	__u64 mapped_read_bytes;
+	__u64 exec_faults;
 };
 
 // read_batch holds one thread's recent reads of one file, added up in the
@@ -140,12 +149,30 @@ struct inflight_read {
 	// (mm_filemap_get_pages fired during it).
 	__u8 buffered;
 	__u8 _pad;
+	// The thread's latest read fault on a file mapping: when it began
+	// (0: none pending), when the thread last blocked during it, the page
+	// it faulted, its file, and the open file it maps (for the step).
+	// fault_window is set until fault-around for that fault is counted;
+	// fault_seq when the fault continued the previous read of the file.
+	__u64 fault_ns;
+	__u64 fault_blocked_ns;
+	__u64 fault_page;
+	__u64 fault_file;
+	struct file_key fault_key;
+	__u8 fault_window;
+	__u8 fault_seq;
+	__u8 _pad2[6];
 	struct read_batch batch;
 };
 
 // Where the next sequential read of one open file description would begin.
 struct open_file_state {
 	__u64 next_offset;
+	// 1 + the page of the latest read fault through a mapping of it (0:
+	// none), so that the same fault seen twice counts once.
+	__u64 last_fault;
+	// Set when that fault continued a sequential run.
+	__u64 fault_seq_run;
 };
 
 struct file_event {
@@ -496,6 +523,9 @@ static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 
 	if (!in->allowed)
 		return 0;
 	in->start_ns = bpf_ktime_get_ns();
+	// Blocking from here on is the read's, not an earlier fault's.
+	in->fault_ns = 0;
+	in->fault_blocked_ns = 0;
 	in->pos = pos;
 	in->fd = fd;
 	in->buffered = 0;
@@ -1052,12 +1082,223 @@ int BPF_PROG(on_filemap_fault, struct address_space *mapping, unsigned long inde
 	return 0;
 }
 
+// Reads through file mappings. A read fault on a page of a file mapping
+// (exceptions:page_fault_user, in the faulting thread) counts as one read of
+// that page at its offset; fault-around (filemap:mm_filemap_map_pages, in
+// the same fault) then maps the cached pages around it, which the program
+// reads without faulting again, and adds them to the bytes of that read. So
+// a mapped read's bytes are the pages its fault mapped, the way
+// /proc/PID/smaps counts a mapping's resident pages; the read-size histogram
+// holds the faulting page only.
+
+// fault_vma is what fault_vma_cb copies out of the VMA of a faulting address.
+struct fault_vma {
+	__u64 file;
+	__u64 page;
+	__u64 size;
+	__u64 dev;
+	__u64 ino;
+	__u64 flags;
+	__u8 regular;
+};
+
+static long fault_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct fault_vma *fv = data;
+	struct file *f = vma->vm_file;
+	if (!f)
+		return 0;
+	struct inode *inode = f->f_inode;
+	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	fv->file = (__u64)f;
+	fv->page = ((fv->page - vma->vm_start) >> PAGE_SHIFT_4K) + vma->vm_pgoff;
+	fv->size = inode->i_size;
+	fv->dev = inode->i_sb->s_dev;
+	fv->ino = inode->i_ino;
+	fv->flags = vma->vm_flags;
+	fv->regular = 1;
+	return 0;
+}
+
+// add_mapped_bytes counts bytes read through a mapping ending at end.
+static __always_inline void add_mapped_bytes(struct file_stats *s, __u64 bytes, __u64 end, __u64 now)
+{
+	__sync_fetch_and_add(&s->read_bytes, bytes);
+	__sync_fetch_and_add(&s->mapped_read_bytes, bytes);
+	if (end > s->max_offset)
+		s->max_offset = end;
+	s->last_ns = now;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (error_code & PF_WRITE_FLAG)
+		return 0;
+	__u64 cgid = current_cgroup_id();
+	if (!cgroup_allowed(cgid))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fault_vma fv = { .page = address };
+	if (bpf_find_vma(task, address, fault_vma_cb, &fv, 0) || !fv.regular)
+		return 0;
+	struct file_key k = { .cgroup_id = cgid, .dev = fv.dev, .ino = fv.ino };
+	__u64 now = bpf_ktime_get_ns();
+	struct file_stats *s = stats_for(&k, now, true);
+	if (!s)
+		return 0;
+	if (fv.flags & VM_EXEC_FLAG) {
+		// Code: the program's own file, not its data.
+		__sync_fetch_and_add(&s->exec_faults, 1);
+		return 0;
+	}
+	__u64 off = fv.page << PAGE_SHIFT_4K;
+	if (off >= fv.size)
+		return 0;
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
+		count(CNT_DROP_TASK_STATE);
+		return 0;
+	}
+	in->fault_ns = now;
+	in->fault_blocked_ns = 0;
+	__u64 end = off + PAGE_BYTES;
+	if (end > fv.size)
+		end = fv.size;
+
+	int step = 0;
+	__u64 gap = 0;
+	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &fv.file);
+	if (of) {
+		// The page faulted last, again: a fault that was abandoned before
+		// the page was mapped (the kernel retries after waiting for the
+		// page; a signal interrupts the wait), perhaps retried by another
+		// thread. It reads nothing new, but may wait again, and its
+		// fault-around maps what the abandoned one did not.
+		if (of->last_fault == fv.page + 1) {
+			in->fault_page = fv.page;
+			in->fault_file = fv.file;
+			in->fault_key = k;
+			in->fault_window = 1;
+			in->fault_seq = 0;
+			return 0;
+		}
+		step = of->next_offset == off ? 1 : 2;
+		// A sequential run that resumes a little ahead: the pages in
+		// between were mapped without a fault of their own (a large
+		// folio is mapped whole), and are counted with this read.
+		if (step == 2 && of->fault_seq_run && of->next_offset < off && off - of->next_offset <= MAX_FAULT_GAP) {
+			gap = off - of->next_offset;
+			step = 1;
+		}
+		of->next_offset = end;
+		of->last_fault = fv.page + 1;
+		of->fault_seq_run = step == 1;
+	} else {
+		struct open_file_state st = { .next_offset = end, .last_fault = fv.page + 1 };
+		if (bpf_map_update_elem(&open_files, &fv.file, &st, BPF_ANY))
+			count(CNT_DROP_OPEN_FILE);
+	}
+
+	__sync_fetch_and_add(&s->read_size_log2[PAGE_SHIFT_4K], 1);
+	add_mapped_bytes(s, gap + end - off, end, now);
+	if (step == 1)
+		__sync_fetch_and_add(&s->seq_steps, 1);
+	else if (step == 2)
+		__sync_fetch_and_add(&s->rand_steps, 1);
+	if (off == 0) {
+		__sync_fetch_and_add(&s->passes, 1);
+		s->last_pass_ns = now;
+	}
+	if (s->file_size != fv.size)
+		s->file_size = fv.size;
+
+	in->fault_page = fv.page;
+	in->fault_file = fv.file;
+	in->fault_key = k;
+	in->fault_window = 1;
+	in->fault_seq = step == 1;
+	return 0;
+}
+
+// fault_around adds the pages that fault-around mapped in [start, end] to
+// the thread's pending read fault on the same file, once per fault: those
+// past the end of the file and the faulting page itself (already counted)
+// are left out, and so are those before the faulting page when the fault
+// continued a sequential read (the previous fault mapped them).
+static __always_inline void fault_around(struct address_space *mapping, struct file_stats *s, __u64 start, __u64 end)
+{
+	struct inflight_read *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!in || !in->fault_window)
+		return;
+	struct inode *inode = mapping->host;
+	if (!inode || inode->i_ino != in->fault_key.ino || inode->i_sb->s_dev != in->fault_key.dev)
+		return;
+	in->fault_window = 0;
+	__u64 size = inode->i_size;
+	if (!size)
+		return;
+	__u64 last = (size - 1) >> PAGE_SHIFT_4K;
+	if (end > last)
+		end = last;
+	__u64 page = in->fault_page;
+	if (in->fault_seq && start <= page)
+		start = page + 1;
+	if (end < start)
+		return;
+	__u64 pages = end - start + 1;
+	if (page >= start && page <= end)
+		pages--;
+	if (!pages)
+		return;
+	__u64 stop = (end + 1) << PAGE_SHIFT_4K;
+	__u64 bytes = pages << PAGE_SHIFT_4K;
+	if (stop > size) {
+		bytes -= stop - size;
+		stop = size;
+	}
+	add_mapped_bytes(s, bytes, stop, bpf_ktime_get_ns());
+	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &in->fault_file);
+	if (of && of->next_offset < stop)
+		of->next_offset = stop;
+}
+
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(on_filemap_map_pages, struct address_space *mapping, unsigned long start, unsigned long end)
 {
 	__u64 now;
 	struct file_stats *s = page_cache_stats(mapping, &now);
-	if (s && end >= start)
-		__sync_fetch_and_add(&s->mmap_pages, end - start + 1);
+	if (!s || end < start)
+		return 0;
+	__sync_fetch_and_add(&s->mmap_pages, end - start + 1);
+	fault_around(mapping, s, start, end);
+	return 0;
+}
+
+// The time a thread spends blocked (uninterruptible: waiting for I/O or a
+// page lock) after a read fault, until it runs again, is read wait of the
+// faulted file. One wait per fault (a retried fault may wait again); a read
+// syscall ends the pending fault.
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+{
+	if (!preempt && (prev_state & TASK_UNINTERRUPTIBLE_STATE) && maybe_allowed(prev->cgroups->dfl_cgrp->kn->id)) {
+		struct inflight_read *in = bpf_task_storage_get(&inflight, prev, 0, 0);
+		if (in && in->fault_ns && !in->fault_blocked_ns)
+			in->fault_blocked_ns = bpf_ktime_get_ns();
+	}
+	if (!maybe_allowed(next->cgroups->dfl_cgrp->kn->id))
+		return 0;
+	struct inflight_read *in = bpf_task_storage_get(&inflight, next, 0, 0);
+	if (!in || !in->fault_blocked_ns)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 wait = now - in->fault_blocked_ns;
+	in->fault_blocked_ns = 0;
+	in->fault_ns = 0;
+	struct file_stats *s = bpf_map_lookup_elem(&stats_by_file, &in->fault_key);
+	if (s)
+		__sync_fetch_and_add(&s->read_wait_ns, wait);
 	return 0;
 }

@@ -55,26 +55,38 @@ type accessFileStats struct {
 	Passes          uint64
 	LastPassNs      uint64
 	FirstNs         uint64
+	MappedReadBytes uint64
+	ExecFaults      uint64
 }
 
 type accessInflightRead struct {
-	_          structs.HostLayout
-	StartNs    uint64
-	CgroupId   uint64
-	AllowGen   uint64
-	PagesAdded uint64
-	Pos        int64
-	Fd         uint32
-	Allowed    uint8
-	Active     uint8
-	Buffered   uint8
-	Pad        uint8
-	Batch      accessReadBatch
+	_              structs.HostLayout
+	StartNs        uint64
+	CgroupId       uint64
+	AllowGen       uint64
+	PagesAdded     uint64
+	Pos            int64
+	Fd             uint32
+	Allowed        uint8
+	Active         uint8
+	Buffered       uint8
+	Pad            uint8
+	FaultNs        uint64
+	FaultBlockedNs uint64
+	FaultPage      uint64
+	FaultFile      uint64
+	FaultKey       accessFileKey
+	FaultWindow    uint8
+	FaultSeq       uint8
+	Pad2           [6]uint8
+	Batch          accessReadBatch
 }
 
 type accessOpenFileState struct {
-	_          structs.HostLayout
-	NextOffset uint64
+	_           structs.HostLayout
+	NextOffset  uint64
+	LastFault   uint64
+	FaultSeqRun uint64
 }
 
 type accessReadBatch struct {
@@ -113,6 +125,8 @@ const (
 	accessProgOnFilemapFault    = "on_filemap_fault"
 	accessProgOnFilemapGetPages = "on_filemap_get_pages"
 	accessProgOnFilemapMapPages = "on_filemap_map_pages"
+	accessProgOnPageFaultUser   = "on_page_fault_user"
+	accessProgOnSchedSwitch     = "on_sched_switch"
 	accessProgOnSysEnter        = "on_sys_enter"
 	accessProgOnSysExit         = "on_sys_exit"
 	accessProgOnTaskExit        = "on_task_exit"
@@ -175,6 +189,8 @@ type accessProgramSpecs struct {
 	OnFilemapFault    *ebpf.ProgramSpec `ebpf:"on_filemap_fault"`
 	OnFilemapGetPages *ebpf.ProgramSpec `ebpf:"on_filemap_get_pages"`
 	OnFilemapMapPages *ebpf.ProgramSpec `ebpf:"on_filemap_map_pages"`
+	OnPageFaultUser   *ebpf.ProgramSpec `ebpf:"on_page_fault_user"`
+	OnSchedSwitch     *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
 	OnSysEnter        *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
 	OnSysExit         *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 	OnTaskExit        *ebpf.ProgramSpec `ebpf:"on_task_exit"`
@@ -276,6 +292,8 @@ type accessPrograms struct {
 	OnFilemapFault    *ebpf.Program `ebpf:"on_filemap_fault"`
 	OnFilemapGetPages *ebpf.Program `ebpf:"on_filemap_get_pages"`
 	OnFilemapMapPages *ebpf.Program `ebpf:"on_filemap_map_pages"`
+	OnPageFaultUser   *ebpf.Program `ebpf:"on_page_fault_user"`
+	OnSchedSwitch     *ebpf.Program `ebpf:"on_sched_switch"`
 	OnSysEnter        *ebpf.Program `ebpf:"on_sys_enter"`
 	OnSysExit         *ebpf.Program `ebpf:"on_sys_exit"`
 	OnTaskExit        *ebpf.Program `ebpf:"on_task_exit"`
@@ -296,6 +314,8 @@ func (p *accessPrograms) Close() error {
 		p.OnFilemapFault,
 		p.OnFilemapGetPages,
 		p.OnFilemapMapPages,
+		p.OnPageFaultUser,
+		p.OnSchedSwitch,
 		p.OnSysEnter,
 		p.OnSysExit,
 		p.OnTaskExit,

@@ -161,6 +161,11 @@ var pageCacheHooks = []hook{
 	{name: "filemap:mm_filemap_add_to_page_cache", program: accessProgOnFilemapAdd},
 	{name: "filemap:mm_filemap_fault", program: accessProgOnFilemapFault},
 	{name: "filemap:mm_filemap_map_pages", program: accessProgOnFilemapMapPages},
+	// Reads through file mappings (Record.MappedReadBytes) and the program
+	// files among them (Record.ExecFaults); without it they are not seen.
+	{name: "exceptions:page_fault_user", program: accessProgOnPageFaultUser},
+	// Read wait of mapped reads: without it their wait is not counted.
+	{name: "sched:sched_switch", program: accessProgOnSchedSwitch},
 }
 
 // cgroupHooks allow a container's cgroup as it is created under a pod's
@@ -784,6 +789,8 @@ func toRecord(k *accessFileKey, v *accessFileStats) Record {
 		PagesAdded:      v.PagesAdded,
 		MmapFaults:      v.MmapFaults,
 		MmapPages:       v.MmapPages,
+		MappedReadBytes: v.MappedReadBytes,
+		ExecFaults:      v.ExecFaults,
 		DirectReads:     v.DirectReads,
 		Opens:           v.Opens,
 		Passes:          v.Passes,

@@ -39,11 +39,13 @@ type Record struct {
 	ReadSizeLog2 [ReadSizeBuckets]uint64
 	// ReadLatencyLog2[i] counts read syscalls that took [2^i, 2^(i+1)) ns.
 	ReadLatencyLog2 [LatencyBuckets]uint64
-	// ReadWaitNs is the total time spent in read syscalls.
+	// ReadWaitNs is the total time spent in read syscalls (and blocked in
+	// read faults, see MappedReadBytes).
 	//
 	// ReadOps, ReadBytes, the histograms and ReadWaitNs count the read
 	// syscalls (read, pread64, readv, preadv, preadv2) that succeeded on a
-	// regular file, including reads that returned 0 at end of file.
+	// regular file, including reads that returned 0 at end of file, and
+	// reads through mappings of the file (MappedReadBytes).
 	ReadWaitNs uint64
 	// PagesRequested counts page-cache pages asked for by buffered reads:
 	// for a read syscall that went through the page cache
@@ -62,6 +64,26 @@ type Record struct {
 	// (filemap:mm_filemap_map_pages), the cached side of mmap access.
 	MmapFaults uint64
 	MmapPages  uint64
+	// MappedReadBytes is the part of ReadBytes read through file mappings
+	// (mmap): each read fault on a page of a mapping of the file (not
+	// executable, not a write) counts as one read of that page at its
+	// offset, in ReadOps, ReadSizeLog2 (4 KiB), SeqSteps/RandSteps,
+	// Passes and MaxOffset, and its bytes are the page plus the cached
+	// pages fault-around mapped with it (those the program then reads
+	// without faulting) — the pages the fault made resident in the
+	// mapping, as /proc/PID/smaps counts them. When a sequential run of
+	// faults resumes up to 2 MiB past where the previous fault's pages
+	// ended, the pages in between were mapped without a fault (the kernel
+	// maps a large folio whole) and count with the later read. Pages read again after
+	// they were mapped are not seen (no fault), nor are reads of pages
+	// another process of the cgroup mapped. Time the thread spent blocked
+	// (uninterruptible) after a read fault until it ran again is added to
+	// ReadWaitNs; mapped reads have no latency histogram entries.
+	MappedReadBytes uint64
+	// ExecFaults counts faults on executable mappings of the file: the
+	// program's code (its binary, libraries, native extension modules),
+	// not data; they are not counted as reads.
+	ExecFaults uint64
 	// DirectReads counts read syscalls on files opened with O_DIRECT; they
 	// bypass the page cache, so they have no PagesRequested.
 	DirectReads uint64

@@ -414,7 +414,17 @@ func TestMmapFaults(t *testing.T) {
 	assert.Positive(t, rec.MmapFaults, "a cold mapping faults through filemap_fault")
 	assert.EqualValues(t, size/pageSize, rec.PagesAdded, "every page is read into the cache once")
 	assert.GreaterOrEqual(t, rec.MmapPages, uint64(size/pageSize), "every page is mapped")
-	assert.Zero(t, rec.ReadOps, "no read syscalls")
+	t.Logf("mapped %d B of %d in %d reads (%d seq, %d random), wait %v", rec.MappedReadBytes, size, rec.ReadOps, rec.SeqSteps, rec.RandSteps, time.Duration(rec.ReadWaitNs))
+	// A cold sequential pass: each fault is a read; fault-around maps the
+	// pages read-ahead brought in, counted once each.
+	assert.Positive(t, rec.ReadOps, "read faults count as reads")
+	assert.InEpsilon(t, size, rec.MappedReadBytes, 0.05, "mapped bytes: the whole file, once")
+	assert.Equal(t, rec.MappedReadBytes, rec.ReadBytes, "no read syscalls: every byte read was mapped")
+	assert.Greater(t, rec.SeqSteps, 4*rec.RandSteps, "a front-to-back pass is sequential: %d seq, %d random", rec.SeqSteps, rec.RandSteps)
+	assert.EqualValues(t, 1, rec.Passes)
+	assert.EqualValues(t, size, rec.MaxOffset)
+	assert.Positive(t, rec.ReadWaitNs, "a cold fault blocks on the disk")
+	assert.Zero(t, rec.ExecFaults, "a data mapping is not code")
 	assert.EqualValues(t, 1, rec.Opens)
 }
 

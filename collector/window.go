@@ -147,6 +147,8 @@ func addRecord(fa *accessv1.FileAccess, r *bpf.Record, off clockOffset) {
 	fa.PagesRequested += r.PagesRequested
 	fa.PagesAdded += r.PagesAdded
 	fa.MmapFaults += r.MmapFaults
+	fa.MappedReadBytes += r.MappedReadBytes
+	fa.ExecFaults += r.ExecFaults
 	fa.DirectReads += r.DirectReads
 	fa.Opens += r.Opens
 	fa.Passes += r.Passes

@@ -11,6 +11,8 @@ packages=(
   rclone fuse3                     # a slow remote behind a FUSE mount
   prometheus                       # scraping and rule checks
   python3-torch                    # DataLoader workloads (prefetch, profile tests)
+  python3-numpy python3-venv       # profile tests: NumPy memmaps, a venv interpreter
+  sqlite3 gzip                     # profile tests: programs nobody here wrote
   jq
   containerd runc containernetworking-plugins  # the real node (test/node)
   busybox-static iptables conntrack iproute2   #   workload image, Services

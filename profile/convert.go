@@ -41,6 +41,8 @@ func FileAccess(r *bpf.Record, workload *accessv1.WorkloadRef, monoToUnix int64)
 		PagesRequested:      r.PagesRequested,
 		PagesAdded:          r.PagesAdded,
 		MmapFaults:          r.MmapFaults,
+		MappedReadBytes:     r.MappedReadBytes,
+		ExecFaults:          r.ExecFaults,
 		DirectReads:         r.DirectReads,
 		FirstAccessUnixNano: unixNs(r.FirstNs),
 		LastAccessUnixNano:  unixNs(r.LastNs),
@@ -55,6 +57,122 @@ func FileAccess(r *bpf.Record, workload *accessv1.WorkloadRef, monoToUnix int64)
 // interpreters' modules, pseudo file systems) left out of a profile unless
 // --data selects them: they are not the data a command works on.
 var DefaultExcludes = []string{"/usr/", "/lib/", "/lib32/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/proc/", "/sys/", "/dev/", "/run/", "/var/lib/", "/var/cache/", "/snap/"}
+
+// Reasons a file is left out of a profile, as counted in Report.ExcludedBy.
+const (
+	ExcludeNotData     = "outside --data"
+	ExcludeSystem      = "system file"
+	ExcludeExecutable  = "mapped executable (program code)"
+	ExcludeImage       = "mapped without an open (program image, shared memory)"
+	ExcludeInterpreter = "under the interpreter's prefix"
+	ExcludeScript      = "the interpreter's script"
+)
+
+// notData says why the file of r (at path, "" when unknown) is not the
+// command's data, or "" when it is. A file once left out stays out: a
+// library's code faults may come in one window and its data pages in the
+// next. p.mu is held.
+func (p *profiler) notData(path string, r *bpf.Record) string {
+	if why := p.excluded[r.Key]; why != "" {
+		return why
+	}
+	switch {
+	case len(p.opt.Data) > 0:
+		// Named data directories are the whole truth.
+		if !selected(path, p.opt.Data, nil) {
+			return ExcludeNotData
+		}
+		return ""
+	case r.ExecFaults > 0:
+		return ExcludeExecutable
+	case path == "" && r.WriteOps == 0 && r.ReadBytes == r.MappedReadBytes:
+		// Never opened, read or written with a syscall, only paged in or
+		// mapped: the program and its loader (mapped by exec), or shared
+		// memory (SysV segments, memfd) that is no file on disk.
+		return ExcludeImage
+	case !selected(path, nil, DefaultExcludes):
+		return ExcludeSystem
+	case !selected(path, nil, p.prefixes):
+		return ExcludeInterpreter
+	case path != "" && path == p.script:
+		return ExcludeScript
+	}
+	return ""
+}
+
+// programPrefixes returns the installation prefixes of the program at path
+// when it is an interpreter installed outside the system directories: a
+// virtual environment (pyvenv.cfg), a conda environment (conda-meta), or any
+// installation with its own lib/pythonX.Y (pyenv versions, copies under
+// /opt or a home directory). The prefix is the directory above the
+// program's bin/, both as invoked and after symbolic links, each with a
+// trailing slash. Its modules, compiled caches and native extensions are the
+// program's own files, not data.
+func programPrefixes(path string) []string {
+	var out []string
+	add := func(bin string) {
+		if filepath.Base(filepath.Dir(bin)) != "bin" {
+			return
+		}
+		prefix := filepath.Dir(filepath.Dir(bin))
+		if prefix == "/" || !isInstallPrefix(prefix) {
+			return
+		}
+		prefix = strings.TrimSuffix(prefix, "/") + "/"
+		if !selected(prefix, nil, DefaultExcludes) {
+			return
+		}
+		for _, o := range out {
+			if o == prefix {
+				return
+			}
+		}
+		out = append(out, prefix)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		add(abs)
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			add(real)
+		}
+	}
+	return out
+}
+
+// scriptOf returns the absolute path of the script an interpreter command
+// runs (python3 train.py, bash run.sh, ...), or "".
+func scriptOf(argv []string) string {
+	if len(argv) < 2 || strings.HasPrefix(argv[1], "-") {
+		return ""
+	}
+	base := filepath.Base(argv[0])
+	interpreter := false
+	for _, name := range []string{"python", "ruby", "node", "perl", "bash", "sh", "Rscript", "julia"} {
+		if strings.HasPrefix(base, name) {
+			interpreter = true
+		}
+	}
+	if !interpreter {
+		return ""
+	}
+	abs, err := filepath.Abs(argv[1])
+	if err != nil {
+		return ""
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	return abs
+}
+
+func isInstallPrefix(dir string) bool {
+	for _, marker := range []string{"pyvenv.cfg", "conda-meta"} {
+		if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+			return true
+		}
+	}
+	libs, _ := filepath.Glob(filepath.Join(dir, "lib", "python[23]*"))
+	return len(libs) > 0
+}
 
 // selected reports whether a file at path (absolute, or "" when unknown)
 // belongs to the profiled data: under one of include when include is set,

@@ -8,9 +8,11 @@
 // (every process it starts) is one reader and the read-wait share is time in
 // read syscalls over the run's wall time, clamped to 1 when its processes
 // read in parallel. There is no dataset either: every file the command reads
-// is data except system files (DefaultExcludes) and files it only paged in
-// without an open (its program and loader), unless Options.Data names the
-// data directories. Files are identified by device and inode; paths are for
+// (with read syscalls or through memory mappings) is data except the
+// program's own files: system files (DefaultExcludes), files mapped
+// executable, files only paged in without an open (its program and loader),
+// files under its interpreter's prefix (programPrefixes) and an
+// interpreter's script; Options.Data names the data directories instead. Files are identified by device and inode; paths are for
 // display, resolved from the open events (a relative path whose process has
 // gone stays relative).
 package profile
@@ -84,8 +86,15 @@ type Report struct {
 
 	// TopFiles are the files read most, for orientation.
 	TopFiles []FileSummary `json:"topFiles,omitempty"`
-	// FilesExcluded counts files left out as system files (or outside --data).
-	FilesExcluded int `json:"filesExcluded"`
+	// FilesExcluded counts files left out as not data; ExcludedBy counts
+	// them by reason (ExcludeSystem, ExcludeExecutable, ExcludeImage,
+	// ExcludeInterpreter, ExcludeScript, ExcludeNotData).
+	FilesExcluded int            `json:"filesExcluded"`
+	ExcludedBy    map[string]int `json:"excludedBy,omitempty"`
+	// ProgramPrefixes are the installation prefixes of the command's
+	// interpreter (a venv, conda environment, pyenv version, a copy under
+	// /opt) whose files were left out as the program's own.
+	ProgramPrefixes []string `json:"programPrefixes,omitempty"`
 	// MissingHooks lists kernel hooks that could not be attached; the
 	// counters they feed stay zero.
 	MissingHooks []string `json:"missingHooks,omitempty"`
@@ -178,8 +187,10 @@ func Run(ctx context.Context, argv []string, opt Options) (*Report, error) {
 		hist:     history.New(opt.History),
 		paths:    map[bpf.FileKey]string{},
 		files:    map[bpf.FileKey]*FileSummary{},
-		excluded: map[bpf.FileKey]bool{},
+		excluded: map[bpf.FileKey]string{},
 		offset:   monoToUnix(),
+		prefixes: programPrefixes(path),
+		script:   scriptOf(argv),
 	}
 	eventsDone := make(chan struct{})
 	go func() {
@@ -283,8 +294,13 @@ type profiler struct {
 	mu       sync.Mutex
 	paths    map[bpf.FileKey]string
 	files    map[bpf.FileKey]*FileSummary
-	excluded map[bpf.FileKey]bool
+	excluded map[bpf.FileKey]string
 	held     []bpf.Record
+	// prefixes are the command's interpreter installations (see
+	// programPrefixes), left out like system files.
+	prefixes []string
+	// script is the script an interpreter command runs: program, not data.
+	script string
 }
 
 func (p *profiler) consumeEvents() {
@@ -349,12 +365,8 @@ func (p *profiler) window(from, to time.Time, final bool) error {
 // take appends r to recs unless it is not data. p.mu is held.
 func (p *profiler) take(recs []*accessv1.FileAccess, r *bpf.Record) []*accessv1.FileAccess {
 	path := p.paths[r.Key]
-	// A file with no open seen that the command never read or wrote with a
-	// syscall, only paged in (the program and its loader, mapped by exec),
-	// is not data.
-	imageOnly := path == "" && r.ReadOps == 0 && r.WriteOps == 0
-	if imageOnly || !selected(path, p.opt.Data, DefaultExcludes) {
-		p.excluded[r.Key] = true
+	if why := p.notData(path, r); why != "" {
+		p.excluded[r.Key] = why
 		return recs
 	}
 	fs := p.files[r.Key]
@@ -398,6 +410,13 @@ func (p *profiler) assess(rep *Report, end time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rep.FilesExcluded = len(p.excluded)
+	rep.ProgramPrefixes = p.prefixes
+	for _, why := range p.excluded {
+		if rep.ExcludedBy == nil {
+			rep.ExcludedBy = map[string]int{}
+		}
+		rep.ExcludedBy[why]++
+	}
 	for _, fs := range p.files {
 		rep.TopFiles = append(rep.TopFiles, *fs)
 	}

@@ -73,7 +73,25 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	if r.FilesExcluded > 0 {
-		fmt.Fprintf(&b, "  %d system files (programs, libraries) left out\n", r.FilesExcluded)
+		fmt.Fprintf(&b, "  %d files left out as not data:", r.FilesExcluded)
+		whys := make([]string, 0, len(r.ExcludedBy))
+		for why := range r.ExcludedBy {
+			whys = append(whys, why)
+		}
+		slices.Sort(whys)
+		for i, why := range whys {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %d %s", r.ExcludedBy[why], why)
+		}
+		b.WriteString("\n")
+		if len(r.ProgramPrefixes) > 0 {
+			fmt.Fprintf(&b, "  the interpreter's prefix: %s (use --data to name the data instead)\n", strings.Join(r.ProgramPrefixes, ", "))
+		}
+	}
+	if f.MmapShare > 0 {
+		fmt.Fprintf(&b, "  %s of the bytes were read through memory mappings (pages the program faulted in)\n", advice.Percent(f.MmapShare))
 	}
 
 	fmt.Fprintf(&b, "\nWhat eddy would do:\n")

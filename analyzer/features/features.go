@@ -109,8 +109,10 @@ type Features struct {
 	PageCacheMissRatio    float64 `json:"pageCacheMissRatio"`
 	ReadWaitShare         float64 `json:"readWaitShare"`
 	WriteShare            float64 `json:"writeShare"`
-	MmapShare             float64 `json:"mmapShare"`
-	DirectShare           float64 `json:"directShare"`
+	// MmapShare is the share of bytes read that were read through memory
+	// mappings (page faults) rather than read syscalls.
+	MmapShare   float64 `json:"mmapShare"`
+	DirectShare float64 `json:"directShare"`
 	// IdleSeconds is the time since the last read or write (since the first
 	// window when there was none).
 	IdleSeconds float64 `json:"idleSeconds"`
@@ -203,7 +205,7 @@ func (e *Extractor) Extract(h *history.History, now int64, f *Features) {
 	f.PageCacheMissRatio = min(ratio(t.PagesAdded, t.PagesRequested), 1)
 	f.ReadWaitShare = min(ratio(t.ReadWaitSec, t.ReaderSeconds), 1)
 	f.WriteShare = ratio(t.WriteBytes, t.WriteBytes+t.ReadBytes)
-	f.MmapShare = ratio(t.MmapFaults, t.MmapFaults+t.ReadOps)
+	f.MmapShare = ratio(t.MappedReadBytes, t.ReadBytes)
 	f.DirectShare = ratio(t.DirectReads, t.ReadOps)
 	switch last := max(h.LastRead, h.LastWrite); {
 	case last > 0:

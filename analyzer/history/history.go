@@ -90,8 +90,10 @@ type Totals struct {
 	PagesRequested float64 `json:"pagesRequested"`
 	PagesAdded     float64 `json:"pagesAdded"`
 	MmapFaults     float64 `json:"mmapFaults"`
-	DirectReads    float64 `json:"directReads"`
-	Opens          float64 `json:"opens"`
+	// MappedReadBytes is the part of ReadBytes read through mappings.
+	MappedReadBytes float64 `json:"mappedReadBytes,omitempty"`
+	DirectReads     float64 `json:"directReads"`
+	Opens           float64 `json:"opens"`
 }
 
 func (t *Totals) scale(f float64) {
@@ -109,6 +111,7 @@ func (t *Totals) scale(f float64) {
 	t.PagesRequested *= f
 	t.PagesAdded *= f
 	t.MmapFaults *= f
+	t.MappedReadBytes *= f
 	t.DirectReads *= f
 	t.Opens *= f
 }
@@ -417,6 +420,7 @@ func (h *History) observeRecord(r *accessv1.FileAccess, w float64, end int64) ui
 	t.PagesRequested += w * float64(r.PagesRequested)
 	t.PagesAdded += w * float64(r.PagesAdded)
 	t.MmapFaults += w * float64(r.MmapFaults)
+	t.MappedReadBytes += w * float64(r.MappedReadBytes)
 	t.DirectReads += w * float64(r.DirectReads)
 	t.Opens += w * float64(r.Opens)
 	addHist(h.ReadSize[:], r.ReadSizeLog2, w)

@@ -36,8 +36,13 @@ recommendations eddy would make. No cluster needed; needs root.
 
 CMD's standard streams and exit status pass through. The report goes to
 standard error (as text) or standard output (with --json) after CMD ends, or
-to --output. Files of the system (programs, libraries, /proc, ...) are left
-out; --data restricts the profile to given directories.`,
+to --output. Reads through memory mappings (NumPy memmaps, Arrow, LMDB,
+SQLite with mmap) count as reads of their file. The program's own files are
+left out and the report says which and why: files of the system (/usr,
+/proc, ...), files mapped executable (binaries, libraries, native modules),
+files under the interpreter's own prefix (a venv, conda environment, pyenv
+version or a copy under /opt) and the interpreter's script. --data
+(repeatable) names the data directories instead.`,
 		Example: `  eddy profile -- sha256sum /data/*
   eddy profile --json --data /data -- python3 train.py`,
 		Args: func(cmd *cobra.Command, args []string) error {

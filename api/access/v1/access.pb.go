@@ -502,8 +502,19 @@ type FileAccess struct {
 	// (its eddy.io/recommendation annotation), so that the analyzer can tell
 	// the runs a change was applied to from the runs before it.
 	Recommendations []string `protobuf:"bytes,29,rep,name=recommendations,proto3" json:"recommendations,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// mapped_read_bytes is the part of read_bytes read through memory
+	// mappings of the file: each read fault on a page of a mapping counts as
+	// one read (in read_ops, the 4 KiB bucket of read_size_log2, the steps,
+	// passes and max_offset) of the page plus the cached pages fault-around
+	// mapped with it — the pages made resident in the mapping, as
+	// /proc/PID/smaps counts them. Time blocked after a read fault is in
+	// read_wait_nano.
+	MappedReadBytes uint64 `protobuf:"varint,30,opt,name=mapped_read_bytes,json=mappedReadBytes,proto3" json:"mapped_read_bytes,omitempty"`
+	// exec_faults counts faults on executable mappings of the file: the
+	// program's own code (binary, libraries, native modules), not data.
+	ExecFaults    uint64 `protobuf:"varint,31,opt,name=exec_faults,json=execFaults,proto3" json:"exec_faults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileAccess) Reset() {
@@ -739,6 +750,20 @@ func (x *FileAccess) GetRecommendations() []string {
 	return nil
 }
 
+func (x *FileAccess) GetMappedReadBytes() uint64 {
+	if x != nil {
+		return x.MappedReadBytes
+	}
+	return 0
+}
+
+func (x *FileAccess) GetExecFaults() uint64 {
+	if x != nil {
+		return x.ExecFaults
+	}
+	return 0
+}
+
 var File_api_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_api_access_v1_access_proto_rawDesc = "" +
@@ -774,7 +799,7 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x10\n" +
-	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\xe1\a\n" +
+	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\xae\b\n" +
 	"\n" +
 	"FileAccess\x127\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1b.eddy.access.v1.WorkloadRefR\bworkload\x12\x10\n" +
@@ -812,7 +837,10 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"max_offset\x18\x1b \x01(\x04R\tmaxOffset\x12\x14\n" +
 	"\x05opens\x18\x1c \x01(\x04R\x05opens\x12(\n" +
-	"\x0frecommendations\x18\x1d \x03(\tR\x0frecommendations2N\n" +
+	"\x0frecommendations\x18\x1d \x03(\tR\x0frecommendations\x12*\n" +
+	"\x11mapped_read_bytes\x18\x1e \x01(\x04R\x0fmappedReadBytes\x12\x1f\n" +
+	"\vexec_faults\x18\x1f \x01(\x04R\n" +
+	"execFaults2N\n" +
 	"\fAccessIntake\x12>\n" +
 	"\x04Ship\x12\x1b.eddy.access.v1.ShipRequest\x1a\x19.eddy.access.v1.ShipReplyB6Z4github.com/eddy-autotune/eddy/api/access/v1;accessv1b\x06proto3"
 
