@@ -40,7 +40,7 @@ type State struct {
 	opts   Options
 
 	profileInfo, confidence, readWait, throughput, workingSet, missRatio, sequential, lastSeen *prometheus.Desc
-	recommendations, recReadWait, recWorkers                                                   *prometheus.Desc
+	recommendations, openRecs, recReadWait, recWorkers                                         *prometheus.Desc
 	budgetUsed, budgetMax, heartbeatAge, optedIn, scrapeErrors                                 *prometheus.Desc
 }
 
@@ -61,6 +61,8 @@ func NewState() *State {
 		sequential:      d("profile_sequential_ratio", "Share of reads that continued the previous read of the same file (0..1).", pl...),
 		lastSeen:        d("profile_last_seen_timestamp_seconds", "When the workload last read the dataset.", pl...),
 		recommendations: d("recommendations", "Recommendations by namespace, action and phase (New before the operator first saw it).", "namespace", "action", "phase"),
+		openRecs: d("open_recommendations", "Recommendations not yet in a final phase (proposed, approved or in force), by workload, dataset and action: a workload with none has nothing pending.",
+			"namespace", "workload_kind", "workload", "dataset", "action"),
 		recReadWait: d("recommendation_read_wait_ratio",
 			"Read wait share of the workload of each recommendation in force: before (its evidence), expected (after, as predicted) and measured (after, verified).", rl...),
 		recWorkers:   d("recommendation_cache_workers", "Cache workers a ScaleCache recommendation in force sets for a dataset.", "namespace", "dataset"),
@@ -83,7 +85,7 @@ func (s *State) SetReader(r client.Reader, o Options) {
 // Describe implements prometheus.Collector.
 func (s *State) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.profileInfo, s.confidence, s.readWait, s.throughput, s.workingSet, s.missRatio, s.sequential, s.lastSeen,
-		s.recommendations, s.recReadWait, s.recWorkers, s.budgetUsed, s.budgetMax, s.heartbeatAge, s.optedIn, s.scrapeErrors} {
+		s.recommendations, s.openRecs, s.recReadWait, s.recWorkers, s.budgetUsed, s.budgetMax, s.heartbeatAge, s.optedIn, s.scrapeErrors} {
 		ch <- d
 	}
 }
@@ -130,6 +132,8 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 	}
 	type phaseKey struct{ ns, action, phase string }
 	byPhase := map[phaseKey]int{}
+	type openKey struct{ ns, kind, name, dataset, action string }
+	open := map[openKey]int{}
 	for i := range recs.Items {
 		rec := &recs.Items[i]
 		phase := string(rec.Status.Phase)
@@ -137,15 +141,18 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 			phase = "New"
 		}
 		byPhase[phaseKey{rec.Namespace, string(rec.Spec.Action), phase}]++
+		var kind, name string
+		if t := rec.Spec.TargetRef; t != nil {
+			kind, name = t.Kind, t.Name
+		}
+		if !rec.Status.Phase.Final() {
+			open[openKey{rec.Namespace, kind, name, rec.Spec.Dataset.Name, string(rec.Spec.Action)}]++
+		}
 		if !rec.Status.Phase.InForce() {
 			continue
 		}
 		if rec.Spec.Action == eddyv1alpha1.ActionScaleCache && rec.Spec.ScaleCache != nil {
 			gauge(s.recWorkers, float64(rec.Spec.ScaleCache.Replicas), rec.Namespace, rec.Spec.Dataset.Name)
-		}
-		var kind, name string
-		if t := rec.Spec.TargetRef; t != nil {
-			kind, name = t.Kind, t.Name
 		}
 		l := func(basis string) []string {
 			return []string{rec.Namespace, kind, name, rec.Spec.Dataset.Name, string(rec.Spec.Action), basis}
@@ -162,6 +169,9 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range byPhase {
 		gauge(s.recommendations, float64(n), k.ns, k.action, k.phase)
+	}
+	for k, n := range open {
+		gauge(s.openRecs, float64(n), k.ns, k.kind, k.name, k.dataset, k.action)
 	}
 
 	var policies eddyv1alpha1.AutotunePolicyList
@@ -200,8 +210,13 @@ var (
 // registerMetrics adds the operator's metrics to controller-runtime's
 // registry, which the manager's metrics server serves.
 func registerMetrics() {
-	registerOnce.Do(func() { ctrlmetrics.Registry.MustRegister(actions, state) })
+	registerOnce.Do(func() { ctrlmetrics.Registry.MustRegister(Collectors()...) })
 }
+
+// Collectors returns the operator's own metrics (besides controller-runtime's),
+// as registered with controller-runtime's registry: for tools that check
+// what dashboards and rules may query.
+func Collectors() []prometheus.Collector { return []prometheus.Collector{actions, state} }
 
 // countAction counts one event the operator recorded.
 func countAction(obj client.Object, eventType, reason, step string) {

@@ -25,6 +25,7 @@ func TestStateMetrics(t *testing.T) {
 	createPVC(t, ns, "data", "StatefulSet/cache")
 	setProfile(t, ns, "train-data", "StatefulSet", "train", "data", features(0.4, 100<<20))
 	startOperator(t, testOptions(), nil)
+	time.Sleep(1100 * time.Millisecond) // profile times have second resolution: the run above ended before the change
 
 	create(t, scaleRec(ns, "grow", "data", 3, withTarget("StatefulSet", "train"), withProfile("train-data")))
 	waitPhase(t, ns, "grow", eddyv1alpha1.PhaseApplied, 30*time.Second)
@@ -60,6 +61,7 @@ func TestStateMetrics(t *testing.T) {
 	require.True(t, ok, "measured read wait of the verified recommendation")
 	assert.InDelta(t, 0.1, v, 1e-9)
 	got.assert(t, "eddy_operator_recommendation_cache_workers", map[string]string{"namespace": ns, "dataset": "data"}, 3)
+	got.assert(t, "eddy_operator_open_recommendations", with(map[string]string{"action": "ScaleCache"}), 1)
 	got.assert(t, "eddy_operator_change_budget_used", map[string]string{"namespace": ns}, 1)
 	got.assert(t, "eddy_operator_change_budget_max", map[string]string{"namespace": ns}, 100)
 	age, ok := got.value("eddy_operator_analyzer_heartbeat_age_seconds", nil)
