@@ -95,6 +95,7 @@ func TestEddyOnRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	setupNamespace(ctx, t, c)
+	prom := startPrometheus(ctx, t, c)
 
 	phase = time.Now()
 	first := runJob(ctx, t, c, "train-1")
@@ -150,6 +151,7 @@ func TestEddyOnRealNode(t *testing.T) {
 			t.Errorf("AccessProfile %s: the sidecar's token reads were attributed to the workload", p.Name)
 		}
 	}
+	checkDashboards(ctx, t, c, prom)
 }
 
 func featureFiles(p *v1.AccessProfile) int64 {

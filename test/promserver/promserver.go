@@ -42,9 +42,11 @@ type Server struct {
 	// URL is its base URL, e.g. http://127.0.0.1:43127.
 	URL string
 	// Log is the path of its log.
-	Log    string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	Log string
+	// Started is when it began scraping.
+	Started time.Time
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // Start writes the configuration and starts Prometheus; it returns once the
@@ -89,7 +91,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		logFile.Close()
 		return nil, fmt.Errorf("start prometheus: %w", err)
 	}
-	s := &Server{URL: "http://" + addr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	s := &Server{URL: "http://" + addr, Log: logPath, Started: time.Now(), cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
