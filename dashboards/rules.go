@@ -1,6 +1,7 @@
 package dashboards
 
 import (
+	_ "embed"
 	"fmt"
 	"os"
 
@@ -9,6 +10,12 @@ import (
 
 // RulesFile is eddy's Prometheus rules file, relative to the repository root.
 const RulesFile = "dashboards/rules/eddy.rules.yaml"
+
+// RulesYAML is the content of RulesFile, for programs that run from
+// anywhere (the demo).
+//
+//go:embed rules/eddy.rules.yaml
+var RulesYAML []byte
 
 // Rule is one recording or alerting rule of a Prometheus rules file.
 type Rule struct {
