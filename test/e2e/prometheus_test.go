@@ -2,15 +2,22 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/dashboards"
 	"github.com/eddy-autotune/eddy/dashboards/render"
 	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/promserver"
+	"github.com/eddy-autotune/eddy/webhook"
 )
 
 // noData lists the panel queries and rules that cannot return data in this
@@ -28,43 +35,73 @@ var noData = map[string]string{
 }
 
 // startPrometheus runs a real Prometheus (Debian's package) on the host with
-// eddy's rules, discovering eddy's pods and the injected prefetchers through
-// the cluster's API server, as the PodMonitors of config/prometheus-operator
-// do.
+// eddy's rules, scraping eddy's pods and the prefetchers the webhook injects
+// (container port eddy-prefetch), as the PodMonitors of
+// config/prometheus-operator do. Debian builds Prometheus without Kubernetes
+// service discovery, so the test discovers the pods itself every second and
+// hands them over as file_sd targets.
 func startPrometheus(ctx context.Context, t *testing.T, c *node.Cluster) *promserver.Server {
 	t.Helper()
 	rules, err := filepath.Abs(filepath.Join("..", "..", dashboards.RulesFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd := func(namespaces ...string) []map[string]any {
-		cfg := map[string]any{"role": "pod", "kubeconfig_file": c.Kubeconfig}
-		if len(namespaces) > 0 {
-			cfg["namespaces"] = map[string]any{"names": namespaces}
-		}
-		return []map[string]any{cfg}
+	dir := t.TempDir()
+	jobs := []string{"eddy-analyzer", "eddy-collector", "eddy-webhook", "eddy-operator", "eddy-prefetch"}
+	var scrape []map[string]any
+	for _, job := range jobs {
+		scrape = append(scrape, map[string]any{"job_name": job, "honor_labels": job != "eddy-prefetch",
+			"file_sd_configs": []map[string]any{{"files": []string{filepath.Join(dir, job+".json")}, "refresh_interval": "1s"}}})
 	}
-	p, err := promserver.Start(ctx, promserver.Options{Dir: t.TempDir(), RuleFiles: []string{rules}, Interval: 2 * time.Second,
-		ScrapeConfigs: []map[string]any{{
-			"job_name": "eddy", "honor_labels": true, "kubernetes_sd_configs": sd(node.EddySystem),
-			"relabel_configs": []map[string]any{
-				{"source_labels": []string{"__meta_kubernetes_pod_label_app_kubernetes_io_name"}, "regex": "eddy", "action": "keep"},
-				{"source_labels": []string{"__meta_kubernetes_pod_container_port_name"}, "regex": "metrics", "action": "keep"},
-				{"source_labels": []string{"__meta_kubernetes_pod_label_app_kubernetes_io_component"}, "target_label": "job", "replacement": "eddy-$1"},
-			},
-		}, {
-			"job_name": "eddy-prefetch", "kubernetes_sd_configs": sd(),
-			"relabel_configs": []map[string]any{
-				{"source_labels": []string{"__meta_kubernetes_pod_container_port_name"}, "regex": "eddy-prefetch", "action": "keep"},
-				{"source_labels": []string{"__meta_kubernetes_namespace"}, "target_label": "namespace"},
-				{"source_labels": []string{"__meta_kubernetes_pod_name"}, "target_label": "pod"},
-				{"source_labels": []string{"__meta_kubernetes_pod_annotation_eddy_io_recommendation"}, "target_label": "recommendation"},
-			},
-		}}})
+	discover := func() {
+		targets := map[string][]map[string]any{}
+		var pods corev1.PodList
+		if err := c.Env.Client.List(ctx, &pods); err != nil {
+			return
+		}
+		for _, p := range pods.Items {
+			if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			for _, ctr := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+				for _, port := range ctr.Ports {
+					addr := net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port.ContainerPort)))
+					switch {
+					case port.Name == "metrics" && p.Namespace == node.EddySystem && p.Labels["app.kubernetes.io/name"] == "eddy":
+						job := "eddy-" + p.Labels["app.kubernetes.io/component"]
+						targets[job] = append(targets[job], map[string]any{"targets": []string{addr}})
+					case port.Name == webhook.StatusPortName:
+						targets["eddy-prefetch"] = append(targets["eddy-prefetch"], map[string]any{"targets": []string{addr},
+							"labels": map[string]string{"namespace": p.Namespace, "pod": p.Name, "recommendation": p.Annotations[v1.RecommendationAnnotation]}})
+					}
+				}
+			}
+		}
+		for _, job := range jobs {
+			b, _ := json.Marshal(append([]map[string]any{}, targets[job]...))
+			tmp := filepath.Join(dir, job+".json.tmp")
+			if os.WriteFile(tmp, b, 0o644) == nil {
+				_ = os.Rename(tmp, filepath.Join(dir, job+".json"))
+			}
+		}
+	}
+	discover()
+	p, err := promserver.Start(ctx, promserver.Options{Dir: dir, RuleFiles: []string{rules}, Interval: 2 * time.Second, ScrapeConfigs: scrape})
 	if err != nil {
 		t.Fatalf("start prometheus: %v", err)
 	}
-	t.Cleanup(p.Stop)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+				discover()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); p.Stop() })
 	t.Logf("prometheus at %s (log %s)", p.URL, p.Log)
 	return p
 }
