@@ -84,7 +84,7 @@ func workload() Dashboard {
 		}}, {Title: "What eddy concluded and did", Panels: []Panel{
 			{Title: "Class and confidence", Unit: "percentunit",
 				Description: "The confidence of the class in the legend. A class that keeps changing: the workload is not stable enough to act on; raise minConfidence.",
-				Queries: []Query{{Expr: `max by (workload, dataset) (eddy_operator_profile_confidence_ratio{` + wld + `}) * on (namespace, workload, dataset) group_left (class) max by (namespace, workload, dataset, class) (eddy_operator_profile_info{` + wld + `})`,
+				Queries: []Query{{Expr: `max by (namespace, workload, dataset) (eddy_operator_profile_confidence_ratio{` + wld + `}) * on (namespace, workload, dataset) group_left (class) max by (namespace, workload, dataset, class) (eddy_operator_profile_info{` + wld + `})`,
 					Legend: "{{class}} {{dataset}}"}}},
 			{Title: "Read wait share (profile)", Unit: "percentunit",
 				Description: "Share of wall time the workload waited on the dataset, from its decayed profile.",

@@ -6,6 +6,7 @@ package render
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"regexp"
 	"sort"
 	"strings"
@@ -75,10 +76,15 @@ func panelPlot(p dashboards.Panel, data func(q int) []Series) (*plot.Plot, error
 			if n == maxSeries || len(s.Values) == 0 {
 				continue
 			}
-			pts := make(plotter.XYs, len(s.Values))
-			for k := range s.Values {
-				pts[k].X = float64(s.Times[k].Unix())
-				pts[k].Y = s.Values[k] * scale
+			pts := make(plotter.XYs, 0, len(s.Values))
+			for k, v := range s.Values {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					continue // a ratio of zero rates: Grafana leaves a gap too
+				}
+				pts = append(pts, plotter.XY{X: float64(s.Times[k].Unix()), Y: v * scale})
+			}
+			if len(pts) == 0 {
+				continue
 			}
 			line, err := plotter.NewLine(pts)
 			if err != nil {
