@@ -16,7 +16,7 @@ KUBE_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/
 # sidecar check among them) read it from /version.
 KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION))) -X k8s.io/component-base/version.gitTreeState=clean
 
-.PHONY: deps bin-tools all build generate generate-go generate-crd generate-proto generate-bpf test test-short lint vet tools kube-binaries demo clean help
+.PHONY: deps bin-tools all build generate generate-go generate-crd generate-proto generate-bpf generate-dashboards test test-short lint vet tools kube-binaries demo clean help
 
 all: build
 
@@ -29,13 +29,16 @@ build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin), bin/eddy-de
 	ln -sf eddy $(BIN)/kubectl-eddy
 	go build -o $(BIN)/eddy-workload ./test/node/cmd/workload
 
-generate: bin-tools generate-proto generate-bpf generate-go generate-crd ## Regenerate every committed generated file.
+generate: bin-tools generate-proto generate-bpf generate-go generate-crd generate-dashboards ## Regenerate every committed generated file.
 
 generate-go: $(BIN)/controller-gen ## Deepcopy functions for the API types.
 	controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/v1alpha1/...
 
 generate-crd: $(BIN)/controller-gen ## CRD manifests and RBAC into config/.
 	controller-gen crd:allowDangerousTypes=true paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd
+
+generate-dashboards: ## Grafana dashboards (dashboards/json) and the prometheus-operator manifests built from dashboards/ (Grafana Foundation SDK).
+	go run ./dashboards/gen
 
 generate-proto: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Go code for the collector→analyzer protocol.
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler (or run hack/install-deps.sh)" >&2; exit 1; }

@@ -9,7 +9,7 @@ packages=(
   protobuf-compiler                # collector→analyzer protocol
   fio                              # reference workloads
   rclone fuse3                     # a slow remote behind a FUSE mount
-  prometheus                       # scraping and rule checks
+  prometheus                       # a real Prometheus (e2e scraping) and promtool (rule tests)
   python3-torch                    # DataLoader workloads (prefetch, profile tests)
   python3-numpy python3-venv       # profile tests: NumPy memmaps, a venv interpreter
   sqlite3 gzip                     # profile tests: programs nobody here wrote

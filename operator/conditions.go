@@ -22,12 +22,14 @@ func setCondition(rec *eddyv1alpha1.Recommendation, typ string, status metav1.Co
 type recorder struct{ events.EventRecorder }
 
 func (r recorder) normal(obj client.Object, reason, action, note string, args ...any) {
+	countAction(obj, corev1.EventTypeNormal, reason, action)
 	if r.EventRecorder != nil {
 		r.Eventf(obj, nil, corev1.EventTypeNormal, reason, action, note, args...)
 	}
 }
 
 func (r recorder) warning(obj client.Object, reason, action, note string, args ...any) {
+	countAction(obj, corev1.EventTypeWarning, reason, action)
 	if r.EventRecorder != nil {
 		r.Eventf(obj, nil, corev1.EventTypeWarning, reason, action, note, args...)
 	}

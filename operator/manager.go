@@ -89,6 +89,8 @@ func New(cfg *rest.Config, c Config) (ctrl.Manager, error) {
 // Setup registers the operator's indexes and controllers with mgr.
 func Setup(mgr ctrl.Manager, o Options) error {
 	o = o.withDefaults()
+	registerMetrics()
+	state.SetReader(mgr.GetClient(), o)
 	if err := addIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}

@@ -85,6 +85,7 @@ type Server struct {
 	rejected   *prometheus.CounterVec
 	refused    *prometheus.CounterVec
 	collectors prometheus.Gauge
+	lag        prometheus.Histogram
 }
 
 // NewServer returns a Server applying windows to sink. Its metrics are
@@ -124,9 +125,14 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 			Name: "eddy_analyzer_collectors",
 			Help: "Collectors that have shipped windows since the analyzer started.",
 		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "eddy_analyzer_window_lag_seconds",
+			Help:    "Time from the end of a window on its node to its application here: a growing lag means collectors buffer (analyzer slow or unreachable).",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(s.windows, s.records, s.collectors, s.rejected, s.refused)
+		reg.MustRegister(s.windows, s.records, s.collectors, s.rejected, s.refused, s.lag)
 	}
 	return s
 }
@@ -183,6 +189,9 @@ func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1
 		s.sink.Apply(c, admitted[i])
 		s.received[c] = w.GetSequence()
 		s.windows.WithLabelValues("applied").Inc()
+		if end := w.GetEndUnixNano(); end > 0 {
+			s.lag.Observe(max(0, time.Since(time.Unix(0, end)).Seconds()))
+		}
 		s.records.Add(float64(len(admitted[i].GetFiles())))
 	}
 	return &accessv1.ShipReply{AckedSequence: s.durable[c]}, nil

@@ -198,6 +198,33 @@ func TestIntakeTakesOnlyWhatACollectorMayReport(t *testing.T) {
 	reply, err := ic.ship(t, addr, collectorA, "node-a-1")
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, reply.GetAckedSequence(), "both real windows applied and acknowledged")
+
+	// What a dashboard and the stale-analyzer alert read.
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetHistogram() != nil:
+				got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+			case m.GetGauge() != nil:
+				got[f.GetName()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	assert.Equal(t, 2.0, got["eddy_analyzer_window_lag_seconds"], "one lag observation per applied window")
+	assert.InDelta(t, float64(time.Now().Unix()), got["eddy_analyzer_last_progress_timestamp_seconds"], 60, "the flush made progress just now")
+	assert.Eventually(t, func() bool {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			if f.GetName() == "eddy_analyzer_heartbeat_timestamp_seconds" {
+				return time.Since(time.Unix(int64(f.GetMetric()[0].GetGauge().GetValue()), 0)) < time.Minute
+			}
+		}
+		return false
+	}, 10*time.Second, 100*time.Millisecond, "the heartbeat Lease was renewed and the renewal exported")
 }
 
 func mustCounter(t *testing.T, reg *prometheus.Registry, name, label string) prometheus.Collector {

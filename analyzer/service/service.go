@@ -113,6 +113,7 @@ type Service struct {
 	failures    map[analyzer.Key]int
 	quarantines prometheus.Counter
 	quarantined prometheus.Gauge
+	renewed     prometheus.Gauge
 	// progress is when a flush last made progress (unix ns): it wrote
 	// something, or had nothing to write and the last flush that had wrote
 	// something (lastWriteOK).
@@ -160,9 +161,15 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		quarantined: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "eddy_analyzer_quarantined_keys", Help: "Workload × dataset keys quarantined now.",
 		}),
+		renewed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eddy_analyzer_heartbeat_timestamp_seconds", Help: "When the heartbeat Lease was last renewed; the operator stops acting once it is older than its stale-after.",
+		}),
 	}
+	progressed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eddy_analyzer_last_progress_timestamp_seconds", Help: "When a flush last made progress (assessed and wrote what changed).",
+	}, func() float64 { return float64(s.progress.Load()) / 1e9 })
 	if opt.Registry != nil {
-		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined)
+		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined, s.renewed, progressed)
 	}
 	var err error
 	if s.Manifests, err = manifest.NewStore(opt.StateDir, 0); err != nil {
@@ -387,7 +394,9 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 func (s *Service) heartbeat(ctx context.Context) {
 	if err := RenewLease(ctx, s.opt.Client, s.opt.LeaseNamespace, s.opt.Identity, s.opt.FlushInterval); err != nil {
 		s.opt.Log.Error(err, "renew heartbeat Lease")
+		return
 	}
+	s.renewed.SetToCurrentTime()
 }
 
 // RenewLease creates or renews the analyzer heartbeat Lease in ns.

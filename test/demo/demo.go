@@ -46,6 +46,7 @@ import (
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
 	"github.com/eddy-autotune/eddy/test/loopbackcert"
+	"github.com/eddy-autotune/eddy/test/promserver"
 	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
@@ -183,6 +184,7 @@ type run struct {
 	dataPath string
 	remote   *slowremote.Remote
 	mount    *slowremote.Mount
+	prom     *promserver.Server
 }
 
 // Run runs the loop once and returns what it produced; everything it
@@ -289,6 +291,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.waitWebhookReady(ctx, "http://"+addr(ports[5])+"/readyz"); err != nil {
 		return nil, err
 	}
+	r.startPrometheus(ctx, map[string]string{"analyzer": addr(ports[3]), "collector": addr(ports[4]), "webhook": addr(ports[5]), "operator": addr(ports[6])})
 
 	res = &Result{}
 	r.step("creating Job %s/%s and its first pod on %s; the pod reads %s (PVC) in %d shuffled epochs", Namespace, JobName, NodeName, Dataset, o.Epochs)
@@ -570,6 +573,9 @@ func tail(b []byte, n int) string {
 }
 
 func (r *run) stop() {
+	if r.prom != nil {
+		r.prom.Stop()
+	}
 	for i := len(r.procs) - 1; i >= 0; i-- {
 		p := r.procs[i].Process
 		_ = syscall.Kill(-p.Pid, syscall.SIGTERM)

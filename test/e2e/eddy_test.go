@@ -113,9 +113,11 @@ func TestEddyOnRealNode(t *testing.T) {
 		}
 	}()
 
+	prom := startPrometheus(ctx, t, c)
 	t.Run("collector holds only CAP_BPF and CAP_PERFMON", func(t *testing.T) { checkCollectorPrivileges(ctx, t, c) })
 	t.Run("CronJob: applied, injected, verified, stable", func(t *testing.T) { testCronJob(ctx, t, c) })
 	t.Run("run families", func(t *testing.T) { testRunFamilies(ctx, t, c) })
+	t.Run("every dashboard panel and rule returns data", func(t *testing.T) { checkDashboards(ctx, t, c, prom) })
 }
 
 func testCronJob(ctx context.Context, t *testing.T, c *node.Cluster) {
