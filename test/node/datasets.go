@@ -17,6 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/eddy-autotune/eddy/test/slowlink"
+	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
 // Storage classes of the datasets' volumes. Nothing provisions them: each
@@ -42,8 +45,19 @@ type Dataset struct {
 	MountPath string
 	// RemoteURL is the WebDAV server behind a remote dataset.
 	RemoteURL string
+	// Link is the latency and bandwidth proxy between the mount and the
+	// remote when RemoteOptions asked for one.
+	Link *slowlink.Proxy
+	// Meter counts the requests and bytes the remote serves, independently
+	// of eddy.
+	Meter *slowremote.Meter
 
-	procs []*process
+	cacheDir  string
+	mountArgs []string
+	mountProc *process
+	logDir    string
+	rclone    string
+	procs     []*process
 }
 
 // RemoteOptions shape the remote behind a FUSE dataset.
@@ -51,6 +65,14 @@ type RemoteOptions struct {
 	// BandwidthLimit caps the remote's throughput (rclone --bwlimit, e.g.
 	// "20M"); empty means no cap.
 	BandwidthLimit string
+	// Latency, when positive, puts a slowlink proxy between the mount and
+	// the remote that delays each direction by it; LinkBandwidth (bytes/s,
+	// 0: none) caps that link across all connections.
+	Latency       time.Duration
+	LinkBandwidth int64
+	// CacheMaxSize bounds the mount's VFS cache (rclone
+	// --vfs-cache-max-size, e.g. "64M"); empty means unbounded.
+	CacheMaxSize string
 }
 
 // AddLocalDataset creates a dataset in a host folder: populate fills it,
@@ -79,7 +101,9 @@ func (c *Cluster) AddLocalDataset(ctx context.Context, namespace, name string, p
 // the shape of a Fluid runtime: populate fills the folder `rclone serve
 // webdav` serves on loopback, `rclone mount` (full VFS cache in the
 // cluster folder) mounts it on the host, and a hostPath PersistentVolume of
-// that mount point is bound to the claim namespace/name.
+// that mount point is bound to the claim namespace/name. Between them, a
+// Meter counts what the remote serves and, when opts.Latency is set, a
+// slowlink proxy adds latency and a shared bandwidth cap.
 func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, populate func(dir string) error, opts RemoteOptions) (d *Dataset, err error) {
 	if c.tools.rclone == "" || c.tools.fusermount == "" {
 		return nil, fmt.Errorf("remote datasets need rclone and fuse3: apt-get install rclone fuse3 (and start the cluster with Options.RemoteDatasets)")
@@ -121,17 +145,27 @@ func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, 
 	if err := waitTCP(ctx, addr, 15*time.Second); err != nil {
 		return nil, fmt.Errorf("rclone serve webdav on %s: %w; log %s", addr, err, serve.log)
 	}
-	mount, err := startProcess(ctx, c.logDir, "rclone-mount-"+d.Volume, c.tools.rclone, []string{
-		"mount", ":webdav:", d.MountPath, "--webdav-url", d.RemoteURL, "--read-only",
-		"--vfs-cache-mode", "full", "--cache-dir", filepath.Join(base, "cache"),
-		"--allow-other", "--dir-cache-time", "10s",
-	})
-	if err != nil {
+	if d.Meter, err = slowremote.StartMeter("127.0.0.1:0", addr); err != nil {
 		return nil, err
 	}
-	d.procs = append(d.procs, mount)
-	if err := waitMount(ctx, d.MountPath, "fuse", 20*time.Second); err != nil {
-		return nil, fmt.Errorf("rclone mount %s: %w; log %s ends:\n%s", d.MountPath, err, mount.log, logTail(mount.log, 2000))
+	mountURL := "http://" + d.Meter.Addr()
+	if opts.Latency > 0 {
+		if d.Link, err = slowlink.Start("127.0.0.1:0", d.Meter.Addr(), opts.Latency, opts.LinkBandwidth); err != nil {
+			return nil, err
+		}
+		mountURL = "http://" + d.Link.Addr()
+	}
+	d.cacheDir, d.logDir, d.rclone = filepath.Join(base, "cache"), c.logDir, c.tools.rclone
+	d.mountArgs = []string{
+		"mount", ":webdav:", d.MountPath, "--webdav-url", mountURL, "--read-only",
+		"--vfs-cache-mode", "full", "--cache-dir", d.cacheDir,
+		"--allow-other", "--dir-cache-time", "10s",
+	}
+	if opts.CacheMaxSize != "" {
+		d.mountArgs = append(d.mountArgs, "--vfs-cache-max-size", opts.CacheMaxSize, "--vfs-cache-poll-interval", "2s")
+	}
+	if err := d.mount(ctx); err != nil {
+		return nil, err
 	}
 	if err := c.bindVolume(ctx, d, RemoteStorageClass); err != nil {
 		return nil, err
@@ -196,10 +230,69 @@ func (c *Cluster) bindVolume(ctx context.Context, d *Dataset, class string) erro
 	}
 }
 
-// stop unmounts a remote dataset and stops its rclone processes.
+// mount starts rclone mount with an empty cache and waits for the mount.
+func (d *Dataset) mount(ctx context.Context) error {
+	if err := os.RemoveAll(d.cacheDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.cacheDir, 0o755); err != nil {
+		return err
+	}
+	mount, err := startProcess(ctx, d.logDir, "rclone-mount-"+d.Volume, d.rclone, d.mountArgs)
+	if err != nil {
+		return err
+	}
+	d.mountProc = mount
+	if err := waitMount(ctx, d.MountPath, "fuse", 20*time.Second); err != nil {
+		return fmt.Errorf("rclone mount %s: %w; log %s ends:\n%s", d.MountPath, err, mount.log, logTail(mount.log, 2000))
+	}
+	return nil
+}
+
+// unmount detaches the FUSE mount and stops its rclone.
+func (d *Dataset) unmount() {
+	if d.mountProc == nil {
+		return
+	}
+	_ = syscallUnmount(d.MountPath)
+	d.mountProc.stop(5 * time.Second)
+	d.mountProc = nil
+}
+
+// ResetCache makes the next read of a remote dataset cold: it remounts it
+// with an empty VFS cache and drops the kernel's page cache (the whole
+// machine's: a FUSE file's pages are dropped with the mount, but a warm
+// dentry or another dataset's pages would still blur a benchmark). No pod
+// may have the dataset mounted while it runs.
+func (d *Dataset) ResetCache(ctx context.Context) error {
+	if d.RemoteURL == "" {
+		return fmt.Errorf("dataset %s is not remote: only remote datasets have a cache to reset", d.Volume)
+	}
+	d.unmount()
+	if err := d.mount(ctx); err != nil {
+		return err
+	}
+	return DropPageCache()
+}
+
+// DropPageCache writes back dirty pages and drops the kernel's page cache,
+// dentries and inodes.
+func DropPageCache() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		return fmt.Errorf("drop the page cache (needs root): %w", err)
+	}
+	return nil
+}
+
+// stop unmounts a remote dataset and stops its rclone processes and proxies.
 func (d *Dataset) stop() {
-	if d.RemoteURL != "" {
-		_ = syscallUnmount(d.MountPath)
+	d.unmount()
+	if d.Link != nil {
+		_ = d.Link.Close()
+	}
+	if d.Meter != nil {
+		_ = d.Meter.Close()
 	}
 	for i := len(d.procs) - 1; i >= 0; i-- {
 		d.procs[i].stop(5 * time.Second)
