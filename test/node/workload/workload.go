@@ -57,6 +57,9 @@ type Report struct {
 	Reads   int64   `json:"reads"`
 	Epochs  int     `json:"epochs"`
 	Seconds float64 `json:"seconds"`
+	// End is when the read finished, in Unix seconds: benchmarks on the
+	// same host measure warm-up and start-up from it.
+	End float64 `json:"end"`
 	// Digest covers every file's path and content when whole files were read
 	// (Sequential, SmallFilesShuffled), independent of order; empty for
 	// Random4K and HotSet, which read only some of them.
@@ -109,6 +112,7 @@ func Read(dir string, p Pattern, opts Options) (Report, error) {
 		}
 	}
 	r.Seconds = time.Since(start).Seconds()
+	r.End = float64(time.Now().UnixNano()) / 1e9
 	if p == Sequential || p == SmallFilesShuffled {
 		r.Digest = digest(hashes)
 	}
