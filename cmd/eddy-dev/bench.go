@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,7 @@ func newBenchCmd() *cobra.Command {
 	var o bench.Options
 	var short bool
 	var repeats int
+	var classes []string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure eddy against no prefetch, Fluid's file prefetcher, a hand-tuned warm-up and an oracle, on real pods",
@@ -35,6 +38,18 @@ It writes report.md, results.json and chart.png into --out.`,
 			if short {
 				o.Config = bench.Short()
 			}
+			if len(classes) > 0 {
+				var keep []bench.Class
+				for _, c := range o.Config.Classes {
+					if slices.Contains(classes, c.Name) {
+						keep = append(keep, c)
+					}
+				}
+				if len(keep) == 0 {
+					return fmt.Errorf("--classes %v: none of the preset's classes", classes)
+				}
+				o.Config.Classes = keep
+			}
 			if repeats > 0 {
 				o.Config.Repeats = repeats
 			}
@@ -48,5 +63,6 @@ It writes report.md, results.json and chart.png into --out.`,
 	f.StringVar(&o.Out, "out", "docs/bench", "folder for report.md, results.json and chart.png")
 	f.BoolVar(&short, "short", false, "the CI version: two small classes, one run per arm")
 	f.IntVar(&repeats, "repeats", 0, "runs per arm (0: the preset's)")
+	f.StringSliceVar(&classes, "classes", nil, "run only these classes (default: all of the preset's)")
 	return cmd
 }
