@@ -116,7 +116,7 @@ clean:
 CLUSTER_DIR ?= /tmp/eddy-cluster
 COREDNS_VERSION ?= v1.14.7
 
-.PHONY: node-binaries images cluster cluster-down test-node
+.PHONY: node-binaries images cluster cluster-down test-node bench
 
 node-binaries: $(BIN)/kubelet $(BIN)/kube-proxy $(BIN)/coredns ## kubelet, kube-proxy (pinned module) and CoreDNS into bin/.
 
@@ -143,6 +143,9 @@ cluster: deps tools node-binaries $(BIN)/eddy-cluster ## Control plane + a real 
 
 cluster-down: $(BIN)/eddy-cluster ## Stop `make cluster` and check nothing is left behind.
 	$(BIN)/eddy-cluster down --dir $(CLUSTER_DIR)
+
+bench: deps tools node-binaries build ## eddy against no prefetch, Fluid's prefetcher, a 16-reader warm-up and an oracle, on real pods (root); report in docs/bench.
+	flock /tmp/eddy-realnode.lock $(BIN)/eddy-dev bench --out docs/bench
 
 test-node: deps tools node-binaries ## The real-node test (root).
 	go test -count=1 -v -timeout 20m ./test/node/...

@@ -30,6 +30,9 @@ func TestFormulas(t *testing.T) {
 	assert.Equal(t, 3, Concurrency(1024*mib, 0.04, 16*mib, 32))
 	assert.Equal(t, 1, Concurrency(1*mib, 0.0001, 16*mib, 32))
 	assert.Equal(t, 32, Concurrency(1e12, 1, 16*mib, 32))
+	assert.Equal(t, MinFileConcurrency, FileConcurrency(1*mib, 0.0001, 16*mib, 32))
+	assert.Equal(t, 8, FileConcurrency(1*mib, 0.0001, 16*mib, 8))
+	assert.Equal(t, 32, FileConcurrency(1e12, 1, 16*mib, 32))
 
 	b := Bounds{PerWorkerCapacityBytes: 10 << 30, PerWorkerThroughput: 100 * mib, MinWorkers: 2, MaxWorkers: 8}
 	w, fc, ft := Workers(25<<30, 150*mib, b)
@@ -69,7 +72,7 @@ func TestShuffledWarmsWholeDatasetThatFits(t *testing.T) {
 	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 	assert.Equal(t, int64(B), p.BandwidthBytesPerSec)
 	assert.Equal(t, int64(128<<10), p.BlockBytes)
-	assert.Equal(t, int(math.Ceil(B*0.01/(128<<10))), p.Concurrency)
+	assert.Equal(t, max(int(math.Ceil(B*0.01/(128<<10))), MinFileConcurrency), p.Concurrency)
 	assert.Equal(t, int64(10<<30), p.BudgetBytes)
 	assert.True(t, p.WarmBeforeStart)
 	assert.True(t, p.KeepInCache)

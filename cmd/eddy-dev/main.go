@@ -3,6 +3,7 @@
 //
 //	eddy-dev up     a local kube-apiserver + etcd with eddy's CRDs
 //	eddy-dev demo   eddy's whole loop on this machine (make demo)
+//	eddy-dev bench  eddy against its peers on real pods (make bench)
 package main
 
 import (
@@ -21,12 +22,14 @@ func main() {
   eddy-dev up     a real local kube-apiserver + etcd with eddy's CRDs
                   (and kwok fake nodes), until Ctrl-C
   eddy-dev demo   eddy's whole loop on this machine, timed (make demo)
+  eddy-dev bench  eddy against Fluid's prefetcher, a warm-up and an oracle,
+                  on real pods (make bench)
 
 The components themselves are subcommands of the eddy binary beside it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newUpCmd(), newDemoCmd())
+	root.AddCommand(newUpCmd(), newDemoCmd(), newBenchCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "eddy-dev:", err)
 		os.Exit(1)

@@ -39,13 +39,14 @@ type Dataset struct {
 	// remote dataset).
 	MountPath string
 	// RemoteURL is the WebDAV address (through the slow link) behind a
-	// remote dataset, and Remote the server and link, whose proxy counts
-	// the bytes that crossed it.
+	// remote dataset, and Remote the server and link; Remote.Meter counts
+	// the requests and bytes the remote served, independently of eddy.
 	RemoteURL string
 	Remote    *slowremote.Remote
 
-	base  string
-	mount *slowremote.Mount
+	base      string
+	mountArgs []string
+	mount     *slowremote.Mount
 }
 
 // RemoteOptions shape the remote behind a FUSE dataset.
@@ -55,6 +56,9 @@ type RemoteOptions struct {
 	// Bandwidth caps the link's throughput in bytes/s, shared by every
 	// connection; 0 means no cap.
 	Bandwidth int64
+	// CacheMaxSize bounds the mount's VFS cache (rclone
+	// --vfs-cache-max-size, e.g. "64M"); empty means unbounded.
+	CacheMaxSize string
 }
 
 // AddLocalDataset creates a dataset in a host folder: populate fills it,
@@ -110,7 +114,13 @@ func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, 
 		return nil, err
 	}
 	d.RemoteURL = "http://" + d.Remote.Proxy.Addr()
-	if d.mount, err = d.Remote.Mount(d.base, remoteMountArgs...); err != nil {
+	// Pods of any user read the mount (the prefetch sidecar does not run
+	// as root); it stays read-only.
+	d.mountArgs = []string{"--allow-other", "--read-only"}
+	if opts.CacheMaxSize != "" {
+		d.mountArgs = append(d.mountArgs, "--vfs-cache-max-size", opts.CacheMaxSize, "--vfs-cache-poll-interval", "2s")
+	}
+	if d.mount, err = d.Remote.Mount(d.base, d.mountArgs...); err != nil {
 		return nil, err
 	}
 	d.MountPath = d.mount.Path
@@ -120,10 +130,6 @@ func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, 
 	c.datasets = append(c.datasets, d)
 	return d, nil
 }
-
-// remoteMountArgs let pods of any user read the mount (the prefetch
-// sidecar does not run as root) and keep it read-only.
-var remoteMountArgs = []string{"--allow-other", "--read-only"}
 
 // Reset makes a remote dataset cold again, as a fresh node would see it:
 // it remounts the remote with an empty VFS cache and drops the page cache
@@ -138,7 +144,7 @@ func (d *Dataset) Reset() error {
 		}
 		d.mount = nil
 	}
-	m, err := d.Remote.Mount(d.base, remoteMountArgs...)
+	m, err := d.Remote.Mount(d.base, d.mountArgs...)
 	if err != nil {
 		return fmt.Errorf("reset dataset %s: %w", d.Volume, err)
 	}

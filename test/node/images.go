@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,14 +38,32 @@ const (
 	// WorkloadImage holds eddy-workload (access patterns, a file server, a
 	// service-account probe) and busybox shell tools.
 	WorkloadImage = "eddy.local/workload:dev"
+	// FluidPrefetcherImage runs Fluid's file prefetcher script (Python,
+	// Apache-2.0) with Debian's python3 and busybox: the peer eddy is
+	// benchmarked against. The script is read at build time from
+	// FluidPrefetcherScript; it is never part of eddy's sources.
+	FluidPrefetcherImage = "eddy.local/fluid-file-prefetcher:dev"
 )
 
 // imageFormat changes when the way images are assembled changes, so that
 // content hashes of older builds no longer match.
 const imageFormat = "eddy-image-v1"
 
-// ImageNames are the short names BuildImages accepts.
+// ImageNames are the short names BuildImages builds by default.
 var ImageNames = []string{"pause", "workload", "eddy"}
+
+// FluidPrefetcherName is the short name of FluidPrefetcherImage, built only
+// when asked for: it needs Fluid's script on this machine.
+const FluidPrefetcherName = "fluid-file-prefetcher"
+
+// FluidPrefetcherScript returns the path of Fluid's file-prefetcher
+// main.py: $EDDY_FLUID_PREFETCHER, else the shared third-party folder.
+func FluidPrefetcherScript() string {
+	if p := os.Getenv("EDDY_FLUID_PREFETCHER"); p != "" {
+		return p
+	}
+	return "/work/shared/third_party/fluid/file-prefetcher/main.py"
+}
 
 // BuiltImage is one image tarball, ready for `ctr images import`.
 type BuiltImage struct {
@@ -153,8 +172,81 @@ func imageFor(ctx context.Context, short, root, buildDir string) (*imageSpec, er
 		}
 		return &imageSpec{name: short, ref: EddyImage, entrypoint: []string{"/usr/local/bin/eddy"},
 			files: []imageFile{tmp, {path: "usr/local/bin/eddy", src: bin, mode: 0o755}}}, nil
+	case FluidPrefetcherName:
+		script := FluidPrefetcherScript()
+		if _, err := os.Stat(script); err != nil {
+			return nil, fmt.Errorf("the Fluid file prefetcher's script: %w (set EDDY_FLUID_PREFETCHER to its main.py)", err)
+		}
+		py, err := pythonFiles()
+		if err != nil {
+			return nil, err
+		}
+		bb, err := busyboxFiles()
+		if err != nil {
+			return nil, err
+		}
+		files := append([]imageFile{tmp, {path: "root/main.py", src: script, mode: 0o644}}, py...)
+		return &imageSpec{name: short, ref: FluidPrefetcherImage, entrypoint: []string{"/usr/bin/python3", "/root/main.py"},
+			files: append(files, bb...)}, nil
 	}
-	return nil, fmt.Errorf("unknown image %q: choose from %s", short, strings.Join(ImageNames, ", "))
+	return nil, fmt.Errorf("unknown image %q: choose from %s", short, strings.Join(append(ImageNames, FluidPrefetcherName), ", "))
+}
+
+// pythonFiles are Debian's python3 interpreter, the shared libraries it
+// links, and the part of its standard library a small script needs (the
+// top-level modules, encodings, collections, re, importlib, lib-dynload).
+func pythonFiles() ([]imageFile, error) {
+	const bin = "/usr/bin/python3"
+	real, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		return nil, fmt.Errorf("python3 not found: apt-get install python3: %w", err)
+	}
+	files := []imageFile{{path: "usr/bin/python3", src: real, mode: 0o755}}
+	out, err := exec.Command("ldd", real).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", real, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		lib := ""
+		switch {
+		case len(f) >= 3 && f[1] == "=>":
+			lib = f[2]
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			lib = f[0]
+		}
+		if lib == "" {
+			continue
+		}
+		src, err := filepath.EvalSymlinks(lib)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, imageFile{path: strings.TrimPrefix(lib, "/"), src: src, mode: 0o755})
+	}
+	stdlib := "/usr/lib/" + filepath.Base(real)
+	entries, err := os.ReadDir(stdlib)
+	if err != nil {
+		return nil, fmt.Errorf("python's standard library: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".py") {
+			files = append(files, imageFile{path: strings.TrimPrefix(filepath.Join(stdlib, e.Name()), "/"), src: filepath.Join(stdlib, e.Name()), mode: 0o644})
+		}
+	}
+	for _, sub := range []string{"encodings", "collections", "re", "importlib", "lib-dynload"} {
+		err := filepath.WalkDir(filepath.Join(stdlib, sub), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.Contains(p, "__pycache__") {
+				return err
+			}
+			files = append(files, imageFile{path: strings.TrimPrefix(p, "/"), src: p, mode: 0o644})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("python's standard library: %w", err)
+		}
+	}
+	return files, nil
 }
 
 // goBuild compiles a static binary of pkg into dir.

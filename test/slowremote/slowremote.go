@@ -41,9 +41,12 @@ func Unavailable() string {
 type Remote struct {
 	// Src is the folder served; Dir holds rclone's config and logs.
 	Src, Dir string
-	Proxy    *slowlink.Proxy
-	serve    *exec.Cmd
-	exited   chan struct{}
+	// Proxy is the slow link clients connect to; Meter, behind it,
+	// counts the requests and bytes the server answers.
+	Proxy  *slowlink.Proxy
+	Meter  *Meter
+	serve  *exec.Cmd
+	exited chan struct{}
 }
 
 // Start serves src through a link with the given one-way delay and
@@ -72,7 +75,11 @@ func Start(src, dir string, delay time.Duration, bandwidth int64) (*Remote, erro
 		r.Close()
 		return nil, fmt.Errorf("rclone serve webdav %s: %w (log in %s)", src, err, filepath.Join(dir, "serve.log"))
 	}
-	if r.Proxy, err = slowlink.Start("127.0.0.1:0", target, delay, bandwidth); err != nil {
+	if r.Meter, err = StartMeter("127.0.0.1:0", target); err != nil {
+		r.Close()
+		return nil, err
+	}
+	if r.Proxy, err = slowlink.Start("127.0.0.1:0", r.Meter.Addr(), delay, bandwidth); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -87,6 +94,9 @@ func (r *Remote) config() string { return filepath.Join(r.Dir, "rclone.conf") }
 func (r *Remote) Close() {
 	if r.Proxy != nil {
 		_ = r.Proxy.Close()
+	}
+	if r.Meter != nil {
+		_ = r.Meter.Close()
 	}
 	_ = r.serve.Process.Signal(syscall.SIGTERM)
 	select {

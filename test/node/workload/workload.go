@@ -29,6 +29,9 @@ const (
 	Random4K Pattern = "random4k"
 	// SmallFilesShuffled reads whole files in a new random order each epoch.
 	SmallFilesShuffled Pattern = "smallfiles"
+	// HotSet reads, each epoch, the hot tenth of the files (the first in
+	// path order) whole, then one other file chosen at random.
+	HotSet Pattern = "hotset"
 )
 
 // Options tune a read.
@@ -40,6 +43,9 @@ type Options struct {
 	// RandomOpsPerFile is the number of 4 KiB reads per file for Random4K;
 	// zero means one per 4 KiB of the file.
 	RandomOpsPerFile int
+	// Compute is a pause after each whole file (or each 4 KiB random
+	// read), standing in for the work a trainer does on a sample.
+	Compute time.Duration
 }
 
 // Report says what a read did.
@@ -51,8 +57,12 @@ type Report struct {
 	Reads   int64   `json:"reads"`
 	Epochs  int     `json:"epochs"`
 	Seconds float64 `json:"seconds"`
+	// End is when the read finished, in Unix seconds: benchmarks on the
+	// same host measure warm-up and start-up from it.
+	End float64 `json:"end"`
 	// Digest covers every file's path and content when whole files were read
-	// (Sequential, SmallFilesShuffled), independent of order; empty for Random4K.
+	// (Sequential, SmallFilesShuffled), independent of order; empty for
+	// Random4K and HotSet, which read only some of them.
 	Digest string `json:"digest,omitempty"`
 }
 
@@ -77,13 +87,16 @@ func Read(dir string, p Pattern, opts Options) (Report, error) {
 		case Sequential:
 		case SmallFilesShuffled:
 			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		case HotSet:
+			hot := max(len(order)/10, 1)
+			order = append(order[:hot:hot], order[hot+rng.IntN(max(len(order)-hot, 1))%len(order)])
 		case Random4K:
-			if err := readRandom(dir, order, rng, opts.RandomOpsPerFile, &r); err != nil {
+			if err := readRandom(dir, order, rng, opts, &r); err != nil {
 				return r, err
 			}
 			continue
 		default:
-			return r, fmt.Errorf("unknown pattern %q: use %s, %s or %s", p, Sequential, Random4K, SmallFilesShuffled)
+			return r, fmt.Errorf("unknown pattern %q: use %s, %s, %s or %s", p, Sequential, Random4K, SmallFilesShuffled, HotSet)
 		}
 		for _, f := range order {
 			sum, n, reads, err := readWhole(filepath.Join(dir, f), buf)
@@ -93,10 +106,14 @@ func Read(dir string, p Pattern, opts Options) (Report, error) {
 			hashes[f] = sum
 			r.Bytes += n
 			r.Reads += reads
+			if opts.Compute > 0 {
+				time.Sleep(opts.Compute)
+			}
 		}
 	}
 	r.Seconds = time.Since(start).Seconds()
-	if p != Random4K {
+	r.End = float64(time.Now().UnixNano()) / 1e9
+	if p == Sequential || p == SmallFilesShuffled {
 		r.Digest = digest(hashes)
 	}
 	return r, nil
@@ -151,7 +168,7 @@ func readWhole(path string, buf []byte) (sum string, n, reads int64, err error) 
 	return hex.EncodeToString(h.Sum(nil)), n, reads, nil
 }
 
-func readRandom(dir string, files []string, rng *rand.Rand, opsPerFile int, r *Report) error {
+func readRandom(dir string, files []string, rng *rand.Rand, opts Options, r *Report) error {
 	buf := make([]byte, 4096)
 	for _, name := range files {
 		f, err := os.Open(filepath.Join(dir, name))
@@ -164,7 +181,7 @@ func readRandom(dir string, files []string, rng *rand.Rand, opsPerFile int, r *R
 			continue
 		}
 		blocks := fi.Size() / int64(len(buf))
-		ops := opsPerFile
+		ops := opts.RandomOpsPerFile
 		if ops == 0 {
 			ops = int(blocks)
 		}
@@ -176,6 +193,9 @@ func readRandom(dir string, files []string, rng *rand.Rand, opsPerFile int, r *R
 			}
 			r.Bytes += int64(n)
 			r.Reads++
+			if opts.Compute > 0 {
+				time.Sleep(opts.Compute)
+			}
 		}
 		f.Close()
 	}
@@ -231,4 +251,48 @@ func WriteSample(dir string, files int, smallSize, largeSize int64) error {
 		return write(filepath.Join(dir, "large.bin"), largeSize)
 	}
 	return nil
+}
+
+// Warm reads every file under dir whole, parallel files at a time: the
+// warm-up script a user writes by hand to fill a cache before a job.
+func Warm(dir string, parallel int) (Report, error) {
+	r := Report{Pattern: "warm", Dir: dir, Epochs: 1}
+	files, err := listFiles(dir)
+	if err != nil {
+		return r, err
+	}
+	r.Files = len(files)
+	start := time.Now()
+	work := make(chan string)
+	type result struct {
+		n, reads int64
+		err      error
+	}
+	results := make(chan result)
+	for i := 0; i < max(parallel, 1); i++ {
+		go func() {
+			buf := make([]byte, 1<<20)
+			for f := range work {
+				_, n, reads, err := readWhole(filepath.Join(dir, f), buf)
+				results <- result{n, reads, err}
+			}
+		}()
+	}
+	go func() {
+		for _, f := range files {
+			work <- f
+		}
+		close(work)
+	}()
+	var firstErr error
+	for range files {
+		res := <-results
+		r.Bytes += res.n
+		r.Reads += res.reads
+		if res.err != nil && firstErr == nil {
+			firstErr = res.err
+		}
+	}
+	r.Seconds = time.Since(start).Seconds()
+	return r, firstErr
 }

@@ -2,10 +2,13 @@
 // tests run it as pods:
 //
 //	eddy-workload read --dir /data --pattern sequential --report /out/report.json --hold
+//	eddy-workload warm --dir /data --parallel 16
 //	eddy-workload serve --addr :8080 --dir /out
 //	eddy-workload whoami --server https://kubernetes.default.svc
 //
 // read reads a dataset with an access pattern and writes a JSON report;
+// warm reads every file of a dataset with parallel readers, as a
+// hand-written warm-up script does;
 // serve serves a folder over HTTP; whoami uses the pod's service-account
 // token against the API server and reports who it is and what it may do.
 package main
@@ -33,19 +36,21 @@ const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: eddy-workload read|serve|whoami [flags]")
+		fmt.Fprintln(os.Stderr, "usage: eddy-workload read|warm|serve|whoami [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "read":
 		err = read(os.Args[2:])
+	case "warm":
+		err = warm(os.Args[2:])
 	case "serve":
 		err = serve(os.Args[2:])
 	case "whoami":
 		err = whoami(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: use read, serve or whoami", os.Args[1])
+		err = fmt.Errorf("unknown command %q: use read, warm, serve or whoami", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "eddy-workload:", err)
@@ -57,14 +62,15 @@ func main() {
 func read(args []string) error {
 	fs := flag.NewFlagSet("read", flag.ExitOnError)
 	dir := fs.String("dir", "/data", "dataset folder")
-	pattern := fs.String("pattern", string(workload.Sequential), "sequential, random4k or smallfiles")
+	pattern := fs.String("pattern", string(workload.Sequential), "sequential, random4k, smallfiles or hotset")
 	epochs := fs.Int("epochs", 1, "passes over the dataset")
 	seed := fs.Uint64("seed", 1, "seed for random orders and offsets")
 	ops := fs.Int("ops-per-file", 0, "random4k: reads per file (0: one per 4 KiB)")
+	compute := fs.Duration("compute", 0, "pause after each file (each 4 KiB random read), standing in for work on a sample")
 	report := fs.String("report", "", "also write the JSON report to this file")
 	hold := fs.Bool("hold", false, "keep running after the read until SIGTERM")
 	_ = fs.Parse(args)
-	r, err := workload.Read(*dir, workload.Pattern(*pattern), workload.Options{Epochs: *epochs, Seed: *seed, RandomOpsPerFile: *ops})
+	r, err := workload.Read(*dir, workload.Pattern(*pattern), workload.Options{Epochs: *epochs, Seed: *seed, RandomOpsPerFile: *ops, Compute: *compute})
 	if err != nil {
 		return err
 	}
@@ -187,4 +193,18 @@ func waitForSignal() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs
+}
+
+func warm(args []string) error {
+	fs := flag.NewFlagSet("warm", flag.ExitOnError)
+	dir := fs.String("dir", "/data", "dataset folder")
+	parallel := fs.Int("parallel", 16, "files read at once")
+	_ = fs.Parse(args)
+	r, err := workload.Warm(*dir, *parallel)
+	if err != nil {
+		return err
+	}
+	data, _ := json.Marshal(r)
+	fmt.Println(string(data))
+	return nil
 }

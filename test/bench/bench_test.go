@@ -1,0 +1,84 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/eddy-autotune/eddy/test/node"
+)
+
+// TestReportOffline renders a report from fixed results: the table names
+// every arm and computes the stall removed from cold and oracle.
+func TestReportOffline(t *testing.T) {
+	cfg := Short()
+	cfg.Classes = cfg.Classes[:1]
+	cls := cfg.Classes[0].Name
+	mk := func(arm Arm, job, total float64) Result {
+		return Result{Class: cls, Arm: arm, Samples: []Sample{{Job: job, Total: total}}}
+	}
+	results := []Result{mk(ArmCold, 10, 12), mk(ArmWarm16, 2, 6), mk(ArmEddy, 3, 5), mk(ArmOracle, 2, 4)}
+	if got, ok := StallRemoved(results, cls, ArmEddy, total); !ok || got != 0.875 {
+		t.Fatalf("stall removed by eddy counting warm-up = %v, %v; want 0.875", got, ok)
+	}
+	dir := t.TempDir()
+	if err := Write(cfg, results, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"report.md", "results.json", "chart.png"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s not written: %v", f, err)
+		}
+	}
+}
+
+// TestBenchShort is the CI benchmark: two small classes, every arm on the
+// real node, and it fails when eddy, counting its warm-up, is slower than
+// a peer arm (beyond 10% or 1 s of noise on a shared 2-core machine). Run
+// it under flock /tmp/eddy-realnode.lock.
+func TestBenchShort(t *testing.T) {
+	node.SkipUnlessAvailable(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("/tmp", "eddy-bench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := Short()
+	cfg.Log = node.TestLog(t)
+	out := os.Getenv("EDDY_BENCH_OUT")
+	if out == "" {
+		out = filepath.Join(dir, "report")
+	}
+	results, err := Main(ctx, Options{Config: cfg, Dir: filepath.Join(dir, "c"), Out: out})
+	if md, rerr := os.ReadFile(filepath.Join(out, "report.md")); rerr == nil {
+		t.Logf("\n%s", md)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, class := range cfg.Classes {
+		var eddy *Result
+		for i := range results {
+			if results[i].Class == class.Name && results[i].Arm == ArmEddy {
+				eddy = &results[i]
+			}
+		}
+		if eddy == nil || len(eddy.Samples) == 0 {
+			t.Errorf("%s: eddy's arm did not run", class.Name)
+			continue
+		}
+		e := eddy.Median(total)
+		for _, r := range results {
+			if r.Class != class.Name || r.Arm == ArmEddy || r.Arm == ArmOracle || len(r.Samples) == 0 {
+				continue
+			}
+			if p := r.Median(total); e > p*1.1 && e-p > 1 {
+				t.Errorf("%s: eddy %.2fs counting warm-up, slower than %s %.2fs", class.Name, e, r.Arm, p)
+			}
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/eddy-autotune/eddy/test/node"
+	"github.com/eddy-autotune/eddy/test/node/workload"
+)
+
+// Full is `make bench`: the four classes at sizes a 2-core machine runs in
+// well under an hour.
+func Full() Config {
+	return Config{
+		Classes: []Class{
+			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10},
+			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 4, FileSize: 32 << 20},
+			{Name: "RandomReads", Pattern: workload.Random4K, Files: 0, LargeSize: 256 << 20, OpsPerFile: 400, Compute: 2 * time.Millisecond},
+			{Name: "HotSet", Pattern: workload.HotSet, Epochs: 20, Compute: 5 * time.Millisecond, Files: 128, FileSize: 1 << 20},
+		},
+		Arms: AllArms, Repeats: 2,
+		Latency: 20 * time.Millisecond, Bandwidth: 64 << 20, CacheMaxSize: "1G",
+	}
+}
+
+// Short is the CI version: small data, two classes, one run per arm.
+func Short() Config {
+	return Config{
+		Classes: []Class{
+			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 96, FileSize: 128 << 10},
+			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 2, FileSize: 16 << 20},
+		},
+		Arms: AllArms, Repeats: 1,
+		Latency: 20 * time.Millisecond, Bandwidth: 64 << 20, CacheMaxSize: "512M",
+	}
+}
+
+// Options of a whole benchmark: a cluster, eddy deployed, the runs, the
+// report.
+type Options struct {
+	Config Config
+	// Dir holds the cluster; Out receives report.md, results.json and
+	// chart.png.
+	Dir, Out string
+}
+
+// Main starts a cluster with a real node and eddy deployed from config/,
+// runs the benchmark, writes the report and stops everything. It returns
+// the results even when a later step failed.
+func Main(ctx context.Context, o Options) ([]Result, error) {
+	start := time.Now()
+	images := []string{"pause", "workload", "eddy"}
+	arms := o.Config.Arms
+	o.Config.Arms = nil
+	for _, a := range arms {
+		if (a == ArmFluidSync || a == ArmFluidAsync) && !fileExists(node.FluidPrefetcherScript()) {
+			logf(o.Config, "no Fluid prefetcher script at %s: arm %s left out", node.FluidPrefetcherScript(), a)
+			continue
+		}
+		o.Config.Arms = append(o.Config.Arms, a)
+	}
+	for _, a := range o.Config.Arms {
+		if a == ArmFluidSync || a == ArmFluidAsync {
+			images = append(images, node.FluidPrefetcherName)
+			break
+		}
+	}
+	c, err := node.Start(ctx, node.Options{Dir: o.Dir, Images: images, RemoteDatasets: true, Log: o.Config.Log})
+	if err != nil {
+		return nil, fmt.Errorf("start the cluster: %w", err)
+	}
+	defer func() { _ = c.Stop() }()
+	if _, err := c.DeployEddy(ctx, node.EddyOptions{Args: map[string][]string{
+		"analyzer":  {"--flush-interval=2s"},
+		"collector": {"--interval=1s"},
+		"operator":  {"--verify-settle=-1s"},
+	}}); err != nil {
+		return nil, fmt.Errorf("deploy eddy: %w", err)
+	}
+	logf(o.Config, "cluster and eddy up in %.0fs", time.Since(start).Seconds())
+	r := &Runner{Cluster: c, Config: o.Config}
+	results, runErr := r.Run(ctx)
+	if err := Write(o.Config, results, o.Out); err != nil {
+		return results, err
+	}
+	logf(o.Config, "report in %s after %.0fs", o.Out, time.Since(start).Seconds())
+	return results, runErr
+}
+
+// Write writes report.md, results.json and chart.png into dir.
+func Write(cfg Config, results []Result, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	md := "# eddy benchmark\n\n" + time.Now().UTC().Format(time.RFC3339) + "\n\n![chart](chart.png)\n\n" + Markdown(cfg, results)
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(results, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
+		return err
+	}
+	return Chart(cfg, results, filepath.Join(dir, "chart.png"))
+}
+
+func logf(cfg Config, format string, args ...any) {
+	(&Runner{Config: cfg}).logf(format, args...)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
