@@ -113,7 +113,8 @@ func TestEddyOnRealNode(t *testing.T) {
 		}
 	}()
 
-	prom := startPrometheus(ctx, t, c)
+	prom, stopProm := startPrometheus(ctx, t, c)
+	defer stopProm() // before the cluster stops: it lists the cluster's pods
 	t.Run("collector holds only CAP_BPF and CAP_PERFMON", func(t *testing.T) { checkCollectorPrivileges(ctx, t, c) })
 	t.Run("CronJob: applied, injected, verified, stable", func(t *testing.T) { testCronJob(ctx, t, c) })
 	t.Run("run families", func(t *testing.T) { testRunFamilies(ctx, t, c) })
