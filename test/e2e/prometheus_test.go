@@ -23,16 +23,16 @@ import (
 // noData lists the panel queries and rules that cannot return data in this
 // scenario, and why. Everything else must.
 var noData = map[string]string{
-	"eddy-cache/Cache workers set by eddy#1":                     "no ScaleCache recommendation is applied: the datasets have no cache workers to scale",
-	"eddy-cache/Evictions and restores#1":                        "no dataset goes idle within the test",
-	"eddy-self/Webhook errors#1":                                 "no webhook error in a healthy run",
-	"rule EddyWebhookErrors":                                     "no webhook error in a healthy run",
-	"rule EddyRecommendationRolledBack":                          "nothing is rolled back: the Prefetch helps",
-	"rule EddyEvictionBlocked":                                   "no eviction in the scenario",
-	"eddy-self/Blocked by a stale analyzer#1":                    "the analyzer's heartbeat stays fresh",
-	"eddy-workload/Prefetch warm-up#1":                           "the prefetcher reads the 32 MiB dataset in about 2 s and its pod ends with the trainer's: no 2 s scrape reliably reaches it",
-	"eddy-workload/Prefetch planned bytes#1":                     "as Prefetch warm-up",
-	"eddy-self/Records rejected#1":                               "the collector reports only what it may: nothing is rejected",
+	"eddy-cache/Cache workers set by eddy#1":  "no ScaleCache recommendation is applied: the datasets have no cache workers to scale",
+	"eddy-cache/Evictions and restores#1":     "no dataset goes idle within the test",
+	"eddy-self/Webhook errors#1":              "no webhook error in a healthy run",
+	"rule EddyWebhookErrors":                  "no webhook error in a healthy run",
+	"rule EddyRecommendationRolledBack":       "nothing is rolled back: the Prefetch helps",
+	"rule EddyEvictionBlocked":                "no eviction in the scenario",
+	"eddy-self/Blocked by a stale analyzer#1": "the analyzer's heartbeat stays fresh",
+	"eddy-workload/Prefetch warm-up#1":        "the prefetcher reads the 32 MiB dataset in about 2 s and its pod ends with the trainer's: no 2 s scrape reliably reaches it",
+	"eddy-workload/Prefetch planned bytes#1":  "as Prefetch warm-up",
+	"eddy-self/Records rejected#1":            "the collector reports only what it may: nothing is rejected",
 }
 
 // startPrometheus runs a real Prometheus (Debian's package) on the host with
