@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -40,6 +41,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/config"
@@ -196,6 +198,10 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the demo loads eddy's kernel programs and creates cgroups: run it as root (sudo make demo)")
 	}
+	// The demo's own API clients have nothing to say: the components log
+	// to files and the demo prints its steps (without this,
+	// controller-runtime prints a stack trace asking for a logger).
+	ctrllog.SetLogger(logr.Discard())
 	if !o.Local {
 		if why := slowremote.Unavailable(); why != "" {
 			return nil, fmt.Errorf("the slow remote cannot run here (%s); --local reads the dataset from local disk", why)
