@@ -72,6 +72,7 @@ func TestScalesCacheTargetsWithinBounds(t *testing.T) {
 	waitRunningPods(t, ns, "logs-cache", 2)
 	up := waitPhase(t, ns, "logs-up", eddyv1alpha1.PhaseSuperseded, 10*time.Second) // once the newer one applied
 	require.Equal(t, "logs-down", up.Status.SupersededBy)
+	require.NotEqual(t, "AwaitingFreshData", condition(up, eddyv1alpha1.ConditionVerified).Reason, "a superseded recommendation awaits no verdict")
 
 	// Below the minimum: held at 1.
 	create(t, scaleRec(ns, "imagenet-zero", "imagenet", 0))

@@ -230,6 +230,11 @@ func (r *RecommendationReconciler) supersede(ctx context.Context, rec *eddyv1alp
 	}
 	rec.Status.Phase = eddyv1alpha1.PhaseSuperseded
 	rec.Status.SupersededBy = newest.Name
+	if c := meta.FindStatusCondition(rec.Status.Conditions, eddyv1alpha1.ConditionVerified); c != nil && c.Status == metav1.ConditionUnknown {
+		// It will never be judged: say so rather than keep "awaiting".
+		setCondition(rec, eddyv1alpha1.ConditionVerified, metav1.ConditionUnknown, "Superseded",
+			fmt.Sprintf("not judged: superseded by %s before a run it applied to ended", newest.Name))
+	}
 	if err := r.Status().Update(ctx, rec); err != nil {
 		return true, fmt.Errorf("mark recommendation %s/%s Superseded: %w", rec.Namespace, rec.Name, err)
 	}
