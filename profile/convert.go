@@ -66,6 +66,7 @@ const (
 	ExcludeImage       = "mapped without an open (program image, shared memory)"
 	ExcludeInterpreter = "under the interpreter's prefix"
 	ExcludeScript      = "the interpreter's script"
+	ExcludeNoPath      = "read without an open seen (path unknown)"
 )
 
 // notData says why the file of r (at path, "" when unknown) is not the
@@ -90,6 +91,13 @@ func (p *profiler) notData(path string, r *bpf.Record) string {
 		// mapped: the program and its loader (mapped by exec), or shared
 		// memory (SysV segments, memfd) that is no file on disk.
 		return ExcludeImage
+	case path == "":
+		// Read, but its open was never seen (a descriptor inherited from
+		// outside the command, or an open the recorder missed: seen with
+		// PyTorch DataLoader workers reading the interpreter's modules), so
+		// nothing says it is data. Counted in the report; --data names
+		// data directories explicitly.
+		return ExcludeNoPath
 	case !selected(path, nil, DefaultExcludes):
 		return ExcludeSystem
 	case !selected(path, nil, p.prefixes):

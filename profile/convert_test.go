@@ -39,3 +39,29 @@ func TestFileAccessConvertsTimes(t *testing.T) {
 	assert.Equal(t, uint64(3), fa.ReadSizeLog2[6], "histograms are copied")
 	assert.Equal(t, int64(0), FileAccess(&bpf.Record{}, w, 1000).LastPassUnixNano, "no pass, no time")
 }
+
+// TestNotDataReasons: which files a profile leaves out without --data, and
+// why; a file read without its open seen is not taken for data.
+func TestNotDataReasons(t *testing.T) {
+	p := &profiler{excluded: map[bpf.FileKey]string{}, script: "/home/u/train.py"}
+	read := func(ino uint64) *bpf.Record {
+		return &bpf.Record{Key: bpf.FileKey{Ino: ino}, ReadOps: 2, ReadBytes: 8192}
+	}
+	mapped := &bpf.Record{Key: bpf.FileKey{Ino: 9}, ReadBytes: 4096, MappedReadBytes: 4096}
+	for _, c := range []struct {
+		path string
+		r    *bpf.Record
+		want string
+	}{
+		{"/data/a.bin", read(1), ""},
+		{"shard-0001", read(2), ""}, // relative, its process gone: still the command's
+		{"", read(3), ExcludeNoPath},
+		{"", mapped, ExcludeImage},
+		{"/usr/lib/python3/dist-packages/torch/__init__.py", read(4), ExcludeSystem},
+		{"/home/u/train.py", read(5), ExcludeScript},
+	} {
+		if got := p.notData(c.path, c.r); got != c.want {
+			t.Errorf("notData(%q) = %q, want %q", c.path, got, c.want)
+		}
+	}
+}

@@ -87,7 +87,7 @@ type Report struct {
 	// TopFiles are the files read most, for orientation.
 	TopFiles []FileSummary `json:"topFiles,omitempty"`
 	// FilesExcluded counts files left out as not data; ExcludedBy counts
-	// them by reason (ExcludeSystem, ExcludeExecutable, ExcludeImage,
+	// them by reason (ExcludeSystem, ExcludeExecutable, ExcludeImage, ExcludeNoPath,
 	// ExcludeInterpreter, ExcludeScript, ExcludeNotData).
 	FilesExcluded int            `json:"filesExcluded"`
 	ExcludedBy    map[string]int `json:"excludedBy,omitempty"`
