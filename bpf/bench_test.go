@@ -82,12 +82,12 @@ func benchPread(b *testing.B, threads int) {
 	cg := newPodCgroup(b, fmt.Sprintf("bench%d", threads))
 	moveSelf(b, cg.group)
 
-	r, err := Load(Options{NoRunTimeStats: true})
+	r, err := Load(Options{NoRunTimeStats: true, AttachAlways: true})
 	require.NoError(b, err)
 	defer r.Close()
 	require.False(b, r.RawSyscalls(), "the syscalls trace events attach on the CI kernel")
 	detach(b, r)
-	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true})
+	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true, AttachAlways: true})
 	require.NoError(b, err)
 	require.True(b, raw.RawSyscalls())
 	defer raw.Close()
@@ -259,11 +259,11 @@ func benchPread(b *testing.B, threads int) {
 // median of interleaved blocks.
 func BenchmarkOtherSyscalls(b *testing.B) {
 	requireKernel(b)
-	r, err := Load(Options{NoRunTimeStats: true})
+	r, err := Load(Options{NoRunTimeStats: true, AttachAlways: true})
 	require.NoError(b, err)
 	defer r.Close()
 	detach(b, r)
-	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true})
+	raw, err := Load(Options{NoRunTimeStats: true, RawSyscalls: true, AttachAlways: true})
 	require.NoError(b, err)
 	defer raw.Close()
 	detach(b, raw)
@@ -372,19 +372,21 @@ func threadCPU() time.Duration {
 // benchmark can interleave configurations cheaply.
 func detach(b *testing.B, r *Recorder) {
 	b.Helper()
-	for _, l := range r.links {
-		require.NoError(b, l.Close())
+	for i := range r.attached {
+		require.NoError(b, closeLinks(&r.attached[i]))
 	}
-	r.links = nil
+	r.linked = false
 }
 
 func reattach(b *testing.B, r *Recorder) {
 	b.Helper()
-	for _, a := range r.attached {
+	for i := range r.attached {
+		a := &r.attached[i]
 		links, err := a.link(a.prog)
 		require.NoError(b, err)
-		r.links = append(r.links, links...)
+		a.links = links
 	}
+	r.linked = true
 }
 
 // moveSelf moves the benchmark process into g and back to its original
@@ -414,7 +416,7 @@ func moveSelf(b testing.TB, g *cgroupv2.Group) {
 // (DefaultMaxFiles), filled from user space with distinct keys.
 func BenchmarkDrainFullMap(b *testing.B) {
 	requireKernel(b)
-	r, err := Load(Options{NoRunTimeStats: true})
+	r, err := Load(Options{NoRunTimeStats: true, AttachAlways: true})
 	require.NoError(b, err)
 	defer r.Close()
 	n := int(r.opts.MaxFiles)

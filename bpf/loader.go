@@ -4,7 +4,8 @@
 // cgroups (Allow, Disallow), moves the counts out (Drain) and reports rare
 // events (Events) and health (Stats, MissingHooks).
 //
-// Only cgroups in the allow-list cost more than an early exit. Counting
+// Only cgroups in the allow-list cost more than an early exit, and while the
+// list is empty the per-read programs are not attached at all. Counting
 // happens in the kernel; user space sees one Record per file and cgroup per
 // drain interval, never one event per read.
 package bpf
@@ -83,6 +84,14 @@ type Options struct {
 	// per syscall in BenchmarkOtherSyscalls). It can pay off on a node whose
 	// syscalls are mostly the reads of observed pods.
 	RawSyscalls bool
+	// AttachAlways keeps the per-syscall and page-cache programs attached
+	// while no cgroup is allowed. By default they are attached only while
+	// the allow-list holds a cgroup (allowed by user space, or by the kernel
+	// under an AllowTree cgroup): Allow and AllowTree attach them before
+	// they return, and Disallow and Drain detach them once nothing is
+	// allowed, so a node with nothing to observe runs none of them. The
+	// cgroup hooks and the thread exit hook stay attached either way.
+	AttachAlways bool
 	// Logger receives warnings about degraded operation (hooks that did not
 	// attach, statistics that could not be enabled).
 	Logger logr.Logger
@@ -127,6 +136,9 @@ type hook struct {
 	// essential hooks make Load fail when missing: without them nothing is
 	// counted at all.
 	essential bool
+	// always hooks stay attached while nothing is allowed (the others are
+	// attached only while something is, unless Options.AttachAlways).
+	always bool
 }
 
 // syscallEventHooks are the preferred syscall hooks: one trace event per
@@ -173,23 +185,27 @@ var pageCacheHooks = []hook{
 // cgroup alone, and its containers are recorded only once allowed one by
 // one.
 var cgroupHooks = []hook{
-	{name: "cgroup:cgroup_mkdir", program: accessProgOnCgroupMkdir},
-	{name: "cgroup:cgroup_rmdir", program: accessProgOnCgroupRmdir},
+	{name: "cgroup:cgroup_mkdir", program: accessProgOnCgroupMkdir, always: true},
+	{name: "cgroup:cgroup_rmdir", program: accessProgOnCgroupRmdir, always: true},
 }
 
 // taskExitHook flushes the read batch of an exiting thread. Reads are batched
 // per thread only when it and the drain iterator are attached; without them
 // each read goes to the map at once, as complete but slower.
-var taskExitHook = hook{name: "sched:sched_process_exit", program: accessProgOnTaskExit}
+// It stays attached while nothing is allowed, so that a batch held when the
+// other hooks detached is flushed when its thread exits.
+var taskExitHook = hook{name: "sched:sched_process_exit", program: accessProgOnTaskExit, always: true}
 
 // batchReads is how many reads of one file a thread adds up before it adds
 // them to the shared map; the drain iterator flushes partial batches.
 const batchReads = 256
 
-// attachedHook is a loaded program and the hook it serves.
+// attachedHook is a loaded program, the hook it serves, and its links to the
+// kernel's attachment points while it is attached.
 type attachedHook struct {
 	hook
-	prog *ebpf.Program
+	prog  *ebpf.Program
+	links []link.Link
 }
 
 // Recorder owns the loaded programs and maps. Its methods are safe for
@@ -197,7 +213,6 @@ type attachedHook struct {
 type Recorder struct {
 	maps        accessMaps
 	attached    []attachedHook
-	links       []link.Link
 	missing     []string
 	rawSyscalls bool
 	opts        Options
@@ -215,6 +230,9 @@ type Recorder struct {
 	// per filter slot.
 	allowed map[uint64]bool
 	slots   [allowSlots]uint32
+	// linked is true while the hooks that are not always attached are
+	// (under allowMu).
+	linked bool
 
 	events    chan FileEvent
 	reader    *ringbuf.Reader
@@ -241,7 +259,10 @@ type Recorder struct {
 // and listed by MissingHooks, and the Recorder keeps running without it. Load
 // fails only when no syscall hooks attach, when kernel BTF or a needed
 // capability is absent, or when the kernel lacks a needed map type. Nothing
-// is counted until a cgroup is passed to Allow. Load does not touch
+// is counted until a cgroup is passed to Allow, and, unless
+// Options.AttachAlways, only the cgroup and thread exit hooks stay attached
+// until then (all are attached once during Load, so that a missing hook
+// shows at Load). Load does not touch
 // RLIMIT_MEMLOCK: kernels that have the needed map types (5.11+) charge BPF
 // memory to the memory cgroup instead.
 func Load(opts Options) (*Recorder, error) {
@@ -331,7 +352,127 @@ func Load(opts Options) (*Recorder, error) {
 	r.events = make(chan FileEvent, opts.EventBuffer)
 	r.readerWG.Add(1)
 	go r.readEvents()
+
+	// Every hook attached once, so that what this kernel lacks shows now;
+	// unless told otherwise, the per-read ones wait for a cgroup to observe.
+	r.linked = true
+	if !opts.AttachAlways {
+		if err := r.unlinkLearning(); err != nil {
+			r.Close()
+			return nil, err
+		}
+		opts.Logger.Info("per-syscall and page-cache programs detached until a cgroup is allowed", "programs", len(r.learningHooks()))
+	}
 	return r, nil
+}
+
+// learningHooks are the hooks attached only while a cgroup is allowed.
+func (r *Recorder) learningHooks() []*attachedHook {
+	var hs []*attachedHook
+	for i := range r.attached {
+		if !r.attached[i].always {
+			hs = append(hs, &r.attached[i])
+		}
+	}
+	return hs
+}
+
+// linkLearning attaches the hooks that are attached only while a cgroup is
+// allowed, in their order (syscall entries before exits, so that no exit
+// runs without its entry), or, on error, none of them. The caller holds
+// allowMu or owns r alone.
+func (r *Recorder) linkLearning() error {
+	if r.linked {
+		return nil
+	}
+	hs := r.learningHooks()
+	for i, a := range hs {
+		links, err := a.link(a.prog)
+		if err != nil {
+			for _, b := range hs[:i] {
+				_ = closeLinks(b) // best effort: the attach error is what matters
+			}
+			return fmt.Errorf("attach %s: %w", a.name, err)
+		}
+		a.links = links
+	}
+	r.linked = true
+	return nil
+}
+
+// unlinkLearning detaches the hooks linkLearning attaches, entries first.
+func (r *Recorder) unlinkLearning() error {
+	if !r.linked {
+		return nil
+	}
+	var errs []error
+	for _, a := range r.learningHooks() {
+		if err := closeLinks(a); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s: %w", a.name, err))
+		}
+	}
+	r.linked = false
+	return errors.Join(errs...)
+}
+
+func closeLinks(a *attachedHook) error {
+	var errs []error
+	for _, l := range a.links {
+		errs = append(errs, l.Close())
+	}
+	a.links = nil
+	return errors.Join(errs...)
+}
+
+// Attached reports whether the per-syscall and page-cache programs are
+// attached now (see Options.AttachAlways).
+func (r *Recorder) Attached() bool {
+	r.allowMu.Lock()
+	defer r.allowMu.Unlock()
+	return r.linked
+}
+
+// attachForAllow attaches the per-read hooks before a cgroup is allowed, so
+// that its reads are recorded from the moment Allow returns. The caller
+// holds allowMu.
+func (r *Recorder) attachForAllow(cgroupID uint64) error {
+	if r.linked {
+		return nil
+	}
+	began := time.Now()
+	if err := r.linkLearning(); err != nil {
+		return err
+	}
+	r.opts.Logger.Info("attached per-syscall and page-cache programs: a cgroup is allowed", "cgroupID", cgroupID, "programs", len(r.learningHooks()), "took", time.Since(began).String())
+	return nil
+}
+
+// detachIfNothingAllowed detaches the per-read hooks when no cgroup is
+// allowed, neither by user space nor by the kernel under an AllowTree
+// cgroup. The kernel adds cgroups only under an AllowTree cgroup user space
+// still allows, so once user space allows none, the kernel's entries only go
+// (with their cgroups) and a later call sees them gone. The caller holds
+// allowMu.
+func (r *Recorder) detachIfNothingAllowed() error {
+	if r.opts.AttachAlways || !r.linked || len(r.allowed) > 0 {
+		return nil
+	}
+	var id uint64
+	var how uint8
+	it := r.maps.AllowedCgroups.Iterate()
+	for it.Next(&id, &how) {
+		if how != deniedInherited {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read allow-list: %w", err)
+	}
+	if err := r.unlinkLearning(); err != nil {
+		return err
+	}
+	r.opts.Logger.Info("detached per-syscall and page-cache programs: no cgroup is allowed", "programs", len(r.learningHooks()))
+	return nil
 }
 
 func (r *Recorder) mapsByName() map[string]*ebpf.Map {
@@ -405,16 +546,15 @@ func (r *Recorder) flushBatches() error {
 // attachSyscallEvents attaches every hook of syscallEventHooks or, on
 // error, none.
 func (r *Recorder) attachSyscallEvents(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	nAttached, nLinks := len(r.attached), len(r.links)
+	nAttached := len(r.attached)
 	for _, h := range syscallEventHooks {
 		if err := r.attach(spec, h, maps); err != nil {
-			for _, l := range r.links[nLinks:] {
-				l.Close()
-			}
-			for _, a := range r.attached[nAttached:] {
+			for i := range r.attached[nAttached:] {
+				a := &r.attached[nAttached+i]
+				_ = closeLinks(a) // best effort: the attach error is what matters
 				a.prog.Close()
 			}
-			r.links, r.attached = r.links[:nLinks], r.attached[:nAttached]
+			r.attached = r.attached[:nAttached]
 			return fmt.Errorf("attach %s: %w", h.name, err)
 		}
 	}
@@ -444,8 +584,7 @@ func (r *Recorder) attach(spec *ebpf.CollectionSpec, h hook, maps map[string]*eb
 		prog.Close()
 		return err
 	}
-	r.attached = append(r.attached, attachedHook{hook: h, prog: prog})
-	r.links = append(r.links, links...)
+	r.attached = append(r.attached, attachedHook{hook: h, prog: prog, links: links})
 	return nil
 }
 
@@ -578,6 +717,9 @@ func (r *Recorder) AllowTree(cgroupID uint64) error {
 }
 
 func (r *Recorder) allow(cgroupID uint64, how uint8) error {
+	if err := r.attachForAllow(cgroupID); err != nil {
+		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
+	}
 	if err := r.insertAllowed(cgroupID, how); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
@@ -648,7 +790,7 @@ func (r *Recorder) Disallow(cgroupID uint64) error {
 	if err := r.bumpAllowGen(); err != nil {
 		return fmt.Errorf("disallow cgroup %d: %w", cgroupID, err)
 	}
-	return nil
+	return r.detachIfNothingAllowed()
 }
 
 // allowSlots is the size of each half of the kernel's allow-list filter
@@ -698,7 +840,8 @@ const drainChunk = 4096
 // No count is reported twice. Counts that a program adds to an entry in the
 // instant it is drained may be lost, or, rarely, land on an entry created in
 // that instant for another key (the kernel reuses deleted entries at once).
-// Drain does not wait for Events to be consumed.
+// Drain does not wait for Events to be consumed. It detaches the per-read
+// programs when no cgroup is allowed any more (see Options.AttachAlways).
 func (r *Recorder) Drain(dst []Record) ([]Record, error) {
 	r.drainMu.Lock()
 	defer r.drainMu.Unlock()
@@ -722,7 +865,10 @@ func (r *Recorder) Drain(dst []Record) ([]Record, error) {
 		dst, err = r.drainIterate(dst)
 	}
 	r.drained += uint64(len(dst) - start)
-	return dst, err
+	r.allowMu.Lock()
+	derr := r.detachIfNothingAllowed()
+	r.allowMu.Unlock()
+	return dst, errors.Join(err, derr)
 }
 
 func (r *Recorder) drainBatch(dst []Record) ([]Record, error) {
@@ -910,7 +1056,12 @@ type Stats struct {
 	// InheritedAllows counts cgroups the kernel allowed as they were created
 	// under a cgroup allowed with AllowTree.
 	InheritedAllows uint64
-	// Programs has one entry per attached hook, sorted by hook. RunCount and
+	// Attached counts the programs attached now; the per-syscall and
+	// page-cache ones are only while a cgroup is allowed (see
+	// Options.AttachAlways).
+	Attached int
+	// Programs has one entry per loaded hook, attached or not, sorted by
+	// hook. RunCount and
 	// RunTime only advance while the kernel's run-time statistics are on
 	// (see Options.NoRunTimeStats).
 	Programs []ProgramStats
@@ -968,6 +1119,13 @@ func (r *Recorder) Stats() (Stats, error) {
 	if c[cntStatsInserts] > drained {
 		s.FileEntries = c[cntStatsInserts] - drained
 	}
+	r.allowMu.Lock()
+	for _, a := range r.attached {
+		if len(a.links) > 0 {
+			s.Attached++
+		}
+	}
+	r.allowMu.Unlock()
 	for _, a := range r.attached {
 		ps, err := a.prog.Stats()
 		if err != nil {
@@ -985,9 +1143,9 @@ func (r *Recorder) Stats() (Stats, error) {
 func (r *Recorder) Close() error {
 	r.closeOnce.Do(func() {
 		var errs []error
-		for _, l := range r.links {
-			if err := l.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("detach: %w", err))
+		for i := range r.attached {
+			if err := closeLinks(&r.attached[i]); err != nil {
+				errs = append(errs, fmt.Errorf("detach %s: %w", r.attached[i].name, err))
 			}
 		}
 		if r.flusher != nil {

@@ -85,6 +85,7 @@ func (k *KernelSource) Stats() SourceStats {
 	s.MapCapacity = int(st.FileCapacity)
 	s.DeferredBatches = st.DeferredBatches
 	s.InheritedAllows = st.InheritedAllows
+	s.ProgramsAttached = st.Attached
 	s.Programs = make(map[string]ProgramStats, len(st.Programs))
 	for _, p := range st.Programs {
 		s.Programs[p.Hook] = ProgramStats{RunTime: p.RunTime, RunCount: p.RunCount}

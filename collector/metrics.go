@@ -38,7 +38,7 @@ type Metrics struct {
 	eventsLost, mapFull, mapFill, progTime, progRuns, missing *prometheus.Desc
 	buffered, droppedWin, shipped, shipFailures, unattrDesc   *prometheus.Desc
 	observedDesc, pendingDesc, pathsDesc, heldDesc            *prometheus.Desc
-	rawSyscalls, deferred, inherited                          *prometheus.Desc
+	rawSyscalls, deferred, inherited, attached                *prometheus.Desc
 	outsideDesc, resolveDesc, storeFailures                   *prometheus.Desc
 }
 
@@ -92,6 +92,7 @@ func NewMetrics(ttl time.Duration) *Metrics {
 		rawSyscalls:   d("raw_syscall_hooks", "1 when the syscall hooks fell back to raw_syscalls (tracefs not mounted): every syscall on the node runs a program."),
 		deferred:      d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
 		inherited:     d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
+		attached:      d("programs_attached", "eBPF programs attached at the last drain. The per-syscall and page-cache programs are attached only while an observed container runs on the node (--attach=observed); the cgroup and thread exit hooks always."),
 		outsideDesc:   d("records_outside_datasets_total", "Drained records of files outside every pod volume (a container's own binary, libraries, configuration): not shipped, nothing to profile."),
 		resolveDesc:   d("workload_resolve_failures_total", "Pods whose owner chain could not be read to the top: their reads went to the highest owner known."),
 	}
@@ -159,7 +160,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.readBytes, m.readOps, m.steps, m.missPages, m.waitSeconds,
 		m.eventsLost, m.mapFull, m.mapFill, m.progTime, m.progRuns, m.missing,
 		m.buffered, m.droppedWin, m.shipped, m.shipFailures, m.unattrDesc,
-		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited, m.outsideDesc, m.resolveDesc, m.storeFailures} {
+		m.observedDesc, m.pendingDesc, m.pathsDesc, m.heldDesc, m.rawSyscalls, m.deferred, m.inherited, m.attached, m.outsideDesc, m.resolveDesc, m.storeFailures} {
 		ch <- d
 	}
 	m.drainHist.Describe(ch)
@@ -203,6 +204,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	g(m.rawSyscalls, raw)
 	c(m.deferred, float64(m.source.DeferredBatches))
 	c(m.inherited, float64(m.source.InheritedAllows))
+	g(m.attached, float64(m.source.ProgramsAttached))
 	if m.shipper != nil {
 		st := m.shipper()
 		g(m.buffered, float64(st.Buffered))

@@ -27,7 +27,7 @@ func TestMetricsFromWindows(t *testing.T) {
 	}}
 	src := SourceStats{EventsLost: 4, MapEntries: 250, MapCapacity: 1000, MissingHooks: []string{"tp_btf/mm_filemap_get_pages"},
 		Programs:    map[string]ProgramStats{"read_exit": {RunTime: 1500 * time.Millisecond, RunCount: 7}},
-		RawSyscalls: true, DeferredBatches: 3, InheritedAllows: 6}
+		RawSyscalls: true, DeferredBatches: 3, InheritedAllows: 6, ProgramsAttached: 15}
 	m.observeWindow(w, src, windowState{unattributed: 2, observed: 5, pending: 1, paths: 9, held: 3})
 	m.observeWindow(w, src, windowState{observed: 5, pending: 1, paths: 9, held: 3})
 	m.ObserveDrain(3 * time.Millisecond)
@@ -69,6 +69,9 @@ eddy_collector_deferred_batches_total 3
 # HELP eddy_collector_inherited_allows_total Container cgroups the kernel allowed as they were created in an observed pod's cgroup.
 # TYPE eddy_collector_inherited_allows_total counter
 eddy_collector_inherited_allows_total 6
+# HELP eddy_collector_programs_attached eBPF programs attached at the last drain. The per-syscall and page-cache programs are attached only while an observed container runs on the node (--attach=observed); the cgroup and thread exit hooks always.
+# TYPE eddy_collector_programs_attached gauge
+eddy_collector_programs_attached 15
 # HELP eddy_collector_held_records Drained records held for a later drain because their container was not known yet (a container seen by the kernel before the kubelet's status names it).
 # TYPE eddy_collector_held_records gauge
 eddy_collector_held_records 3
@@ -78,7 +81,7 @@ eddy_collector_held_records 3
 		"eddy_collector_map_fill_ratio", "eddy_collector_windows_dropped_total", "eddy_collector_unattributed_records_total",
 		"eddy_collector_hook_missing", "eddy_collector_bpf_run_time_seconds_total",
 		"eddy_collector_raw_syscall_hooks", "eddy_collector_deferred_batches_total", "eddy_collector_inherited_allows_total",
-		"eddy_collector_held_records"))
+		"eddy_collector_held_records", "eddy_collector_programs_attached"))
 
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(m))

@@ -61,6 +61,10 @@ type SourceStats struct {
 	// InheritedAllows counts container cgroups the kernel allowed as they
 	// were created in an allowed pod's cgroup.
 	InheritedAllows uint64
+	// ProgramsAttached counts the eBPF programs attached now: the
+	// per-syscall and page-cache ones only while a container is observed
+	// (bpf.Options.AttachAlways), the cgroup hooks always.
+	ProgramsAttached int
 }
 
 // ProgramStats is the kernel's accounting for one BPF program.

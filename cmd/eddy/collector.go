@@ -46,6 +46,7 @@ type collectorFlags struct {
 	maxBuffered    int
 	maxFiles       uint32
 	runTimeStats   bool
+	attach         string
 	verbosity      int
 }
 
@@ -108,6 +109,7 @@ PersistentVolumes.`,
 	fl.IntVar(&f.maxBuffered, "max-buffered-windows", 720, "most unacknowledged windows kept in --state-dir before the oldest are dropped")
 	fl.Uint32Var(&f.maxFiles, "max-files", 0, "most (container, file) entries the kernel keeps between drains (0: the recorder's default)")
 	fl.BoolVar(&f.runTimeStats, "bpf-run-time-stats", false, "turn on the kernel's run-time accounting of BPF programs (eddy_collector_bpf_run_*): it costs 100-150 ns per traced read and slows every BPF program on the node, and needs CAP_SYS_ADMIN (or kernel.bpf_stats_enabled=1 set by the host)")
+	fl.StringVar(&f.attach, "attach", "observed", "when the per-syscall and page-cache eBPF programs are attached: observed (only while a container of an opted-in pod runs on this node; a node with none pays nothing) or always")
 	fl.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity (0: info, 1: per-container changes, 2+: debug)")
 	return cmd
 }
@@ -144,7 +146,10 @@ func runCollector(ctx context.Context, f collectorFlags) error {
 	}
 	// The kernel side first: a missing capability or BTF is the most likely
 	// deployment mistake, and its error names what is missing.
-	rec, err := bpf.Load(bpf.Options{MaxFiles: f.maxFiles, NoRunTimeStats: !f.runTimeStats, Logger: log.WithName("bpf")})
+	if f.attach != "observed" && f.attach != "always" {
+		return fmt.Errorf("--attach=%q: want observed or always", f.attach)
+	}
+	rec, err := bpf.Load(bpf.Options{MaxFiles: f.maxFiles, NoRunTimeStats: !f.runTimeStats, AttachAlways: f.attach == "always", Logger: log.WithName("bpf")})
 	if err != nil {
 		return err
 	}
