@@ -389,6 +389,55 @@ func TestNodeCollectorEndToEnd(t *testing.T) {
 		assert.NotEqual(t, reader.pod.Name, f.Pod, "read after the pod was deleted was recorded")
 	}
 	assert.Zero(t, in.dropped())
+
+	// The per-syscall and page-cache programs are attached only while an
+	// opted-in container is observed: early still is; once it goes, only
+	// the cgroup and thread exit hooks stay.
+	attached := func() float64 { return metricValue(t, metrics, "eddy_collector_programs_attached", nil) }
+	observing := attached()
+	assert.Greater(t, observing, 3.0, "programs attached while early is observed")
+	require.NoError(t, c.Delete(ctx, early.pod, client.GracePeriodSeconds(0)))
+	require.Eventually(t, func() bool { return attached() == 3 }, 10*time.Second, 50*time.Millisecond,
+		"with no observed container only the cgroup and thread exit hooks stay attached: %v attached", attached())
+
+	// A pod that starts on the node while the programs are detached: its
+	// cgroup, allowed as the kubelet makes it, attaches them before its
+	// container exists, so the container's first reads are recorded, and
+	// attributed once the kubelet's status names it.
+	late := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: on.Name, Name: "late"}, Spec: podSpec(true)}
+	require.NoError(t, c.Create(ctx, late))
+	lateGroup, err := cgroupv2.Create("kubepods/besteffort", "pod"+string(late.UID))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, lateGroup.Remove()) })
+	t0 := time.Now()
+	require.Eventually(t, func() bool { return attached() > 3 }, 10*time.Second, 20*time.Millisecond,
+		"the pod's cgroup never attached the programs")
+	t.Logf("programs attached (seen in the metrics) %v after the pod's cgroup appeared", time.Since(t0))
+	lateID := randomHex(t, 32)
+	ctrGroup, err := cgroupv2.Create(filepath.Join("kubepods/besteffort", "pod"+string(late.UID)), lateID)
+	require.NoError(t, err)
+	lateCtr := simPod{pod: late, group: ctrGroup}
+	require.NoError(t, lateCtr.run(t, "/", "exec dd if="+big+" of=/dev/null bs=1M count=8 status=none").Wait())
+	late.Status = corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "main", ContainerID: "containerd://" + lateID, Ready: true, Image: "reader:1", ImageID: "sha256:" + randomHex(t, 32),
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}},
+	}}}
+	require.NoError(t, c.Status().Update(ctx, late))
+	lateBytes := func() (n uint64) {
+		for _, f := range in.files() {
+			if f.Pod == late.Name && f.Path == "train/big.bin" {
+				n += f.ReadBytes
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return lateBytes() >= bigSize }, 20*time.Second, 100*time.Millisecond,
+		"the late pod's first reads were not all recorded: %d bytes", lateBytes())
+	assert.Equal(t, uint64(bigSize), lateBytes())
+	require.NoError(t, c.Delete(ctx, late, client.GracePeriodSeconds(0)))
+	require.Eventually(t, func() bool { return attached() == 3 }, 10*time.Second, 50*time.Millisecond,
+		"the late pod gone (its cgroups still there, as the kubelet leaves them a moment), the programs detach: %v attached", attached())
+	assert.Zero(t, in.dropped())
 }
 
 func testLogger(t *testing.T) logr.Logger {
