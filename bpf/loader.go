@@ -80,9 +80,10 @@ type Options struct {
 	// RawSyscalls uses the raw_syscalls tracepoints for the syscall hooks even
 	// where the syscalls trace events exist. Each traced read then costs less
 	// (about 30 to 50 ns in BenchmarkPread on a small VM), but every other
-	// syscall on the node, of any process, runs a program (about 40 ns more
-	// per syscall in BenchmarkOtherSyscalls). It can pay off on a node whose
-	// syscalls are mostly the reads of observed pods.
+	// syscall on the node, of any process, runs a program while they are
+	// attached (about 40 ns more per syscall in BenchmarkOtherSyscalls). It
+	// can pay off on a node whose syscalls are mostly the reads of observed
+	// pods.
 	RawSyscalls bool
 	// AttachAlways keeps the per-syscall and page-cache programs attached
 	// while no cgroup is allowed. By default they are attached only while
@@ -380,7 +381,12 @@ func (r *Recorder) learningHooks() []*attachedHook {
 // linkLearning attaches the hooks that are attached only while a cgroup is
 // allowed, in their order (syscall entries before exits, so that no exit
 // runs without its entry), or, on error, none of them. The caller holds
-// allowMu or owns r alone.
+// allowMu or owns r alone. One read can still come out wrong: a read of a
+// cgroup allowed again whose entry ran before the last detach and that was
+// still blocked when the exits detached leaves its thread's state in flight;
+// if that thread's next read began before the entries attached again and
+// ends after the exits did, it is counted with the old read's start and
+// descriptor.
 func (r *Recorder) linkLearning() error {
 	if r.linked {
 		return nil
@@ -671,8 +677,9 @@ func explainLoadError(err error) error {
 // RawSyscalls reports whether the syscall hooks are the raw_syscalls
 // tracepoints, because Options.RawSyscalls asked for them or because the
 // syscalls trace events were missing. Recording is complete either way, but
-// then every syscall on the node, of any process, runs a program (about 40 ns
-// each on a small VM) instead of only the traced ones.
+// then every syscall on the node, of any process, runs a program while the
+// per-syscall programs are attached (about 40 ns each on a small VM) instead
+// of only the traced ones.
 func (r *Recorder) RawSyscalls() bool {
 	return r.rawSyscalls
 }
