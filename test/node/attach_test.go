@@ -1,0 +1,221 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
+	"github.com/eddy-autotune/eddy/test/node"
+	"github.com/eddy-autotune/eddy/test/node/workload"
+)
+
+// TestCollectorAttachesOnlyWhileObserving deploys eddy from config/ on the
+// real node and counts, from the host, the BPF links the collector's process
+// holds: with no opted-in pod on the node only the cgroup and thread exit
+// hooks are attached; an opted-in pod attaches the per-syscall and
+// page-cache programs in time for its first reads (its profile holds every
+// byte it read); when it ends they detach.
+func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
+	node.SkipUnlessAvailable(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("/tmp", "eddy-attach-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := node.Start(ctx, node.Options{Dir: dir, Images: []string{"pause", "workload", "eddy"}, Log: node.TestLog(t)})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	}()
+	if _, err := c.DeployEddy(ctx, node.EddyOptions{Args: map[string][]string{
+		"analyzer":  {"--flush-interval=2s"},
+		"collector": {"--interval=1s"},
+	}}); err != nil {
+		t.Fatalf("deploy eddy: %v", err)
+	}
+
+	const namespace = "attach"
+	const files, size = 48, 64 << 10
+	d, err := c.AddLocalDataset(ctx, namespace, "local", func(dir string) error { return workload.WriteSample(dir, files, size, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := waitLinks(ctx, t, "no opted-in pod yet", func(n int) bool { return n > 0 })
+	if rest > 4 {
+		t.Fatalf("%d links with nothing to observe; want the cgroup mkdir/rmdir and thread exit hooks and the batch flusher alone", rest)
+	}
+
+	var ns corev1.Namespace
+	if err := c.Env.Client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels = map[string]string{v1.AutotuneLabel: v1.AutotuneEnabled}
+	if err := c.Env.Client.Update(ctx, &ns); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "reader"},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{node.NodeLabel: "real"},
+			Containers: []corev1.Container{{
+				Name: "reader", Image: node.WorkloadImage, ImagePullPolicy: corev1.PullNever,
+				Command:      []string{"eddy-workload", "read", "--dir", "/data", "--pattern", "smallfiles", "--report", "/out/report.json", "--hold"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data", ReadOnly: true}, {Name: "out", MountPath: "/out"}},
+			}},
+			Volumes: []corev1.Volume{
+				{Name: "data", VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: d.Claim, ReadOnly: true}}},
+				{Name: "out", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
+		},
+	}
+	if err := c.Env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	// 6 page-cache hooks and the syscall hooks: one link per syscalls trace
+	// event (18), or 2 raw_syscalls hooks where the collector found no
+	// tracefs.
+	observing := waitLinks(ctx, t, "an opted-in pod running", func(n int) bool { return n >= rest+8 })
+	defer func() {
+		if t.Failed() {
+			t.Logf("collector logs:\n%s", collectorLogs(ctx, c))
+		}
+	}()
+	t.Logf("links held by the collector: %d at rest, %d observing", rest, observing)
+	if observing < rest+24 {
+		t.Logf("the collector runs raw_syscalls hooks (no tracefs in its pod?):\n%s", collectorLogs(ctx, c))
+	}
+
+	// Every byte the pod read, from its first read, is in its profile. The
+	// profile's count decays with time (a few parts in 10,000 over a
+	// minute): a missed read, 4 KiB or more, is larger than the slack.
+	const want = files * size * 999 / 1000
+	var got int64
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		var list v1.AccessProfileList
+		if err := c.Env.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+			t.Fatal(err)
+		}
+		got = 0
+		for _, p := range list.Items {
+			if p.Spec.Dataset.Name == d.Claim && p.Status.Features != nil {
+				got += p.Status.Features.BytesRead
+			}
+		}
+		if got >= want {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if got < want {
+		t.Errorf("the pod's profile holds %d bytes, want every byte it read (%d, less the decay)", got, files*size)
+	}
+	t.Logf("the pod's profile holds %d of the %d bytes it read", got, files*size)
+
+	if err := c.Env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	waitLinks(ctx, t, "the pod deleted", func(n int) bool { return n == rest })
+	t.Logf("programs detached %.1fs after the pod was deleted", time.Since(deleted).Seconds())
+}
+
+// collectorLogs returns the logs of eddy's collector pods.
+func collectorLogs(ctx context.Context, c *node.Cluster) string {
+	cs, err := kubernetes.NewForConfig(c.Env.Config)
+	if err != nil {
+		return err.Error()
+	}
+	pods, err := cs.CoreV1().Pods(node.EddySystem).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	var out strings.Builder
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, node.CollectorName) {
+			continue
+		}
+		b, err := cs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		out.WriteString(p.Name + ":\n" + string(b) + "\n")
+	}
+	return out.String()
+}
+
+// waitLinks waits up to a minute until ok holds for the number of BPF links
+// the collector's process holds, and returns it.
+func waitLinks(ctx context.Context, t *testing.T, what string, ok func(int) bool) int {
+	t.Helper()
+	n := -1
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
+		if n = collectorLinks(t); ok(n) {
+			return n
+		}
+	}
+	t.Fatalf("%s: the collector holds %d BPF links", what, n)
+	return n
+}
+
+// collectorLinks counts the BPF link file descriptors of the `eddy
+// collector` process on this host (one real node runs at a time).
+func collectorLinks(t *testing.T) int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, found := 0, false
+	for _, cmdline := range procs {
+		b, err := os.ReadFile(cmdline)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 2 || filepath.Base(args[0]) != "eddy" || args[1] != "collector" {
+			continue
+		}
+		found = true
+		fdinfo := filepath.Join(filepath.Dir(cmdline), "fdinfo")
+		entries, err := os.ReadDir(fdinfo)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(fdinfo, e.Name()))
+			if err != nil {
+				continue
+			}
+			s := bufio.NewScanner(bytes.NewReader(b))
+			for s.Scan() {
+				if strings.HasPrefix(s.Text(), "link_type:") {
+					n++
+					break
+				}
+			}
+		}
+	}
+	if !found {
+		return -1
+	}
+	return n
+}
