@@ -30,23 +30,32 @@ type flushCase struct {
 
 // flushCases are the configurations compared side by side.
 var flushCases = []flushCase{
-	{name: "default", opt: func(*service.Options) {}},
+	{name: "workers=1", opt: func(o *service.Options) { o.PublishWorkers = 1 }},
+	{name: "workers=8", opt: func(o *service.Options) { o.PublishWorkers = 8 }},
 }
 
-// benchWindow is one window from one collector with a record for each of
-// benchKeys workloads (prefix tells the cases' workloads apart), spread
-// over benchNamespaces namespaces.
 func benchWindow(prefix string, seq uint64) *accessv1.AccessWindow {
+	var nss []string
+	for i := range benchNamespaces {
+		nss = append(nss, fmt.Sprintf("bench-%d", i))
+	}
+	return keysWindow(prefix, seq, benchKeys, nss)
+}
+
+// keysWindow is one window from one collector with a record for each of
+// keys workloads (prefix tells apart the workloads of different calls),
+// spread over namespaces.
+func keysWindow(prefix string, seq uint64, keys int, namespaces []string) *accessv1.AccessWindow {
 	now := time.Now().UnixNano()
 	w := &accessv1.AccessWindow{Sequence: seq, StartUnixNano: now - 10e9, EndUnixNano: now}
-	for i := range benchKeys {
-		ns := fmt.Sprintf("bench-%d", i%benchNamespaces)
+	for i := range keys {
+		ns := namespaces[i%len(namespaces)]
 		name := fmt.Sprintf("%s-%04d", prefix, i)
 		w.Files = append(w.Files, &accessv1.FileAccess{
 			Workload: &accessv1.WorkloadRef{Namespace: ns, Kind: "Job", ApiVersion: "batch/v1", Name: name, Rule: "Object", Object: name},
 			Dataset:  &accessv1.DatasetRef{Namespace: ns, Name: "data", Source: "PVC", Pvc: "data"},
 			Pod:      name + "-pod", PodUid: name + "-uid", Container: "c",
-			Path:     fmt.Sprintf("/data/%s/part-%05d", name, seq), ReadOps: 64, ReadBytes: 16 << 20, FileSize: 16 << 20,
+			Path: fmt.Sprintf("/data/%s/part-%05d", name, seq), ReadOps: 64, ReadBytes: 16 << 20, FileSize: 16 << 20,
 			SeqSteps: 63, Passes: 1, MaxOffset: 16 << 20, FirstAccessUnixNano: now - 9e9, LastAccessUnixNano: now - 1e9,
 		})
 	}
