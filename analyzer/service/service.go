@@ -54,7 +54,8 @@ type Options struct {
 	// GRPCAddr is where collectors ship windows (default ":9470").
 	GRPCAddr string
 	// FlushInterval is how often state is assessed, written and acknowledged
-	// (default 10s).
+	// (default 10s). Keep it under a quarter of v1.AnalyzerStaleAfter: an
+	// idle analyzer proves its progress once a flush.
 	FlushInterval time.Duration
 	// LeaseNamespace holds the heartbeat Lease (default "eddy-system").
 	LeaseNamespace string

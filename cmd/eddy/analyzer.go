@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/eddy-autotune/eddy/api/v1alpha1"
+
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/history"
 	"github.com/eddy-autotune/eddy/analyzer/intake"
@@ -78,6 +80,12 @@ terminationGracePeriodSeconds.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opt.FlushInterval < time.Second {
 				return fmt.Errorf("--flush-interval %s: at least 1s", opt.FlushInterval)
+			}
+			if limit := v1alpha1.AnalyzerStaleAfter / 4; opt.FlushInterval > limit {
+				// Progress is proven at most once a flush; the heartbeat
+				// must be renewed several times within the operator's
+				// stale-after.
+				return fmt.Errorf("--flush-interval %s: at most %s (a quarter of the operator's default stale-after)", opt.FlushInterval, limit)
 			}
 			if halfLife < time.Minute {
 				return fmt.Errorf("--half-life %s: at least 1m", halfLife)
