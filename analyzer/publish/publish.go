@@ -135,10 +135,21 @@ func (r *Result) add(o *Result) {
 	r.OpenKeys = append(r.OpenKeys, o.OpenKeys...)
 }
 
-// policies caches, for one Publish call, each namespace's policy bounds.
+// policies caches, for one Publish call, each namespace's policy bounds
+// and its recommendations by profile (one List per namespace, not one per
+// profile: listing per profile cost the API server every recommendation of
+// the namespace for each of its profiles).
 type policies struct {
-	mu   sync.Mutex
-	byNS map[string]policyBounds
+	mu    sync.Mutex
+	byNS  map[string]policyBounds
+	recNS map[string]*namespaceRecs
+}
+
+// namespaceRecs are one namespace's recommendations, listed once.
+type namespaceRecs struct {
+	once      sync.Once
+	err       error
+	byProfile map[string][]v1.Recommendation
 }
 
 // Publish writes every entry, Workers at a time. Keys whose writes failed
@@ -155,7 +166,7 @@ func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result,
 		workers = DefaultWorkers
 	}
 	workers = min(workers, len(entries))
-	pols := &policies{byNS: map[string]policyBounds{}}
+	pols := &policies{byNS: map[string]policyBounds{}, recNS: map[string]*namespaceRecs{}}
 	var (
 		mu   sync.Mutex
 		res  Result
@@ -254,7 +265,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 		spec.Evidence.Profile = prof.Name
 		spec.Evidence.Runs = baselineRuns(prof.Status.RecentRuns)
 		if existing == nil {
-			if existing, err = p.recommendationsOf(ctx, prof); err != nil {
+			if existing, err = p.recommendationsOf(ctx, pols, prof); err != nil {
 				return err
 			}
 		}
@@ -580,17 +591,39 @@ func recommendationName(prof *v1.AccessProfile, action v1.Action, identity strin
 	return dnsName(prof.Name + "." + string(action) + "-" + shortHash(identity))
 }
 
-// recommendationsOf lists the recommendations made from prof.
-func (p *Publisher) recommendationsOf(ctx context.Context, prof *v1.AccessProfile) ([]v1.Recommendation, error) {
-	var list v1.RecommendationList
-	if err := p.Client.List(ctx, &list, client.InNamespace(prof.Namespace), client.MatchingLabels{v1.ProfileLabel: truncate(prof.Name, 63)}); err != nil {
-		return nil, fmt.Errorf("list Recommendations of AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
+// recommendationsOf returns the recommendations made from prof, as listed
+// once per Publish call for its namespace. A recommendation this call
+// creates for prof is not among them; prof is published once per call.
+func (p *Publisher) recommendationsOf(ctx context.Context, pols *policies, prof *v1.AccessProfile) ([]v1.Recommendation, error) {
+	pols.mu.Lock()
+	nr := pols.recNS[prof.Namespace]
+	if nr == nil {
+		nr = &namespaceRecs{}
+		pols.recNS[prof.Namespace] = nr
 	}
-	out := list.Items[:0]
-	for _, r := range list.Items {
-		if r.Spec.Evidence.Profile == prof.Name {
+	pols.mu.Unlock()
+	nr.once.Do(func() {
+		var list v1.RecommendationList
+		if err := p.Client.List(ctx, &list, client.InNamespace(prof.Namespace), client.HasLabels{v1.ProfileLabel}); err != nil {
+			nr.err = fmt.Errorf("list Recommendations in %s: %w", prof.Namespace, err)
+			return
+		}
+		nr.byProfile = map[string][]v1.Recommendation{}
+		for _, r := range list.Items {
+			nr.byProfile[r.Spec.Evidence.Profile] = append(nr.byProfile[r.Spec.Evidence.Profile], r)
+		}
+	})
+	if nr.err != nil {
+		return nil, nr.err
+	}
+	var out []v1.Recommendation
+	for _, r := range nr.byProfile[prof.Name] {
+		if r.Labels[v1.ProfileLabel] == truncate(prof.Name, 63) {
 			out = append(out, r)
 		}
+	}
+	if out == nil {
+		out = []v1.Recommendation{}
 	}
 	return out, nil
 }
