@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -146,4 +147,49 @@ func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
 		}
 	}
 	return false
+}
+
+// TestAnalyzerFlushesWithinItsGracePeriod: the analyzer's shutdown flush
+// (--shutdown-flush-timeout) ends at least 10 s before the kubelet kills
+// it (terminationGracePeriodSeconds), so what it was writing is not lost.
+func TestAnalyzerFlushesWithinItsGracePeriod(t *testing.T) {
+	objs, err := Deployment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" || o.GetName() != "eddy-analyzer" {
+			continue
+		}
+		v, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "template", "spec", "terminationGracePeriodSeconds")
+		var grace int64
+		switch n := v.(type) { // YAML decodes to float64, Go objects hold int64
+		case int64:
+			grace = n
+		case float64:
+			grace = int64(n)
+		default:
+			t.Fatalf("the analyzer's Deployment sets no terminationGracePeriodSeconds (%v)", v)
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+			for _, a := range args {
+				v, ok := strings.CutPrefix(a, "--shutdown-flush-timeout=")
+				if !ok {
+					continue
+				}
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					t.Fatalf("%s: %v", a, err)
+				}
+				if limit := time.Duration(grace)*time.Second - 10*time.Second; d > limit {
+					t.Fatalf("--shutdown-flush-timeout %s leaves less than 10s of terminationGracePeriodSeconds %d", d, grace)
+				}
+				return
+			}
+		}
+		t.Fatal("the analyzer's Deployment does not set --shutdown-flush-timeout")
+	}
+	t.Fatal("no eddy-analyzer Deployment")
 }

@@ -11,6 +11,8 @@ package operator
 
 import (
 	"time"
+
+	"github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Verification thresholds. An applied recommendation is judged by the runs
@@ -75,10 +77,10 @@ func (o Options) withDefaults() Options {
 		o.Namespace = "eddy-system"
 	}
 	if o.AnalyzerLease == "" {
-		o.AnalyzerLease = "eddy-analyzer"
+		o.AnalyzerLease = v1alpha1.AnalyzerHeartbeatLease
 	}
 	if o.AnalyzerStaleAfter == 0 {
-		o.AnalyzerStaleAfter = 2 * time.Minute
+		o.AnalyzerStaleAfter = v1alpha1.AnalyzerStaleAfter
 	}
 	if o.StaleRetry == 0 {
 		o.StaleRetry = 30 * time.Second

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -73,6 +74,11 @@ func NewStore(dir string, maxFiles int) (*Store, error) {
 		return nil, err
 	}
 	for _, e := range entries {
+		if !e.IsDir() && strings.HasPrefix(e.Name(), tempPrefix) {
+			// Left by a flush a crash interrupted: never renamed, never read.
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
 		if e.IsDir() || filepath.Ext(e.Name()) != ".gz" {
 			continue
 		}
@@ -188,9 +194,13 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Doc
 	return m, true
 }
 
-// Flush writes every manifest changed since the last flush. A manifest that
-// cannot be written stays marked and is tried again by the next Flush; its
-// failure holds back no other manifest. The error names every manifest
+// Flush writes every manifest changed since the last flush, in one batch:
+// each to a temporary file, all made durable by one sync of the state
+// folder's file system, then each renamed into place and the folder synced
+// once. However many manifests changed, a flush costs two syncs, and a
+// crash leaves each manifest either as it was or as it is now. A manifest
+// that cannot be written stays marked and is tried again by the next Flush;
+// its failure holds back no other manifest. The error names every manifest
 // that failed.
 func (s *Store) Flush() error {
 	if s.dir == "" {
@@ -200,6 +210,7 @@ func (s *Store) Flush() error {
 	type job struct {
 		k    analyzer.Key
 		data []byte
+		tmp  string
 	}
 	var jobs []job
 	var errs []error
@@ -209,16 +220,52 @@ func (s *Store) Flush() error {
 			errs = append(errs, fmt.Errorf("encode manifest of %s: %w", k, err))
 			continue
 		}
-		jobs = append(jobs, job{k, data})
+		jobs = append(jobs, job{k: k, data: data})
 		delete(s.dirty, k)
 	}
 	s.mu.Unlock()
+	failed := func(j job, err error) {
+		if j.tmp != "" {
+			os.Remove(j.tmp)
+		}
+		s.mu.Lock()
+		s.dirty[j.k] = true
+		s.mu.Unlock()
+		errs = append(errs, fmt.Errorf("persist manifest of %s: %w", j.k, err))
+	}
+	written := jobs[:0]
+	var tmps []string
 	for _, j := range jobs {
-		if err := writeAtomic(filepath.Join(s.dir, fileName(j.k)), j.data); err != nil {
-			s.mu.Lock()
-			s.dirty[j.k] = true
-			s.mu.Unlock()
-			errs = append(errs, fmt.Errorf("persist manifest of %s: %w", j.k, err))
+		tmp, err := writeTemp(s.dir, j.data)
+		if err != nil {
+			failed(j, err)
+			continue
+		}
+		j.tmp = tmp
+		written = append(written, j)
+		tmps = append(tmps, tmp)
+	}
+	if len(written) == 0 {
+		return errors.Join(errs...)
+	}
+	if err := syncFiles(s.dir, tmps); err != nil {
+		for _, j := range written {
+			failed(j, fmt.Errorf("sync %s: %w", s.dir, err))
+		}
+		return errors.Join(errs...)
+	}
+	renamed := written[:0]
+	for _, j := range written {
+		if err := os.Rename(j.tmp, filepath.Join(s.dir, fileName(j.k))); err != nil {
+			failed(j, err)
+			continue
+		}
+		renamed = append(renamed, j)
+	}
+	if err := syncDir(s.dir); err != nil {
+		for _, j := range renamed {
+			j.tmp = ""
+			failed(j, fmt.Errorf("sync %s: %w", s.dir, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -229,9 +276,15 @@ type onDisk struct {
 	State *keyState    `json:"state"`
 }
 
+// gzipWriters are reused across manifests: a flush of thousands of small
+// manifests would otherwise spend most of its time allocating compressors.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
+
 func encode(k analyzer.Key, st *keyState) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	if err := json.NewEncoder(zw).Encode(onDisk{k, st}); err != nil {
 		return nil, err
 	}
@@ -268,24 +321,34 @@ func fileName(k analyzer.Key) string {
 	return fmt.Sprintf("%x.json.gz", sha256Sum(k.String()))
 }
 
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+// tempPrefix starts the names of manifests being written.
+const tempPrefix = ".tmp-"
+
+// writeTemp writes data to a new temporary file in dir, not yet synced, and
+// returns its path.
+func writeTemp(dir string, data []byte) (string, error) {
+	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+		return "", err
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
+}
+
+// syncDir makes the renames in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	defer d.Close()
+	return d.Sync()
 }

@@ -8,8 +8,12 @@ package publish
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -38,7 +42,13 @@ const DefaultRunEndedAfter = 30 * time.Second
 // not say.
 const DefaultCoolOff = 24 * time.Hour
 
-// Publisher writes entries. Its zero value is not usable: set Client.
+// DefaultWorkers is how many keys Publish writes at once.
+const DefaultWorkers = 8
+
+// Publisher writes entries. Its zero value is not usable: set Client. It
+// remembers the AccessProfiles it wrote (without their checkpoint data), so
+// that it writes a profile without reading it first and skips a write that
+// would change nothing material (see MaterialChange).
 type Publisher struct {
 	Client client.Client
 	Log    logr.Logger
@@ -46,10 +56,25 @@ type Publisher struct {
 	StableAssessments int
 	// RunEndedAfter: see DefaultRunEndedAfter (0 means default).
 	RunEndedAfter time.Duration
+	// Workers is how many keys are written at once (0 means DefaultWorkers).
+	Workers int
+	// Written, when set, is called each time a key's profile was written or
+	// found current: the publisher is making progress. It is called from
+	// several goroutines at once.
+	Written func(analyzer.Key)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
+	mu      sync.Mutex
 	pending map[pendingKey]pendingRec
+	known   map[client.ObjectKey]knownProfile
+}
+
+// knownProfile is an AccessProfile as the publisher last wrote or read it,
+// without its checkpoint data, and the hash of that data.
+type knownProfile struct {
+	obj        *v1.AccessProfile
+	checkpoint [sha256.Size]byte
 }
 
 type pendingKey struct {
@@ -90,43 +115,106 @@ type Result struct {
 	// flush even without new windows.
 	HeldKeys []analyzer.Key
 	OpenKeys []analyzer.Key
+	// Unchanged counts profiles not written because their checkpoint was
+	// the one written and nothing else changed materially.
+	Unchanged int
 	// Failed keys were not written, each with why.
 	Failed map[analyzer.Key]error
 }
 
-// Publish writes every entry. Keys whose writes failed are returned in
-// Result.Failed with their errors (their checkpoints are not durable); other
-// keys went through.
+// add adds what one key's publishing did to r.
+func (r *Result) add(o *Result) {
+	r.Profiles += o.Profiles
+	r.Proposed += o.Proposed
+	r.AlreadyProposed += o.AlreadyProposed
+	r.Held += o.Held
+	r.InForce += o.InForce
+	r.CoolingOff += o.CoolingOff
+	r.Unchanged += o.Unchanged
+	r.HeldKeys = append(r.HeldKeys, o.HeldKeys...)
+	r.OpenKeys = append(r.OpenKeys, o.OpenKeys...)
+}
+
+// policies caches, for one Publish call, each namespace's policy bounds
+// and its recommendations by profile (one List per namespace, not one per
+// profile: listing per profile cost the API server every recommendation of
+// the namespace for each of its profiles).
+type policies struct {
+	mu    sync.Mutex
+	byNS  map[string]policyBounds
+	recNS map[string]*namespaceRecs
+}
+
+// namespaceRecs are one namespace's recommendations, listed once.
+type namespaceRecs struct {
+	once      sync.Once
+	err       error
+	byProfile map[string][]v1.Recommendation
+}
+
+// Publish writes every entry, Workers at a time. Keys whose writes failed
+// are returned in Result.Failed with their errors (their checkpoints are not
+// durable); other keys went through.
 func (p *Publisher) Publish(ctx context.Context, entries []store.Entry) (Result, error) {
+	p.mu.Lock()
 	if p.pending == nil {
 		p.pending = map[pendingKey]pendingRec{}
 	}
-	var res Result
-	var errs []error
-	policies := map[string]policyBounds{}
-	for i := range entries {
-		e := &entries[i]
-		if err := p.publishOne(ctx, e, policies, &res); err != nil {
-			if res.Failed == nil {
-				res.Failed = map[analyzer.Key]error{}
-			}
-			res.Failed[e.Key] = err
-			errs = append(errs, fmt.Errorf("%s: %w", e.Key, err))
-		}
+	p.mu.Unlock()
+	workers := p.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
 	}
+	workers = min(workers, len(entries))
+	pols := &policies{byNS: map[string]policyBounds{}, recNS: map[string]*namespaceRecs{}}
+	var (
+		mu   sync.Mutex
+		res  Result
+		errs []error
+		wg   sync.WaitGroup
+	)
+	next := make(chan *store.Entry)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range next {
+				var one Result
+				err := p.publishOne(ctx, e, pols, &one)
+				mu.Lock()
+				res.add(&one)
+				if err != nil {
+					if res.Failed == nil {
+						res.Failed = map[analyzer.Key]error{}
+					}
+					res.Failed[e.Key] = err
+					errs = append(errs, fmt.Errorf("%s: %w", e.Key, err))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range entries {
+		next <- &entries[i]
+	}
+	close(next)
+	wg.Wait()
 	return res, errors.Join(errs...)
 }
 
-func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map[string]policyBounds, res *Result) error {
+func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *policies, res *Result) error {
 	ns := e.Key.WorkloadNamespace
 	if ns == "" {
 		return Permanent(fmt.Errorf("no workload namespace; the collector did not attribute these reads"))
 	}
-	prof, err := p.writeProfile(ctx, e)
+	prof, err := p.writeProfile(ctx, e, res)
 	if err != nil {
 		return err
 	}
 	res.Profiles++
+	if p.Written != nil {
+		p.Written(e.Key)
+	}
 	for _, r := range prof.Status.RecentRuns {
 		if !r.Ended {
 			res.OpenKeys = append(res.OpenKeys, e.Key)
@@ -134,12 +222,9 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 		}
 	}
 
-	pol, ok := policies[ns]
-	if !ok {
-		if pol, err = p.policy(ctx, ns); err != nil {
-			return err
-		}
-		policies[ns] = pol
+	pol, err := p.policyOf(ctx, pols, ns)
+	if err != nil {
+		return err
 	}
 	if pol.mode == v1.ModeOff {
 		return nil
@@ -156,6 +241,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 			continue
 		}
 		pk := pendingKey{prof.Name, spec.Action}
+		p.mu.Lock()
 		pr := p.pending[pk]
 		if pr.identity == identity {
 			pr.count++
@@ -163,6 +249,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 			pr = pendingRec{identity: identity, count: 1}
 		}
 		p.pending[pk] = pr
+		p.mu.Unlock()
 		stable := p.StableAssessments
 		if stable <= 0 {
 			stable = DefaultStableAssessments
@@ -178,7 +265,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, policies map
 		spec.Evidence.Profile = prof.Name
 		spec.Evidence.Runs = baselineRuns(prof.Status.RecentRuns)
 		if existing == nil {
-			if existing, err = p.recommendationsOf(ctx, prof); err != nil {
+			if existing, err = p.recommendationsOf(ctx, pols, prof); err != nil {
 				return err
 			}
 		}
@@ -260,22 +347,72 @@ func datasetRef(e *store.Entry) v1.DatasetReference {
 	return d
 }
 
-func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.AccessProfile, error) {
-	prof := &v1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Name: ProfileName(e.Key), Namespace: e.Key.WorkloadNamespace}}
-	err := p.Client.Get(ctx, client.ObjectKeyFromObject(prof), prof)
-	if apierrors.IsNotFound(err) {
-		ref, rerr := workloadRef(e)
-		if rerr != nil {
+// writeProfile writes e into its AccessProfile's status, creating the
+// profile if needed. A profile the publisher knows is patched without being
+// read first (its resourceVersion guards the patch); one changed or deleted
+// by someone else since is read afresh and patched once more.
+func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, res *Result) (*v1.AccessProfile, error) {
+	key := client.ObjectKey{Namespace: e.Key.WorkloadNamespace, Name: ProfileName(e.Key)}
+	sum := sha256.Sum256(e.Checkpoint)
+	getFirst := false
+	if k, ok := p.lookup(key); ok {
+		prof, err := p.patchStatus(ctx, e, k.obj, sum, k.checkpoint == sum, res)
+		if err == nil {
+			return prof, nil
+		}
+		p.forget(key)
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		getFirst = apierrors.IsConflict(err)
+	}
+	prof, err := p.readOrCreate(ctx, e, key, getFirst)
+	if err != nil {
+		return nil, err
+	}
+	return p.patchStatus(ctx, e, prof, sum, false, res)
+}
+
+// readOrCreate returns the profile of key as the API server has it,
+// creating it (with an empty status) when it does not exist. Profiles the
+// publisher does not know are mostly new (Know is given every profile at
+// start), so it tries to create before it reads, unless getFirst.
+func (p *Publisher) readOrCreate(ctx context.Context, e *store.Entry, key client.ObjectKey, getFirst bool) (*v1.AccessProfile, error) {
+	ref, rerr := workloadRef(e)
+	if getFirst || rerr != nil {
+		prof := &v1.AccessProfile{}
+		err := p.Client.Get(ctx, key, prof)
+		switch {
+		case err == nil:
+			return prof, nil
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("get AccessProfile %s/%s: %w", key.Namespace, key.Name, err)
+		case rerr != nil:
 			return nil, Permanent(rerr)
 		}
-		prof.Labels = map[string]string{v1.ManagedByLabel: v1.ManagerAnalyzer}
-		prof.Spec = v1.AccessProfileSpec{WorkloadRef: ref, Dataset: datasetRef(e)}
-		if err = p.Client.Create(ctx, prof); err != nil {
-			return nil, fmt.Errorf("create AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("get AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
 	}
+	prof := &v1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
+		Labels: map[string]string{v1.ManagedByLabel: v1.ManagerAnalyzer}}}
+	prof.Spec = v1.AccessProfileSpec{WorkloadRef: ref, Dataset: datasetRef(e)}
+	err := p.Client.Create(ctx, prof)
+	if err == nil {
+		return prof, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("create AccessProfile %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	prof = &v1.AccessProfile{}
+	if err := p.Client.Get(ctx, key, prof); err != nil {
+		return nil, fmt.Errorf("get AccessProfile %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	return prof, nil
+}
+
+// patchStatus sets prof's status from e and patches it, unless
+// sameCheckpoint (e's checkpoint is the one written) and nothing else
+// changed materially (see MaterialChange).
+// prof is the publisher's to change; sum is the hash of e's checkpoint.
+func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.AccessProfile, sum [sha256.Size]byte, sameCheckpoint bool, res *Result) (*v1.AccessProfile, error) {
 	base := prof.DeepCopy()
 	a := &e.Assessment
 	st := &prof.Status
@@ -308,10 +445,127 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry) (*v1.Acces
 		Reason:  string(a.Decision.Class),
 		Message: truncate(a.Decision.Reason, 1024),
 	})
+	if sameCheckpoint && !materialChange(&base.Status, st) {
+		res.Unchanged++
+		return prof, nil
+	}
 	if err := p.Client.Status().Patch(ctx, prof, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("update AccessProfile %s/%s status: %w", prof.Namespace, prof.Name, err)
 	}
+	p.remember(prof, sum)
 	return prof, nil
+}
+
+// MaterialChange is how far, relative, a number in a profile's status must
+// move from what was written for the move alone to be written again.
+// Features decay and drift between assessments even without new reads; a
+// profile whose checkpoint is unchanged is rewritten only when its class,
+// confidence, runs, pods, a decision's outcome or a condition changed, or a
+// number moved by more than this.
+const MaterialChange = 0.05
+
+// materialChange reports whether now differs from was by more than
+// hysteresis: checkpoints, the wording of decisions and conditions, and the
+// values decisions were made on are left out (their outcomes are not), and
+// numbers count as equal within MaterialChange.
+func materialChange(was, now *v1.AccessProfileStatus) bool {
+	a, errA := materialJSON(was)
+	b, errB := materialJSON(now)
+	return errA != nil || errB != nil || !near(a, b)
+}
+
+func materialJSON(st *v1.AccessProfileStatus) (any, error) {
+	c := st.DeepCopy()
+	c.Checkpoint = nil
+	for i := range c.Decisions {
+		c.Decisions[i].Rule, c.Decisions[i].Value = "", 0
+	}
+	for i := range c.Conditions {
+		c.Conditions[i].Message = ""
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(data, &out)
+}
+
+// near compares decoded JSON, numbers within MaterialChange.
+func near(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !near(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !near(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case float64:
+		y, ok := b.(float64)
+		return ok && math.Abs(x-y) <= MaterialChange*math.Max(math.Abs(x), math.Abs(y))
+	default:
+		return a == b
+	}
+}
+
+// Know tells the publisher of a profile as the API server holds it (as
+// read at start), so that its first write needs no read.
+func (p *Publisher) Know(prof *v1.AccessProfile) {
+	var sum [sha256.Size]byte
+	if cp := prof.Status.Checkpoint; cp != nil {
+		sum = sha256.Sum256(cp.Data)
+	}
+	p.remember(prof, sum)
+}
+
+// remember keeps a copy of prof, without its checkpoint data, and sum.
+func (p *Publisher) remember(prof *v1.AccessProfile, sum [sha256.Size]byte) {
+	var data []byte
+	if cp := prof.Status.Checkpoint; cp != nil {
+		data, cp.Data = cp.Data, nil
+		defer func() { cp.Data = data }()
+	}
+	k := knownProfile{obj: prof.DeepCopy(), checkpoint: sum}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known == nil {
+		p.known = map[client.ObjectKey]knownProfile{}
+	}
+	p.known[client.ObjectKeyFromObject(prof)] = k
+}
+
+// lookup returns a copy of what the publisher knows of a profile.
+func (p *Publisher) lookup(key client.ObjectKey) (knownProfile, bool) {
+	p.mu.Lock()
+	k, ok := p.known[key]
+	p.mu.Unlock()
+	if ok {
+		k.obj = k.obj.DeepCopy()
+	}
+	return k, ok
+}
+
+func (p *Publisher) forget(key client.ObjectKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.known, key)
 }
 
 // known reports whether c is a class a workload was really seen to have.
@@ -337,17 +591,39 @@ func recommendationName(prof *v1.AccessProfile, action v1.Action, identity strin
 	return dnsName(prof.Name + "." + string(action) + "-" + shortHash(identity))
 }
 
-// recommendationsOf lists the recommendations made from prof.
-func (p *Publisher) recommendationsOf(ctx context.Context, prof *v1.AccessProfile) ([]v1.Recommendation, error) {
-	var list v1.RecommendationList
-	if err := p.Client.List(ctx, &list, client.InNamespace(prof.Namespace), client.MatchingLabels{v1.ProfileLabel: truncate(prof.Name, 63)}); err != nil {
-		return nil, fmt.Errorf("list Recommendations of AccessProfile %s/%s: %w", prof.Namespace, prof.Name, err)
+// recommendationsOf returns the recommendations made from prof, as listed
+// once per Publish call for its namespace. A recommendation this call
+// creates for prof is not among them; prof is published once per call.
+func (p *Publisher) recommendationsOf(ctx context.Context, pols *policies, prof *v1.AccessProfile) ([]v1.Recommendation, error) {
+	pols.mu.Lock()
+	nr := pols.recNS[prof.Namespace]
+	if nr == nil {
+		nr = &namespaceRecs{}
+		pols.recNS[prof.Namespace] = nr
 	}
-	out := list.Items[:0]
-	for _, r := range list.Items {
-		if r.Spec.Evidence.Profile == prof.Name {
+	pols.mu.Unlock()
+	nr.once.Do(func() {
+		var list v1.RecommendationList
+		if err := p.Client.List(ctx, &list, client.InNamespace(prof.Namespace), client.HasLabels{v1.ProfileLabel}); err != nil {
+			nr.err = fmt.Errorf("list Recommendations in %s: %w", prof.Namespace, err)
+			return
+		}
+		nr.byProfile = map[string][]v1.Recommendation{}
+		for _, r := range list.Items {
+			nr.byProfile[r.Spec.Evidence.Profile] = append(nr.byProfile[r.Spec.Evidence.Profile], r)
+		}
+	})
+	if nr.err != nil {
+		return nil, nr.err
+	}
+	var out []v1.Recommendation
+	for _, r := range nr.byProfile[prof.Name] {
+		if r.Labels[v1.ProfileLabel] == truncate(prof.Name, 63) {
 			out = append(out, r)
 		}
+	}
+	if out == nil {
+		out = []v1.Recommendation{}
 	}
 	return out, nil
 }
@@ -416,6 +692,24 @@ func (p *Publisher) createRecommendation(ctx context.Context, prof *v1.AccessPro
 	}
 	p.Log.Info("proposed", "recommendation", client.ObjectKeyFromObject(rec), "action", spec.Action, "class", spec.Evidence.Class, "confidence", spec.Evidence.Confidence)
 	return true, nil
+}
+
+// policyOf returns ns's policy bounds, reading them once per Publish call.
+func (p *Publisher) policyOf(ctx context.Context, pols *policies, ns string) (policyBounds, error) {
+	pols.mu.Lock()
+	b, ok := pols.byNS[ns]
+	pols.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := p.policy(ctx, ns)
+	if err != nil {
+		return b, err
+	}
+	pols.mu.Lock()
+	pols.byNS[ns] = b
+	pols.mu.Unlock()
+	return b, nil
 }
 
 // policy reads the namespace's AutotunePolicy in force (v1.PolicyInForce); a

@@ -37,7 +37,12 @@ import (
 )
 
 // HeartbeatLease is the name of the Lease the analyzer renews.
-const HeartbeatLease = "eddy-analyzer"
+const HeartbeatLease = v1.AnalyzerHeartbeatLease
+
+// DefaultShutdownFlushTimeout is how long, once Run's context ends, the
+// flush in progress and the final flush may take (keep it under the pod's
+// terminationGracePeriodSeconds).
+const DefaultShutdownFlushTimeout = 60 * time.Second
 
 // Options configure the analyzer. Zero values are documented defaults.
 type Options struct {
@@ -49,7 +54,8 @@ type Options struct {
 	// GRPCAddr is where collectors ship windows (default ":9470").
 	GRPCAddr string
 	// FlushInterval is how often state is assessed, written and acknowledged
-	// (default 10s).
+	// (default 10s). Keep it under a quarter of v1.AnalyzerStaleAfter: an
+	// idle analyzer proves its progress once a flush.
 	FlushInterval time.Duration
 	// LeaseNamespace holds the heartbeat Lease (default "eddy-system").
 	LeaseNamespace string
@@ -79,6 +85,11 @@ type Options struct {
 	// records are then refused (default 10m).
 	QuarantineAfter int
 	QuarantineFor   time.Duration
+	// PublishWorkers is how many keys a flush writes at once (default
+	// publish.DefaultWorkers).
+	PublishWorkers int
+	// ShutdownFlushTimeout: see DefaultShutdownFlushTimeout (0 means default).
+	ShutdownFlushTimeout time.Duration
 }
 
 // sinks fans a window out to the learned state and the manifests.
@@ -141,11 +152,15 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	if opt.QuarantineFor <= 0 {
 		opt.QuarantineFor = 10 * time.Minute
 	}
+	if opt.ShutdownFlushTimeout <= 0 {
+		opt.ShutdownFlushTimeout = DefaultShutdownFlushTimeout
+	}
 	s := &Service{
-		opt:       opt,
-		stopped:   make(chan struct{}),
-		Store:     store.New(opt.Analyzer),
-		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments, RunEndedAfter: opt.RunEndedAfter},
+		opt:     opt,
+		stopped: make(chan struct{}),
+		Store:   store.New(opt.Analyzer),
+		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments,
+			RunEndedAfter: opt.RunEndedAfter, Workers: opt.PublishWorkers},
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_flushes_total", Help: "Checkpoint flushes, by result.",
 		}, []string{"result"}),
@@ -165,8 +180,11 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 			Name: "eddy_analyzer_heartbeat_timestamp_seconds", Help: "When the heartbeat Lease was last renewed; the operator stops acting once it is older than its stale-after.",
 		}),
 	}
+	// Every key written is progress, so that a long flush that keeps
+	// writing keeps the heartbeat renewed.
+	s.publisher.Written = func(analyzer.Key) { s.progress.Store(time.Now().UnixNano()) }
 	progressed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "eddy_analyzer_last_progress_timestamp_seconds", Help: "When a flush last made progress (assessed and wrote what changed).",
+		Name: "eddy_analyzer_last_progress_timestamp_seconds", Help: "When a flush last made progress (wrote a key, or found nothing to write after a flush that wrote).",
 	}, func() float64 { return float64(s.progress.Load()) / 1e9 })
 	if opt.Registry != nil {
 		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined, s.renewed, progressed)
@@ -227,7 +245,8 @@ func (s *Service) ManifestAddr() string {
 // Addr is the address collectors ship to.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
-// restore loads every AccessProfile checkpoint.
+// restore loads every AccessProfile checkpoint, and tells the publisher of
+// every profile, so that it writes them without reading them first.
 func (s *Service) restore(ctx context.Context) (int, error) {
 	var list v1.AccessProfileList
 	if err := s.opt.Client.List(ctx, &list); err != nil {
@@ -236,6 +255,7 @@ func (s *Service) restore(ctx context.Context) (int, error) {
 	n := 0
 	for i := range list.Items {
 		p := &list.Items[i]
+		s.publisher.Know(p)
 		cp := p.Status.Checkpoint
 		if cp == nil || len(cp.Data) == 0 {
 			continue
@@ -255,9 +275,11 @@ func (s *Service) restore(ctx context.Context) (int, error) {
 }
 
 // Run serves collectors and flushes until ctx ends, then flushes once more.
-// The heartbeat Lease is renewed every flush interval, on its own timer, as
-// long as flushes make progress (see Flush): a long flush does not make the
-// analyzer look dead, and an analyzer that cannot write anything does.
+// Once ctx ends, the flush in progress and the final flush together have
+// ShutdownFlushTimeout before their writes are cancelled. The heartbeat
+// Lease is renewed on its own timer (see heartbeatLoop) as long as flushes
+// make progress: a long flush that keeps writing does not make the analyzer
+// look dead, and an analyzer that cannot write anything does.
 func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
@@ -265,25 +287,42 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { errc <- s.http.Serve(s.httpLis) }()
 		defer s.http.Close()
 	}
+	// Writes outlive ctx by the shutdown grace, and the heartbeat with them.
+	flushCtx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFlush()
+	go func() {
+		select {
+		case <-flushCtx.Done():
+			return
+		case <-ctx.Done():
+		}
+		grace := time.NewTimer(s.opt.ShutdownFlushTimeout)
+		defer grace.Stop()
+		select {
+		case <-flushCtx.Done():
+		case <-grace.C:
+			s.opt.Log.Info("shutdown flush timeout reached: cancelling writes; collectors resend what was not acknowledged", "timeout", s.opt.ShutdownFlushTimeout)
+			cancelFlush()
+		}
+	}()
 	s.progress.Store(time.Now().UnixNano())
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	defer stopHeartbeat()
-	go s.heartbeatLoop(hbCtx)
+	go s.heartbeatLoop(flushCtx)
 	t := time.NewTicker(s.opt.FlushInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			s.grpc.GracefulStop()
-			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			return s.Flush(final)
+			return s.Flush(flushCtx)
 		case <-s.stopped:
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("gRPC server: %w", err)
 		case <-t.C:
-			if err := s.Flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				continue // the final flush comes next
+			}
+			if err := s.Flush(flushCtx); err != nil {
 				s.opt.Log.Error(err, "flush")
 			}
 		}
@@ -365,18 +404,32 @@ func (s *Service) Flush(ctx context.Context) error {
 	}
 	s.flushes.WithLabelValues("ok").Inc()
 	if len(entries) > 0 {
-		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "proposed", res.Proposed, "held", res.Held, "took", time.Since(start))
+		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "unchanged", res.Unchanged, "proposed", res.Proposed, "held", res.Held, "took", time.Since(start))
 	}
 	return nil
 }
 
-// heartbeatLoop renews the Lease every flush interval while the last
-// progress is recent (within three intervals).
+// heartbeatPeriod is how often the heartbeat Lease is renewed: every flush
+// interval, and at least four times within v1.AnalyzerStaleAfter.
+func (s *Service) heartbeatPeriod() time.Duration {
+	return min(s.opt.FlushInterval, v1.AnalyzerStaleAfter/4)
+}
+
+// progressWindow is how recent the last progress must be for the heartbeat
+// to be renewed: three flush intervals, and at most half of
+// v1.AnalyzerStaleAfter, so that the operator sees a stuck analyzer stale.
+func (s *Service) progressWindow() time.Duration {
+	return min(3*s.opt.FlushInterval, v1.AnalyzerStaleAfter/2)
+}
+
+// heartbeatLoop renews the Lease every heartbeatPeriod while the last
+// progress (a key written, even in the middle of a long flush) is within
+// progressWindow.
 func (s *Service) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(s.opt.FlushInterval)
+	t := time.NewTicker(s.heartbeatPeriod())
 	defer t.Stop()
 	for {
-		if since := time.Since(time.Unix(0, s.progress.Load())); since <= 3*s.opt.FlushInterval {
+		if since := time.Since(time.Unix(0, s.progress.Load())); since <= s.progressWindow() {
 			s.heartbeat(ctx)
 		} else {
 			s.opt.Log.Info("not renewing the heartbeat: no flush has made progress", "since", since.Round(time.Second))

@@ -233,7 +233,7 @@ func TestLeaseStaysStaleWhenNothingCanBeWritten(t *testing.T) {
 	assert.Greater(t, time.Since(lease.Spec.RenewTime.Time), 2*time.Second, "no renewal while every write fails")
 }
 
-func shipAs(t *testing.T, addr, collector string, ws ...*accessv1.AccessWindow) uint64 {
+func shipAs(t testing.TB, addr, collector string, ws ...*accessv1.AccessWindow) uint64 {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)

@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/eddy-autotune/eddy/api/v1alpha1"
+
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/history"
 	"github.com/eddy-autotune/eddy/analyzer/intake"
@@ -41,6 +43,8 @@ func newAnalyzerCmd() *cobra.Command {
 		collectorSAs        []string
 		excluded            []string
 		kubeconfig, kubectx string
+		qps                 float32
+		burst               int
 	)
 	cmd := &cobra.Command{
 		Use:   "analyzer",
@@ -64,15 +68,33 @@ collector's records are taken only for pods of its own node in namespaces
 labelled eddy.io/autotune=enabled (never --excluded-namespaces). Calls are
 bounded in size (16 MiB) and rate.
 
-It renews the Lease "eddy-analyzer" in --lease-namespace every flush; the
-operator takes no action while that Lease is stale.`,
+A flush writes --flush-workers keys at once, each without reading it first,
+and skips a profile whose checkpoint was already written when nothing else in
+it changed materially. It renews the Lease "eddy-analyzer" in
+--lease-namespace on its own timer while flushes make progress (a key
+written counts, however long the flush); the operator takes no action while
+that Lease is stale. On SIGTERM the flush in progress and a final flush have
+--shutdown-flush-timeout to finish: keep it under the pod's
+terminationGracePeriodSeconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opt.FlushInterval < time.Second {
 				return fmt.Errorf("--flush-interval %s: at least 1s", opt.FlushInterval)
 			}
+			if limit := v1alpha1.AnalyzerStaleAfter / 4; opt.FlushInterval > limit {
+				// Progress is proven at most once a flush; the heartbeat
+				// must be renewed several times within the operator's
+				// stale-after.
+				return fmt.Errorf("--flush-interval %s: at most %s (a quarter of the operator's default stale-after)", opt.FlushInterval, limit)
+			}
 			if halfLife < time.Minute {
 				return fmt.Errorf("--half-life %s: at least 1m", halfLife)
+			}
+			if opt.PublishWorkers < 1 {
+				return fmt.Errorf("--flush-workers %d: at least 1", opt.PublishWorkers)
+			}
+			if opt.ShutdownFlushTimeout <= 0 {
+				return fmt.Errorf("--shutdown-flush-timeout %s: must be positive", opt.ShutdownFlushTimeout)
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return errors.New("--tls-cert and --tls-key go together")
@@ -93,6 +115,7 @@ operator takes no action while that Lease is stale.`,
 			if err != nil {
 				return err
 			}
+			cfg.QPS, cfg.Burst = qps, burst
 			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 			if err != nil {
 				return err
@@ -168,5 +191,9 @@ operator takes no action while that Lease is stale.`,
 	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
 	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
 	f.DurationVar(&opt.RunEndedAfter, "run-ended-after", publish.DefaultRunEndedAfter, "how long without a read a run (a pod's reads) counts as ended, so that an applied recommendation can be judged by it")
+	f.IntVar(&opt.PublishWorkers, "flush-workers", publish.DefaultWorkers, "keys a flush writes to the API server at once")
+	f.DurationVar(&opt.ShutdownFlushTimeout, "shutdown-flush-timeout", service.DefaultShutdownFlushTimeout, "on SIGTERM, how long the flush in progress and the final flush may take (keep it under the pod's terminationGracePeriodSeconds)")
+	f.Float32Var(&qps, "kube-api-qps", 200, "sustained requests per second to the API server (a flush of N keys makes about N)")
+	f.IntVar(&burst, "kube-api-burst", 400, "request burst to the API server")
 	return cmd
 }

@@ -173,7 +173,7 @@ func newStatusCmd() *cobra.Command {
 	}
 	k.register(cmd, true)
 	cmd.Flags().StringVar(&opNS, "operator-namespace", "eddy-system", "namespace of the analyzer's heartbeat Lease")
-	cmd.Flags().StringVar(&lease, "analyzer-lease", "eddy-analyzer", "name of the analyzer's heartbeat Lease")
+	cmd.Flags().StringVar(&lease, "analyzer-lease", eddyv1alpha1.AnalyzerHeartbeatLease, "name of the analyzer's heartbeat Lease")
 	return cmd
 }
 

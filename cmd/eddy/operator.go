@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/operator"
 )
 
@@ -76,8 +77,8 @@ policy's dryRun) it records in conditions and events what it would do.`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
 	f.StringVar(&kubectx, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVar(&c.Namespace, "namespace", "eddy-system", "namespace of the operator's leader-election Lease and of the analyzer's heartbeat Lease")
-	f.StringVar(&c.AnalyzerLease, "analyzer-lease", "eddy-analyzer", "name of the Lease the analyzer renews as its heartbeat")
-	f.DurationVar(&c.AnalyzerStaleAfter, "analyzer-stale-after", 2*time.Minute, "take no action while the analyzer's Lease was last renewed longer ago than this")
+	f.StringVar(&c.AnalyzerLease, "analyzer-lease", v1alpha1.AnalyzerHeartbeatLease, "name of the Lease the analyzer renews as its heartbeat")
+	f.DurationVar(&c.AnalyzerStaleAfter, "analyzer-stale-after", v1alpha1.AnalyzerStaleAfter, "take no action while the analyzer's Lease was last renewed longer ago than this")
 	f.DurationVar(&c.StaleRetry, "stale-retry", 30*time.Second, "how soon an action held back by a stale heartbeat is tried again")
 	f.DurationVar(&c.RecommendationTTL, "recommendation-ttl", 7*24*time.Hour, "a recommendation still Proposed after this long is Expired")
 	f.DurationVar(&c.VerifySettle, "verify-settle", 10*time.Minute, "only profile data recorded this long after a change was applied judges whether it helped")
