@@ -462,7 +462,9 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: ManifestTokenVolumeName, MountPath: ManifestTokenDir, ReadOnly: true})
 	}
 	if p.WarmBeforeStart {
-		const period = 2
+		// The probe's period is what the main containers may wait beyond the
+		// warm threshold: the shortest the API allows.
+		const period = 1
 		c.StartupProbe = &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/warm", Port: intOrStringPort(StatusPortName), Scheme: corev1.URISchemeHTTP,

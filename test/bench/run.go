@@ -34,7 +34,7 @@ func Short() Config {
 			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 96, FileSize: 128 << 10},
 			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 2, FileSize: 48 << 20}, // long enough (about 3 s cold) that a pod start's noise does not decide
 		},
-		Arms: AllArms, Repeats: 1,
+		Arms: AllArms, Repeats: 2,
 		Latency: 20 * time.Millisecond, Bandwidth: 64 << 20, CacheMaxSize: "512M",
 	}
 }
