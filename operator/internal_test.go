@@ -125,6 +125,8 @@ func TestRunsAfter(t *testing.T) {
 	scale := &eddyv1alpha1.Recommendation{Spec: eddyv1alpha1.RecommendationSpec{Action: eddyv1alpha1.ActionScaleCache}}
 	_, pods = runsAfter(scale, runs, t0.Add(90*time.Second), before)
 	require.Equal(t, []string{"warm"}, pods, "not pod-level: ended runs started after the change settled")
+	_, pods = runsAfter(scale, runs, t0.Add(4*time.Minute), before)
+	require.Empty(t, pods, "a run that started in the second the change settled may have started before it")
 
 	_, ok = baseline(&eddyv1alpha1.Recommendation{})
 	require.False(t, ok)
