@@ -113,7 +113,7 @@ func runsAfter(rec *eddyv1alpha1.Recommendation, runs []eddyv1alpha1.RunSummary,
 			if !slices.Contains(run.Recommendations, rec.Name) {
 				continue
 			}
-		} else if !run.Start.Time.After(settled) {
+		} else if !run.Start.After(settled) {
 			// API times have one-second resolution: a run that started in
 			// the second the change settled may have started before it.
 			continue
