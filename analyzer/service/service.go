@@ -67,6 +67,8 @@ type Options struct {
 	StableAssessments int
 	// RunEndedAfter, see publish.DefaultRunEndedAfter.
 	RunEndedAfter time.Duration
+	// LongRunAfter, see publish.DefaultLongRunAfter.
+	LongRunAfter time.Duration
 	// StateDir persists manifests ("" keeps them in memory only).
 	StateDir string
 	// ManifestAddr serves manifests over HTTPS ("" disables the endpoint).
@@ -160,7 +162,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		stopped: make(chan struct{}),
 		Store:   store.New(opt.Analyzer),
 		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments,
-			RunEndedAfter: opt.RunEndedAfter, Workers: opt.PublishWorkers},
+			RunEndedAfter: opt.RunEndedAfter, LongRunAfter: opt.LongRunAfter, Workers: opt.PublishWorkers},
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_flushes_total", Help: "Checkpoint flushes, by result.",
 		}, []string{"result"}),
@@ -404,7 +406,7 @@ func (s *Service) Flush(ctx context.Context) error {
 	}
 	s.flushes.WithLabelValues("ok").Inc()
 	if len(entries) > 0 {
-		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "unchanged", res.Unchanged, "proposed", res.Proposed, "held", res.Held, "took", time.Since(start))
+		s.opt.Log.V(1).Info("flushed", "profiles", res.Profiles, "unchanged", res.Unchanged, "proposed", res.Proposed, "held", res.Held, "awaitingRun", res.AwaitingRun, "took", time.Since(start))
 	}
 	return nil
 }

@@ -30,14 +30,20 @@ import (
 )
 
 // shuffledWindows simulates a training job reading 200 small files whole in
-// a new order each of 4 epochs, ending now, and numbers the windows 1..n.
+// a new order each of 4 epochs, ending a minute ago (a run that ended: a
+// workload is advised from a whole run), and numbers the windows 1..n.
 func shuffledWindows(t *testing.T) []*accessv1.AccessWindow {
+	return shuffledWindowsEnding(t, time.Now().Add(-time.Minute))
+}
+
+// shuffledWindowsEnding is shuffledWindows with the last read at end.
+func shuffledWindowsEnding(t *testing.T, end time.Time) []*accessv1.AccessWindow {
 	files := simulate.Files(200, 1<<20)
 	sim := simulate.New(files)
 	sim.Window = time.Second
 	sim.Latency = 2 * time.Millisecond
 	ops := simulate.Shuffled(files, 256<<10, 4, rand.New(rand.NewPCG(1, 2)))
-	sim.Start = time.Now().Add(-time.Duration(len(ops)) * (sim.Latency + sim.Compute))
+	sim.Start = end.Add(-time.Duration(len(ops)) * (sim.Latency + sim.Compute))
 	ws, _ := sim.Run(ops)
 	require.Greater(t, len(ws), 4)
 	for i, w := range ws {
@@ -158,6 +164,49 @@ func TestRestartMidStreamKeepsProfilesAndRecommendations(t *testing.T) {
 	lease := &coordinationv1.Lease{}
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "eddy-system", Name: service.HeartbeatLease}, lease))
 	assert.WithinDuration(t, time.Now(), lease.Spec.RenewTime.Time, time.Minute)
+}
+
+// TestAdvisedFromAWholeRun: a workload still in its first run is not
+// advised, however stable its assessments (its first minutes can look like
+// another class than the run: the real node saw a first run proposed a
+// SequentialScan Prefetch, applied on Auto and superseded by ShuffledEpochs
+// seconds later, when the run ended); once the run ended, it is.
+func TestAdvisedFromAWholeRun(t *testing.T) {
+	env := controlplane.StartForTest(t, controlplane.Options{})
+	ctx := context.Background()
+	for _, ns := range []string{"ml", "eddy-system"} {
+		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	const endedAfter = 3 * time.Second
+	svc, err := service.New(ctx, service.Options{
+		Client: env.Client, Log: testr.New(t), GRPCAddr: "127.0.0.1:0", FlushInterval: time.Hour,
+		LeaseNamespace: "eddy-system", Identity: "test", StableAssessments: 2, RunEndedAfter: endedAfter,
+	})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	ship(t, svc.Addr(), shuffledWindowsEnding(t, time.Now()))
+	for range 3 {
+		require.NoError(t, svc.Flush(ctx))
+	}
+	var recs v1.RecommendationList
+	require.NoError(t, env.Client.List(ctx, &recs, client.InNamespace("ml")))
+	assert.Empty(t, recs.Items, "advice while the only run is still reading")
+	var prof v1.AccessProfile
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "ml", Name: "job-train.images"}, &prof))
+	require.Len(t, prof.Status.RecentRuns, 1)
+	assert.False(t, prof.Status.RecentRuns[0].Ended)
+	assert.NotEmpty(t, prof.Status.Class, "classified all the same")
+
+	time.Sleep(endedAfter)
+	for range 2 {
+		require.NoError(t, svc.Flush(ctx))
+	}
+	require.NoError(t, env.Client.List(ctx, &recs, client.InNamespace("ml")))
+	assert.NotEmpty(t, recs.Items, "advice once the run ended")
 }
 
 // TestABadKeyHoldsBackNobody: one collector's window carries a record for a

@@ -96,6 +96,9 @@ terminationGracePeriodSeconds.`,
 			if opt.ShutdownFlushTimeout <= 0 {
 				return fmt.Errorf("--shutdown-flush-timeout %s: must be positive", opt.ShutdownFlushTimeout)
 			}
+			if opt.RunEndedAfter <= 0 || opt.LongRunAfter <= 0 {
+				return fmt.Errorf("--run-ended-after %s, --long-run-after %s: must be positive", opt.RunEndedAfter, opt.LongRunAfter)
+			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return errors.New("--tls-cert and --tls-key go together")
 			}
@@ -191,6 +194,7 @@ terminationGracePeriodSeconds.`,
 	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
 	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
 	f.DurationVar(&opt.RunEndedAfter, "run-ended-after", publish.DefaultRunEndedAfter, "how long without a read a run (a pod's reads) counts as ended, so that an applied recommendation can be judged by it")
+	f.DurationVar(&opt.LongRunAfter, "long-run-after", publish.DefaultLongRunAfter, "a workload is advised once one of its runs ended, or has read for this long (a run's first minutes can look like another class than the whole run)")
 	f.IntVar(&opt.PublishWorkers, "flush-workers", publish.DefaultWorkers, "keys a flush writes to the API server at once")
 	f.DurationVar(&opt.ShutdownFlushTimeout, "shutdown-flush-timeout", service.DefaultShutdownFlushTimeout, "on SIGTERM, how long the flush in progress and the final flush may take (keep it under the pod's terminationGracePeriodSeconds)")
 	f.Float32Var(&qps, "kube-api-qps", 200, "sustained requests per second to the API server (a flush of N keys makes about N)")
