@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,7 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 			},
 		},
 	}
+	created := time.Now()
 	if err := c.Env.Client.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +131,7 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 	if got < want {
 		t.Errorf("the pod's profile holds %d bytes, want every byte it read (%d, less the decay)", got, files*size)
 	}
+	logAttachTiming(ctx, t, c, pod, created)
 	t.Logf("the pod's profile holds %d of the %d bytes it read", got, files*size)
 
 	if err := c.Env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)); err != nil {
@@ -136,6 +140,48 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 	deleted := time.Now()
 	waitLinks(ctx, t, "the pod deleted", func(n int) bool { return n == rest })
 	t.Logf("programs detached %.1fs after the pod was deleted", time.Since(deleted).Seconds())
+}
+
+// logAttachTiming logs when, after the pod was created, the collector
+// attached its programs and the pod began and ended its reads (from the
+// report the workload wrote in its emptyDir, read from the host): a first
+// read before the attach is a read the collector could not see.
+func logAttachTiming(ctx context.Context, t *testing.T, c *node.Cluster, pod *corev1.Pod, created time.Time) {
+	t.Helper()
+	var attached time.Time
+	sc := bufio.NewScanner(strings.NewReader(collectorLogs(ctx, c)))
+	for sc.Scan() {
+		var line struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && strings.HasPrefix(line.Msg, "attached per-syscall") && line.Time.After(created) {
+			attached = line.Time
+			break
+		}
+	}
+	if err := c.Env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+		t.Logf("timing: %v", err)
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(c.KubeletRootDir(), "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "out", "report.json"))
+	var r workload.Report
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil {
+		t.Logf("timing: the pod's report: %v", err)
+		return
+	}
+	end := time.Unix(0, int64(r.End*1e9))
+	began := end.Add(-time.Duration(r.Seconds * 1e9))
+	since := func(at time.Time) string {
+		if at.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%.3fs", at.Sub(created).Seconds())
+	}
+	t.Logf("timing after the pod was created: programs attached %s, first read %s, last read %s", since(attached), since(began), since(end))
 }
 
 // collectorLogs returns the logs of eddy's collector pods.
