@@ -46,8 +46,9 @@ type Options struct {
 	// MaxPaths bounds the remembered file paths (default 1<<20).
 	MaxPaths int
 	// HoldUnattributed is how long a drained record whose cgroup no
-	// observed container has yet is kept for a later drain (default 5s;
-	// negative: not at all). The kernel records a container from the
+	// observed container has yet, or whose file's event (its path) has not
+	// been taken yet, is kept for a later drain (default 5s; negative: not
+	// at all; past it a record of a known container goes without its path). The kernel records a container from the
 	// instant its cgroup is made, under its pod's allowed cgroup, while the
 	// pod index learns which container it is from the kubelet's status and
 	// a rate-limited cgroup walk, up to a second or two later: a short
@@ -67,7 +68,8 @@ const (
 	maxHeld = 1 << 13
 )
 
-// heldRecord is a drained record waiting for its cgroup to be attributed.
+// heldRecord is a drained record waiting for its cgroup to be attributed,
+// or for its file's path.
 type heldRecord struct {
 	rec bpf.Record
 	// drains is how many drains it has waited.
@@ -163,13 +165,17 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	// the deadline they fail fast and the caches' fallbacks answer.
 	ctx, cancel := context.WithTimeout(ctx, max(c.opts.Interval, minLookupBudget))
 	defer cancel()
-	c.takeEvents()
 	var err error
 	c.records, err = c.opts.Source.Drain(c.records[:0])
 	if err != nil {
 		// What was drained before the error is still counted below.
 		err = fmt.Errorf("drain records: %w", err)
 	}
+	// After the drain: a file's event is sent before any record of it, so
+	// the events of every record drained are queued by now (taking them
+	// before the drain left the files opened in between without a path:
+	// CI saw 8 of a pod's 48 files so lost to its dataset).
+	c.takeEvents()
 	off := sampleClockOffset()
 	end := time.Now()
 	recs := make([]attributed, 0, len(c.records)+len(c.held))
@@ -188,13 +194,26 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 		workloads[pod.UID] = w
 		return w
 	}
-	attribute := func(r *bpf.Record) bool {
+	// attribute attributes a record to its container and dataset, or
+	// reports that it must wait: for its container to be known, or for its
+	// file's event (the path), which user space may take after the record
+	// (the ring buffer's reader runs on its own); at its last chance it is
+	// attributed without the path.
+	attribute := func(r *bpf.Record, lastChance bool) bool {
 		pc, ok := c.opts.Pods.Lookup(r.Key.CgroupID)
 		if !ok {
 			return false
 		}
+		p, seen := c.files.lookup(r.Key)
+		if !seen {
+			if !lastChance && !c.files.full() {
+				return false
+			}
+			// Its event was lost: the file's next records need not wait.
+			c.files.markUnknown(r.Key)
+		}
 		a := attributed{rec: *r, pod: pc.Pod, container: pc.Container}
-		if p := c.files.lookup(r.Key); p != "" {
+		if p != "" {
 			a.dataset, a.path = c.opts.Datasets.Resolve(ctx, pc.Pod, pc.Container, p)
 		} else {
 			a.dataset = c.opts.Datasets.ResolveDevice(ctx, pc.Pod, r.Key.Dev)
@@ -214,13 +233,13 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 		held = append(held, h)
 	}
 	for _, h := range c.held {
-		if !attribute(&h.rec) {
+		if !attribute(&h.rec, h.drains+1 >= c.holdFor) {
 			h.drains++
 			hold(h)
 		}
 	}
 	for i := range c.records {
-		if !attribute(&c.records[i]) {
+		if !attribute(&c.records[i], c.holdFor == 0 || len(held) >= maxHeld) {
 			hold(heldRecord{rec: c.records[i]})
 		}
 	}

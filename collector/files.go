@@ -53,21 +53,34 @@ func (t *fileTable) add(ev bpf.FileEvent) {
 		if open := t.openFilePath(ev.Pid, ev.Key.Dev, ev.Key.Ino); open != "" {
 			p = open
 		} else if p == "" || !path.IsAbs(p) {
-			return
+			p = ""
 		}
 	case !path.IsAbs(p):
 		cwd, err := os.Readlink(filepath.Join(t.procRoot, strconv.FormatUint(uint64(ev.Pid), 10), "cwd"))
 		if err != nil || !path.IsAbs(cwd) {
-			return
+			p = ""
+		} else {
+			p = path.Join(cwd, p)
 		}
-		p = path.Join(cwd, p)
 	default:
 		p = path.Clean(p)
 	}
-	k := devIno{ev.Key.Dev, ev.Key.Ino}
+	t.put(ev.Key, p)
+}
+
+// markUnknown remembers that the file's path is not known and will not be:
+// its event was lost, or came with no path to resolve.
+func (t *fileTable) markUnknown(k bpf.FileKey) { t.put(k, "") }
+
+// put remembers p ("" for unknown) as the path of k, unless one is known.
+func (t *fileTable) put(key bpf.FileKey, p string) {
+	k := devIno{key.Dev, key.Ino}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	files := t.paths[ev.Key.CgroupID]
+	files := t.paths[key.CgroupID]
+	if old, ok := files[k]; ok && (old != "" || p == "") {
+		return
+	}
 	if _, ok := files[k]; !ok {
 		if t.n >= t.max {
 			t.overflow++
@@ -75,17 +88,21 @@ func (t *fileTable) add(ev bpf.FileEvent) {
 		}
 		if files == nil {
 			files = map[devIno]string{}
-			t.paths[ev.Key.CgroupID] = files
+			t.paths[key.CgroupID] = files
 		}
 		t.n++
 	}
 	files[k] = p
 }
 
-func (t *fileTable) lookup(k bpf.FileKey) string {
+// lookup returns the file's path ("" when unknown) and whether its event
+// was seen: the kernel sends the event, with the path of its open, before
+// any record of the file, but user space may take it after the record.
+func (t *fileTable) lookup(k bpf.FileKey) (path string, seen bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.paths[k.CgroupID][devIno{k.Dev, k.Ino}]
+	path, seen = t.paths[k.CgroupID][devIno{k.Dev, k.Ino}]
+	return path, seen
 }
 
 // forget drops the paths of cgroups for which keep returns false.
@@ -98,6 +115,13 @@ func (t *fileTable) forget(keep func(cgroupID uint64) bool) {
 			delete(t.paths, id)
 		}
 	}
+}
+
+// full reports whether no more paths can be remembered.
+func (t *fileTable) full() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n >= t.max
 }
 
 func (t *fileTable) len() int {

@@ -32,38 +32,45 @@ func TestFileTablePaths(t *testing.T) {
 	require.NoError(t, err)
 	pid := uint32(os.Getpid())
 
-	ft := newFileTable("/proc", 3)
+	pathOf := func(ft *fileTable, k bpf.FileKey) string {
+		p, seen := ft.lookup(k)
+		assert.True(t, seen, "the file's event was taken")
+		return p
+	}
+	ft := newFileTable("/proc", 5)
 	kOpen, kClosed := keyOf(t, 1, open), keyOf(t, 1, closed)
 	ft.add(bpf.FileEvent{Key: kOpen, Pid: pid})
-	assert.Equal(t, open, ft.lookup(kOpen), "a path-less event is resolved from the process's open files")
+	assert.Equal(t, open, pathOf(ft, kOpen), "a path-less event is resolved from the process's open files")
 	ft.add(bpf.FileEvent{Key: kClosed, Pid: pid})
-	assert.Empty(t, ft.lookup(kClosed), "a file the process no longer holds stays unknown")
+	assert.Empty(t, pathOf(ft, kClosed), "a file the process no longer holds stays unknown")
 
 	kRel := bpf.FileKey{CgroupID: 1, Ino: 99}
 	ft.add(bpf.FileEvent{Key: kRel, Path: "sub/../a.txt", Pid: pid})
-	assert.Equal(t, filepath.Join(cwd, "a.txt"), ft.lookup(kRel))
+	assert.Equal(t, filepath.Join(cwd, "a.txt"), pathOf(ft, kRel))
 	kGone := bpf.FileKey{CgroupID: 1, Ino: 100}
 	ft.add(bpf.FileEvent{Key: kGone, Path: "a.txt", Pid: 1 << 30})
-	assert.Empty(t, ft.lookup(kGone), "relative path of an exited process stays unknown")
+	assert.Empty(t, pathOf(ft, kGone), "relative path of an exited process stays unknown")
 
 	k2 := bpf.FileKey{CgroupID: 2, Ino: 1}
 	ft.add(bpf.FileEvent{Key: k2, Path: "/abs//x"})
-	assert.Equal(t, "/abs/x", ft.lookup(k2))
-	assert.Equal(t, 3, ft.len())
+	assert.Equal(t, "/abs/x", pathOf(ft, k2))
+	_, seen := ft.lookup(bpf.FileKey{CgroupID: 2, Ino: 7})
+	assert.False(t, seen, "no event taken for it")
+	assert.Equal(t, 5, ft.len(), "unknown paths are remembered too: their records need not wait for an event")
 	ft.add(bpf.FileEvent{Key: bpf.FileKey{CgroupID: 2, Ino: 2}, Path: "/over"})
-	assert.Equal(t, 3, ft.len(), "the table is bounded")
+	assert.Equal(t, 5, ft.len(), "the table is bounded")
 	assert.Equal(t, uint64(1), ft.overflow)
 
 	// A path cut short by the kernel is replaced by the open file's full path.
 	ft2 := newFileTable("/proc", 0)
 	ft2.add(bpf.FileEvent{Key: kOpen, Path: open[:len(open)-3], Truncated: true, Pid: pid})
-	assert.Equal(t, open, ft2.lookup(kOpen))
+	assert.Equal(t, open, pathOf(ft2, kOpen))
 	ft2.add(bpf.FileEvent{Key: kClosed, Path: "/data/very/long/pa", Truncated: true, Pid: pid})
-	assert.Equal(t, "/data/very/long/pa", ft2.lookup(kClosed), "when the file is not open, the cut path still names its mount")
+	assert.Equal(t, "/data/very/long/pa", pathOf(ft2, kClosed), "when the file is not open, the cut path still names its mount")
 
 	ft.forget(func(id uint64) bool { return id != 1 })
 	assert.Equal(t, 1, ft.len())
-	assert.Equal(t, "/abs/x", ft.lookup(k2))
+	assert.Equal(t, "/abs/x", pathOf(ft, k2))
 }
 
 func TestKernelDev(t *testing.T) {
