@@ -116,7 +116,7 @@ func TestShuffledEpochs(t *testing.T) {
 
 	p := recommendation(t, a, v1.ActionPrefetch).Prefetch
 	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
-	assert.True(t, p.WarmBeforeStart, "fits the budget and waits on reads half the time")
+	assert.False(t, p.WarmBeforeStart, "the prefetch runs alongside the job")
 	assert.True(t, p.KeepInCache)
 	assert.Equal(t, int64(256*kib), p.BlockBytes, "files fetched whole")
 	assert.InDelta(t, f.DatasetBytes, float64(p.BudgetBytes), 1)

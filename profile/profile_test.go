@@ -249,7 +249,7 @@ func TestGoReaderShuffledEpochs(t *testing.T) {
 	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
 	assert.Equal(t, v1.StrategyWholeDataset, p.Strategy)
 	assert.Equal(t, int64(f.DatasetBytes), p.BudgetBytes)
-	assert.Equal(t, f.ReadWaitShare >= advice.DefaultBounds.WarmWaitShare, p.WarmBeforeStart)
+	assert.False(t, p.WarmBeforeStart, "the prefetch runs alongside the job")
 	assert.Equal(t, advice.FileBlock(f.MedianFileBytes), p.BlockBytes)
 	recommendation(t, rep, v1.ActionScaleCache)
 }

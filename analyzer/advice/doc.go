@@ -25,8 +25,8 @@
 //   - Byte budget: Sequential keeps a double-buffered window,
 //     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
 //     HotSet min(W, CacheBudget).
-//   - Warm before start: the data to warm fits the cache budget and
-//     w ≥ Bounds.WarmWaitShare (the job really waits on reads).
+//   - Never warm before start: the prefetcher runs alongside the job
+//     (holding the job would not end it sooner; see PrefetchParams).
 //   - Cache workers: max(⌈W'/PerWorkerCapacity⌉, ⌈T_d/PerWorkerThroughput⌉)
 //     clamped to [MinWorkers, MaxWorkers], where W' is D for ShuffledEpochs
 //     (every epoch reads everything) and W otherwise.
