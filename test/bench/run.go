@@ -75,7 +75,9 @@ func Main(ctx context.Context, o Options) ([]Result, error) {
 	}
 	defer func() { _ = c.Stop() }()
 	if _, err := c.DeployEddy(ctx, node.EddyOptions{Args: map[string][]string{
-		"analyzer":  {"--flush-interval=2s"},
+		// A workload is advised once its run ended: 5 s without a read
+		// (the default, 30 s, is for pods that pause between reads).
+		"analyzer":  {"--flush-interval=2s", "--run-ended-after=5s"},
 		"collector": {"--interval=1s"},
 		"operator":  {"--verify-settle=-1s"},
 	}}); err != nil {
