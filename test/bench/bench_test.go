@@ -37,13 +37,12 @@ func TestReportOffline(t *testing.T) {
 // TestBenchShort is the CI benchmark: two small classes, every arm on the
 // real node. It fails when eddy's prefetch, applied through the real loop,
 // does not remove the share of the job's data stall it removes today
-// (minStallRemoved), or when eddy,
-// counting its warm-up, is slower than no prefetch at all (beyond 10% or
-// 1 s of noise on a shared 2-core machine). Where a peer arm beats eddy
-// counting warm-up it says so in the log: on ShuffledEpochs a 16-reader
-// warm-up and Fluid's async prefetcher do today (eddy holds the job until
-// its sidecar has warmed the whole dataset; issue 16 is open on it). Run
-// it under flock /tmp/eddy-realnode.lock.
+// (minStallRemoved), or when eddy, counting its warm-up, is slower than any
+// other arm — no prefetch, Fluid's prefetcher, the 16-reader warm-up —
+// beyond 10% or 1 s of noise on a shared 2-core machine (before eddy's
+// prefetch ran alongside the job, Fluid's async prefetcher beat it by 1.3 s
+// on ShuffledEpochs and this failed). Run it under flock
+// /tmp/eddy-realnode.lock.
 func TestBenchShort(t *testing.T) {
 	// Guards against regressions, below what was measured on a shared
 	// 2-core VM (ShuffledEpochs 0.91–0.98, SequentialScan 0.24–0.52 over
@@ -89,13 +88,8 @@ func TestBenchShort(t *testing.T) {
 			if r.Class != class.Name || r.Arm == ArmEddy || r.Arm == ArmOracle || len(r.Samples) == 0 {
 				continue
 			}
-			p := r.Median(total)
-			switch {
-			case e <= p*1.1 || e-p <= 1:
-			case r.Arm == ArmCold:
-				t.Errorf("%s: eddy %.2fs counting warm-up, slower than no prefetch (%.2fs)", class.Name, e, p)
-			default:
-				t.Logf("%s: eddy %.2fs counting warm-up, slower than %s %.2fs (known, issue 16)", class.Name, e, r.Arm, p)
+			if p := r.Median(total); e > p*1.1 && e-p > 1 {
+				t.Errorf("%s: eddy %.2fs counting warm-up, slower than %s (%.2fs)", class.Name, e, r.Arm, p)
 			}
 		}
 	}
