@@ -272,14 +272,18 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 				fmt.Fprintf(w, "    %s %s: %s = %.3g (threshold %.3g)\n", mark, d.Rule, d.Feature, d.Value, d.Threshold)
 			}
 		}
-		explainRecommendations(w, recs.Items, func(r *eddyv1alpha1.Recommendation) bool {
+		none := "nothing yet"
+		if !eddyv1alpha1.RunSeenWhole(st.RecentRuns, eddyv1alpha1.DefaultLongRunAfter) {
+			none = fmt.Sprintf("nothing yet: a workload is advised once one of its runs ended, or has read for %s (the analyzer's --long-run-after)", eddyv1alpha1.DefaultLongRunAfter)
+		}
+		explainRecommendations(w, recs.Items, none, func(r *eddyv1alpha1.Recommendation) bool {
 			return matches(r.Spec.TargetRef) && r.Spec.Dataset.Name == p.Spec.Dataset.Name
 		})
 		fmt.Fprintln(w)
 	}
 	if !found {
 		var seen bool
-		explainRecommendations(w, recs.Items, func(r *eddyv1alpha1.Recommendation) bool {
+		explainRecommendations(w, recs.Items, "nothing yet", func(r *eddyv1alpha1.Recommendation) bool {
 			seen = seen || matches(r.Spec.TargetRef)
 			return matches(r.Spec.TargetRef)
 		})
@@ -291,7 +295,9 @@ func Explain(ctx context.Context, c client.Reader, w io.Writer, ns, workload str
 	return nil
 }
 
-func explainRecommendations(w io.Writer, all []eddyv1alpha1.Recommendation, keep func(*eddyv1alpha1.Recommendation) bool) {
+// explainRecommendations writes the recommendations keep selects, or none
+// when there are none.
+func explainRecommendations(w io.Writer, all []eddyv1alpha1.Recommendation, none string, keep func(*eddyv1alpha1.Recommendation) bool) {
 	var recs []*eddyv1alpha1.Recommendation
 	for i := range all {
 		if keep(&all[i]) {
@@ -299,7 +305,7 @@ func explainRecommendations(w io.Writer, all []eddyv1alpha1.Recommendation, keep
 		}
 	}
 	if len(recs) == 0 {
-		fmt.Fprintln(w, "  Recommended: nothing yet")
+		fmt.Fprintln(w, "  Recommended: "+none)
 		return
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].CreationTimestamp.Before(&recs[j].CreationTimestamp) })

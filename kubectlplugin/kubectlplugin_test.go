@@ -156,11 +156,28 @@ func TestReviewCommandsAgainstAPIServer(t *testing.T) {
 	require.Contains(t, out.String(), "Job/train reading dataset imagenet")
 	require.ErrorContains(t, kubectlplugin.Explain(ctx, c, &out, "ml", "Deployment/nobody"), "no AccessProfile or recommendation for workload")
 
+	// A workload in its first run is not advised yet, and explain says why.
+	first := &eddyv1alpha1.AccessProfile{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "etl-logs"},
+		Spec: eddyv1alpha1.AccessProfileSpec{
+			WorkloadRef: eddyv1alpha1.WorkloadReference{APIVersion: "batch/v1", Kind: "Job", Name: "etl", Rule: eddyv1alpha1.RuleObject},
+			Dataset:     eddyv1alpha1.DatasetReference{Name: "logs", Source: "PVC"},
+		},
+	}
+	require.NoError(t, c.Create(ctx, first))
+	first.Status = eddyv1alpha1.AccessProfileStatus{Class: eddyv1alpha1.ClassSequentialScan, Confidence: 0.7, Features: feat, ObservedPods: 1, Windows: 3, LastSeen: &now, FirstSeen: &now,
+		RecentRuns: []eddyv1alpha1.RunSummary{{Pod: "etl-abcde", Object: "etl", Start: now, End: now, BytesRead: 1 << 30, WallSeconds: 20}}}
+	require.NoError(t, c.Status().Update(ctx, first))
+	out.Reset()
+	require.NoError(t, kubectlplugin.Explain(ctx, c, &out, "ml", "Job/etl"))
+	require.Contains(t, out.String(), "(still reading)")
+	require.Contains(t, out.String(), "Recommended: nothing yet: a workload is advised once one of its runs ended, or has read for 10m0s")
+
 	out.Reset()
 	require.NoError(t, kubectlplugin.Status(ctx, c, &out, kubectlplugin.StatusOptions{Namespace: "ml", OperatorNamespace: "eddy-system", AnalyzerLease: "eddy-analyzer"}))
 	status := out.String()
 	for _, want := range []string{"Analyzer heartbeat: renewed", "by analyzer-0", "Namespace ml", "mode Auto, auto-apply [Prefetch]", "cache workers 1..8",
-		"Recommendations: Proposed 1, Verified 1", "Profiles:    ShuffledEpochs 1"} {
+		"Recommendations: Proposed 1, Verified 1", "Profiles:    SequentialScan 1, ShuffledEpochs 1"} {
 		require.Contains(t, status, want)
 	}
 }

@@ -48,11 +48,3 @@ func TestBaselineRuns(t *testing.T) {
 	got := baselineRuns(runs)
 	assert.Equal(t, []v1.RunSummary{{Pod: "a"}, {Pod: "c"}}, got)
 }
-
-func TestRunSeenWhole(t *testing.T) {
-	const long = 10 * time.Minute
-	assert.False(t, RunSeenWhole(nil, long), "no run")
-	assert.False(t, RunSeenWhole([]v1.RunSummary{{Pod: "a", WallSeconds: 30}}, long), "a first run still reading")
-	assert.True(t, RunSeenWhole([]v1.RunSummary{{Pod: "a", WallSeconds: 30, Ended: true}, {Pod: "b", WallSeconds: 5}}, long), "a run ended")
-	assert.True(t, RunSeenWhole([]v1.RunSummary{{Pod: "a", WallSeconds: 600}}, long), "a run read for long enough")
-}

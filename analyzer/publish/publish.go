@@ -37,14 +37,6 @@ const DefaultStableAssessments = 2
 // DefaultRunEndedAfter is how long without a read a run counts as ended.
 const DefaultRunEndedAfter = 30 * time.Second
 
-// DefaultLongRunAfter is how long a run that has not ended must have been
-// read before its workload's advice is proposed. A workload is advised from
-// a whole run: the first minutes of a run can look like another class than
-// the run (a shuffled epoch loop's first files read in order look like a
-// scan), and a change applied from them is superseded as soon as the run
-// ends, spending the policy's budget of changes on nothing.
-const DefaultLongRunAfter = 10 * time.Minute
-
 // DefaultCoolOff is how long after a recommendation was judged Ineffective
 // no other of its action is proposed for its profile, when the policy does
 // not say.
@@ -64,7 +56,7 @@ type Publisher struct {
 	StableAssessments int
 	// RunEndedAfter: see DefaultRunEndedAfter (0 means default).
 	RunEndedAfter time.Duration
-	// LongRunAfter: see DefaultLongRunAfter (0 means default).
+	// LongRunAfter: see v1.DefaultLongRunAfter (0 means default).
 	LongRunAfter time.Duration
 	// Workers is how many keys are written at once (0 means DefaultWorkers).
 	Workers int
@@ -121,7 +113,7 @@ type Result struct {
 	// same action was judged Ineffective within the policy's cool-off.
 	CoolingOff int
 	// AwaitingRun counts profiles not advised yet because none of their
-	// runs has ended or been read for LongRunAfter (see RunSeenWhole).
+	// runs has ended or been read for LongRunAfter (see v1.RunSeenWhole).
 	AwaitingRun int
 	// HeldKeys have advice waiting for more agreeing assessments, and
 	// OpenKeys runs that have not ended: assess them again at the next
@@ -243,7 +235,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 	if pol.mode == v1.ModeOff {
 		return nil
 	}
-	if !RunSeenWhole(prof.Status.RecentRuns, p.longRunAfter()) {
+	if !v1.RunSeenWhole(prof.Status.RecentRuns, p.longRunAfter()) {
 		res.AwaitingRun++
 		return nil
 	}
@@ -600,19 +592,7 @@ func (p *Publisher) longRunAfter() time.Duration {
 	if p.LongRunAfter > 0 {
 		return p.LongRunAfter
 	}
-	return DefaultLongRunAfter
-}
-
-// RunSeenWhole reports whether a workload's advice rests on a whole run:
-// one of its runs ended, or one has been read for longRunAfter (a job of
-// hours, a server that never ends).
-func RunSeenWhole(runs []v1.RunSummary, longRunAfter time.Duration) bool {
-	for _, r := range runs {
-		if r.Ended || r.WallSeconds >= longRunAfter.Seconds() {
-			return true
-		}
-	}
-	return false
+	return v1.DefaultLongRunAfter
 }
 
 func (p *Publisher) runEndedAfter() time.Duration {

@@ -67,7 +67,7 @@ type Options struct {
 	StableAssessments int
 	// RunEndedAfter, see publish.DefaultRunEndedAfter.
 	RunEndedAfter time.Duration
-	// LongRunAfter, see publish.DefaultLongRunAfter.
+	// LongRunAfter, see v1alpha1.DefaultLongRunAfter.
 	LongRunAfter time.Duration
 	// StateDir persists manifests ("" keeps them in memory only).
 	StateDir string

@@ -194,7 +194,7 @@ terminationGracePeriodSeconds.`,
 	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
 	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
 	f.DurationVar(&opt.RunEndedAfter, "run-ended-after", publish.DefaultRunEndedAfter, "how long without a read a run (a pod's reads) counts as ended, so that an applied recommendation can be judged by it")
-	f.DurationVar(&opt.LongRunAfter, "long-run-after", publish.DefaultLongRunAfter, "a workload is advised once one of its runs ended, or has read for this long (a run's first minutes can look like another class than the whole run)")
+	f.DurationVar(&opt.LongRunAfter, "long-run-after", v1alpha1.DefaultLongRunAfter, "a workload is advised once one of its runs ended, or has read for this long (a run's first minutes can look like another class than the whole run)")
 	f.IntVar(&opt.PublishWorkers, "flush-workers", publish.DefaultWorkers, "keys a flush writes to the API server at once")
 	f.DurationVar(&opt.ShutdownFlushTimeout, "shutdown-flush-timeout", service.DefaultShutdownFlushTimeout, "on SIGTERM, how long the flush in progress and the final flush may take (keep it under the pod's terminationGracePeriodSeconds)")
 	f.Float32Var(&qps, "kube-api-qps", 200, "sustained requests per second to the API server (a flush of N keys makes about N)")
