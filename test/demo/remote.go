@@ -162,6 +162,17 @@ type prefetchRun struct {
 // runSidecar runs the pod's injected eddy-prefetch container as the pod
 // would, in its cgroup g, and waits until it reports everything read.
 func (r *run) runSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, g *cgroupv2.Group, saDir string) (*prefetchRun, error) {
+	wait, err := r.startSidecar(ctx, pod, ctr, g, saDir)
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// startSidecar starts the pod's prefetch sidecar as runSidecar does and
+// returns a function that waits until it has read everything. The function
+// writes nothing to the demo's output: it may run beside the trainer.
+func (r *run) startSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, g *cgroupv2.Group, saDir string) (func() (*prefetchRun, error), error) {
 	// No container runs here, so the paths the webhook wrote for the
 	// sidecar's mount namespace (/eddy/data/<volume>, /eddy/sdk) do not
 	// exist on this machine: they are mapped to where the volumes are. The
@@ -200,8 +211,14 @@ func (r *run) runSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Conta
 	}
 	r.procs = append(r.procs, cmd)
 	go func() { _ = cmd.Wait(); logFile.Close() }()
+	return func() (*prefetchRun, error) { return r.waitSidecar(ctx, ctr.Name+"-"+pod.Name, status, logPath, start) }, nil
+}
+
+// waitSidecar polls a sidecar's status address until it has read
+// everything.
+func (r *run) waitSidecar(ctx context.Context, name, status, logPath string, start time.Time) (*prefetchRun, error) {
 	var st prefetch.Status
-	err = r.poll(ctx, 2*time.Minute, "finished prefetch", ctr.Name+"-"+pod.Name, func() (bool, error) {
+	err := r.poll(ctx, 2*time.Minute, "finished prefetch", name, func() (bool, error) {
 		resp, err := http.Get("http://" + status + "/status") //nolint:gosec // loopback URL built here
 		if err != nil {
 			return false, nil
@@ -211,7 +228,7 @@ func (r *run) runSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Conta
 			return false, nil
 		}
 		if st.Error != "" {
-			return false, fmt.Errorf("%s: %s (log in %s)", ctr.Name, st.Error, logPath)
+			return false, fmt.Errorf("%s: %s (log in %s)", name, st.Error, logPath)
 		}
 		return st.Done, nil
 	})
