@@ -90,12 +90,14 @@ type PrefetchParams struct {
 	BandwidthBytesPerSec int64               `json:"bandwidthBytesPerSec"`
 	BudgetBytes          int64               `json:"budgetBytes"`
 	// WarmBeforeStart holds the job until the data is warm. The advice
-	// never sets it: holding never ends the job sooner (the prefetcher
-	// fetches at the same rate while the job waits, and a running job reads
-	// what is warm already), and it costs the hold's own start-up (the
-	// benchmark measured eddy's ShuffledEpochs job, counting warm-up, 8.4 s
-	// held against Fluid's async prefetcher's 7.9 s). A person may set it
-	// on a Recommendation.
+	// does not set it: on real pods the hold costs more than it saves (a
+	// startup probe, and the job's container started only after it: the
+	// benchmark's ShuffledEpochs job, counting warm-up, took 8.4 s held and
+	// 4.9 s beside the prefetcher; Fluid's async prefetcher 6.1 s). Beside
+	// the prefetcher the job's first epoch shares the link with it, so
+	// where there is no start-up to save (the host demo) holding is faster
+	// (about 3.3 s against 4.9 s there). A person may set it on a
+	// Recommendation.
 	WarmBeforeStart bool `json:"warmBeforeStart"`
 	// KeepInCache is false for read-once data: drop it behind the reader.
 	KeepInCache bool `json:"keepInCache"`

@@ -25,7 +25,7 @@ import (
 // capping bandwidth). The loop must close: the reads are classified, a
 // Prefetch recommendation is proposed and auto-applied, the workload's next
 // pod comes out of admission with the prefetch sidecar, with that sidecar
-// run first the same training run is much faster than the cold one, the
+// beside it the same training run is faster than the cold one, the
 // operator judges the recommendation Verified from that run, and the verdict
 // holds: nothing is rolled back or proposed again.
 func TestWholeLoop(t *testing.T) {
@@ -34,7 +34,11 @@ func TestWholeLoop(t *testing.T) {
 
 	t.Logf("job time cold %.2fs, after the injected prefetcher (%.2fs) %.2fs: %.1fx", res.ColdSeconds, res.PrefetchSeconds, res.WarmSeconds, res.Speedup)
 	assert.Greater(t, res.PrefetchSeconds, 0.0)
-	assert.Greater(t, res.Speedup, 2.0, "with the mount's cache warmed by the prefetcher the job is much faster (4.2-7.0x in four runs on this 2-core VM)")
+	// The sidecar runs beside the trainer (the pod is not held until warm):
+	// both fetch over the one link, and the trainer's first epoch waits for
+	// what the sidecar has not fetched yet (1.5x measured; held until warm
+	// it read 4.2-7.0x faster, 2.0-2.2x counting the prefetch).
+	assert.Greater(t, res.Speedup, 1.2, "with the prefetcher beside it the job is faster")
 
 	require.NotNil(t, res.Verdict, "the operator judged the applied recommendation")
 	assert.Equal(t, v1.PhaseVerified, res.Verdict.Status.Phase, "%s", outcomeOf(res.Verdict))
@@ -42,7 +46,7 @@ func TestWholeLoop(t *testing.T) {
 	require.NotNil(t, v)
 	assert.Equal(t, []string{res.NextPod.Name}, v.Runs, "judged by the run it was applied to")
 	assert.Less(t, v.After.ReadWaitShare, v.Before.ReadWaitShare)
-	assert.Greater(t, v.After.ThroughputBytesPerSecond, 2*v.Before.ThroughputBytesPerSecond)
+	assert.Greater(t, v.After.ThroughputBytesPerSecond, 1.2*v.Before.ThroughputBytesPerSecond)
 	assert.True(t, res.Stable(), "the verdict holds; proposed again: %v", res.Reproposed())
 	for _, l := range res.Later {
 		assert.NotEqual(t, v1.PhaseRolledBack, l.Status.Phase, "%s rolled back: %s", l.Name, outcomeOf(&l))
