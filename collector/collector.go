@@ -48,7 +48,8 @@ type Options struct {
 	// HoldUnattributed is how long a drained record whose cgroup no
 	// observed container has yet, or whose file's event (its path) has not
 	// been taken yet, is kept for a later drain (default 5s; negative: not
-	// at all; past it a record of a known container goes without its path). The kernel records a container from the
+	// at all; past it, or at shutdown, a record of a known container goes
+	// without its path). The kernel records a container from the
 	// instant its cgroup is made, under its pod's allowed cgroup, while the
 	// pod index learns which container it is from the kubelet's status and
 	// a rate-limited cgroup walk, up to a second or two later: a short
@@ -88,6 +89,8 @@ type Collector struct {
 	events    []bpf.FileEvent
 	held      []heldRecord
 	holdFor   int // drains a record may be held
+	// closing is set for the last drain, at shutdown.
+	closing bool
 	// Stats of the whole run, for logs and tests.
 	windows, unattributed uint64
 }
@@ -134,6 +137,8 @@ func (c *Collector) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// The last drain: what waits only for its path goes without.
+			c.closing = true
 			_, err := c.Tick(context.WithoutCancel(ctx))
 			// Records still held will not be attributed by anyone.
 			c.unattributed += uint64(len(c.held))
@@ -233,13 +238,13 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 		held = append(held, h)
 	}
 	for _, h := range c.held {
-		if !attribute(&h.rec, h.drains+1 >= c.holdFor) {
+		if !attribute(&h.rec, c.closing || h.drains+1 >= c.holdFor) {
 			h.drains++
 			hold(h)
 		}
 	}
 	for i := range c.records {
-		if !attribute(&c.records[i], c.holdFor == 0 || len(held) >= maxHeld) {
+		if !attribute(&c.records[i], c.closing || c.holdFor == 0 || len(held) >= maxHeld) {
 			hold(heldRecord{rec: c.records[i]})
 		}
 	}

@@ -270,6 +270,17 @@ func TestRecordsWaitForTheirFilesEvent(t *testing.T) {
 	_, err = c.Tick(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, heldRecords(t, m), "the file's next records do not wait again")
+
+	// At shutdown the last drain does not leave a record waiting for its
+	// path: it goes without.
+	src.Push([]bpf.Record{{Key: bpf.FileKey{CgroupID: 301, Dev: 1, Ino: 12}, ReadOps: 1, ReadBytes: 1 << 16}}, nil)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, before+3, counterValue(t, m, "eddy_collector_records_outside_datasets_total"), "the lost file's second record, then this one")
+	assert.Zero(t, c.unattributed, "nothing of a known container is dropped at shutdown")
 }
 
 // heldRecords reads the held_records gauge.
