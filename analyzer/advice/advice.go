@@ -273,6 +273,15 @@ func (a *advisor) evidence(hit float64, explanation string) Evidence {
 	}
 }
 
+// besideJobHit is the hit ratio expected of a whole-dataset prefetch that
+// runs beside a job reading every file once per epoch in a new order: the
+// first epoch races the prefetcher and is taken to miss half its reads, the
+// later ones nothing (measured on the real node: the first run's 7.0 s of
+// reading became 1.9–2.9 s, not the 1.1 s of a job held until warm).
+func besideJobHit(epochs float64) float64 {
+	return 1 - 1/(2*math.Max(epochs, 1))
+}
+
 func (a *advisor) streamingHit() float64 {
 	if a.demanded <= 0 {
 		return 1
@@ -311,7 +320,7 @@ func (a *advisor) shuffled() {
 			BudgetBytes:          int64(D),
 			KeepInCache:          true,
 		}
-		a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(1, fmt.Sprintf(
+		a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(besideJobHit(a.f.Epochs), fmt.Sprintf(
 			"every epoch reads the whole %s dataset in a new order and it fits the %s cache budget: warm it whole alongside the job, %d files in flight, and never evict it within the job",
 			Bytes(D), Bytes(a.b.CacheBudgetBytes), conc))})
 	} else {

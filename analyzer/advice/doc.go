@@ -32,7 +32,8 @@
 //     (every epoch reads everything) and W otherwise.
 //   - Expected benefit: with an expected hit ratio h after the action, the
 //     read-wait share becomes w · (1 − h) and the wall-time reduction is
-//     w · h. h is 1 for a dataset warmed whole, min(1, B / T_d) for
+//     w · h. h is 1 − 1/(2E) for a dataset warmed whole beside a job of E
+//     epochs (its first epoch races the prefetcher), min(1, B / T_d) for
 //     streaming prefetch (Sequential, Ordered), and 1 − MRC(cache) for
 //     HotSet and cache scaling, MRC being the miss-ratio curve at the cache
 //     size that results; for ShuffledEpochs a cache that holds the whole
