@@ -184,6 +184,19 @@ func testReaderBehindService(ctx context.Context, t *testing.T, c *node.Cluster,
 		{"remote.json", remote.Source, workload.Sequential},
 	} {
 		url := fmt.Sprintf("http://%s:80/%s", svc.Spec.ClusterIP, tc.file)
+		defer func() {
+			if t.Failed() {
+				// The same file from the pod itself, past the Service: tells
+				// a routing fault from the pod's.
+				direct := fmt.Sprintf("http://%s:8080/%s", pod.Status.PodIP, tc.file)
+				if resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(direct); err != nil {
+					t.Logf("GET %s (the pod, not the Service): %v", direct, err)
+				} else {
+					resp.Body.Close()
+					t.Logf("GET %s (the pod, not the Service): HTTP %d", direct, resp.StatusCode)
+				}
+			}
+		}()
 		body := httpGetRetry(ctx, t, url, 60*time.Second)
 		var got workload.Report
 		if err := json.Unmarshal(body, &got); err != nil {
@@ -301,7 +314,10 @@ func httpGetRetry(ctx context.Context, t *testing.T, url string, timeout time.Du
 			if resp.StatusCode == http.StatusOK {
 				return body
 			}
-			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, body)
+			// Who answered: the pod's file server says "404 page not
+			// found"; another server (a stale route) says otherwise.
+			err = fmt.Errorf("HTTP %d (Server %q, Content-Type %q, %d-byte body): %s", resp.StatusCode,
+				resp.Header.Get("Server"), resp.Header.Get("Content-Type"), len(body), body)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			t.Fatalf("GET %s from the host: %v", url, err)
