@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -195,6 +196,12 @@ func testReaderBehindService(ctx context.Context, t *testing.T, c *node.Cluster,
 					resp.Body.Close()
 					t.Logf("GET %s (the pod, not the Service): HTTP %d", direct, resp.StatusCode)
 				}
+				// Without kube-proxy's rule the host's own route answers
+				// (here an egress proxy: 404, empty body).
+				rules, _ := exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES").CombinedOutput()
+				t.Logf("kube-proxy's rule for %s: %q", svc.Spec.ClusterIP, grepLines(string(rules), svc.Spec.ClusterIP))
+				proxyLog, _ := os.ReadFile(filepath.Join(c.Dir, "logs", "kube-proxy.log"))
+				t.Logf("kube-proxy log ends:\n%s", tailLines(string(proxyLog), 30))
 			}
 		}()
 		body := httpGetRetry(ctx, t, url, 60*time.Second)
@@ -324,6 +331,23 @@ func httpGetRetry(ctx context.Context, t *testing.T, url string, timeout time.Du
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // assertNothingLeft checks, independently of Teardown's own check, that no
