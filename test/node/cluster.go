@@ -229,6 +229,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return c, err
 	}
 	mark("kubelet Ready")
+	if err := waitKubeProxySynced(ctx, proxy, 60*time.Second); err != nil {
+		return c, err
+	}
+	mark("kube-proxy synced")
 
 	if c.tools.coredns != "" {
 		dns, err := startCoreDNS(ctx, c.Env, c.tools.coredns, filepath.Join(c.Dir, "coredns"), c.logDir, c.NodeIP)

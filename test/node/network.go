@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/eddy-autotune/eddy/test/controlplane"
 )
@@ -101,6 +103,9 @@ func restoreSysctls(saved map[string]string) {
 	}
 }
 
+// kubeProxyHealthz is where kube-proxy serves /healthz.
+const kubeProxyHealthz = "127.0.0.1:10256"
+
 // startKubeProxy runs kube-proxy in iptables mode for the node, authenticated
 // as system:kube-proxy (bound to system:node-proxier by default RBAC). It
 // leaves the conntrack and localnet sysctls alone so teardown has nothing
@@ -126,7 +131,7 @@ hostnameOverride: %s
 clusterCIDR: %s
 bindAddress: 0.0.0.0
 nodePortAddresses: [primary]
-healthzBindAddress: 127.0.0.1:10256
+healthzBindAddress: %s
 metricsBindAddress: 127.0.0.1:10249
 conntrack:
   maxPerCore: 0
@@ -137,10 +142,41 @@ iptables:
   localhostNodePorts: false
   syncPeriod: 5s
   minSyncPeriod: 200ms
-`, kubeconfig, nodeName, PodCIDR)
+`, kubeconfig, nodeName, PodCIDR, kubeProxyHealthz)
 	configPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	return startProcess(ctx, logDir, "kube-proxy", tools.kubeProxy, []string{"--config", configPath, "--v=2"})
+}
+
+// waitKubeProxySynced waits until kube-proxy's /healthz answers 200, which
+// it does once it has programmed the node's Service rules for the first
+// time: a Service created before that has no rule, and on a host whose
+// outbound traffic goes through a proxy, that proxy answers for the
+// ClusterIP (CI once saw 404s with an empty body for a minute).
+func waitKubeProxySynced(ctx context.Context, proxy *process, timeout time.Duration) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := hc.Get("http://" + kubeProxyHealthz + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		if !proxy.alive() {
+			return fmt.Errorf("kube-proxy exited; %s ends:\n%s", proxy.log, logTail(proxy.log, 4000))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-proxy not synced after %s (/healthz: %v); %s ends:\n%s", timeout, err, proxy.log, logTail(proxy.log, 4000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
