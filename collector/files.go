@@ -78,20 +78,21 @@ func (t *fileTable) put(key bpf.FileKey, p string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	files := t.paths[key.CgroupID]
-	if old, ok := files[k]; ok && (old != "" || p == "") {
+	if old, ok := files[k]; ok {
+		if old == "" && p != "" {
+			files[k] = p
+		}
 		return
 	}
-	if _, ok := files[k]; !ok {
-		if t.n >= t.max {
-			t.overflow++
-			return
-		}
-		if files == nil {
-			files = map[devIno]string{}
-			t.paths[key.CgroupID] = files
-		}
-		t.n++
+	if t.n >= t.max {
+		t.overflow++
+		return
 	}
+	if files == nil {
+		files = map[devIno]string{}
+		t.paths[key.CgroupID] = files
+	}
+	t.n++
 	files[k] = p
 }
 

@@ -25,8 +25,9 @@
 //   - Byte budget: Sequential keeps a double-buffered window,
 //     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
 //     HotSet min(W, CacheBudget).
-//   - Never warm before start: the prefetcher runs alongside the job
-//     (holding the job would not end it sooner; see PrefetchParams).
+//   - Never warm before start: the prefetcher runs alongside the job (on
+//     real pods the hold costs more than it saves; see
+//     PrefetchParams.WarmBeforeStart).
 //   - Cache workers: max(⌈W'/PerWorkerCapacity⌉, ⌈T_d/PerWorkerThroughput⌉)
 //     clamped to [MinWorkers, MaxWorkers], where W' is D for ShuffledEpochs
 //     (every epoch reads everything) and W otherwise.

@@ -54,9 +54,15 @@ func shuffledWindowsEnding(t *testing.T, end time.Time) []*accessv1.AccessWindow
 
 func start(t *testing.T, ctx context.Context, c client.Client) (*service.Service, context.CancelFunc, chan error) {
 	t.Helper()
+	return startWith(t, ctx, c, 0)
+}
+
+// startWith is start with the analyzer's --run-ended-after (0: default).
+func startWith(t *testing.T, ctx context.Context, c client.Client, runEndedAfter time.Duration) (*service.Service, context.CancelFunc, chan error) {
+	t.Helper()
 	svc, err := service.New(ctx, service.Options{
 		Client: c, Log: testr.New(t), GRPCAddr: "127.0.0.1:0", FlushInterval: time.Hour,
-		LeaseNamespace: "eddy-system", Identity: "test", StableAssessments: 2,
+		LeaseNamespace: "eddy-system", Identity: "test", StableAssessments: 2, RunEndedAfter: runEndedAfter,
 	})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -178,15 +184,8 @@ func TestAdvisedFromAWholeRun(t *testing.T) {
 		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	}
 	const endedAfter = 3 * time.Second
-	svc, err := service.New(ctx, service.Options{
-		Client: env.Client, Log: testr.New(t), GRPCAddr: "127.0.0.1:0", FlushInterval: time.Hour,
-		LeaseNamespace: "eddy-system", Identity: "test", StableAssessments: 2, RunEndedAfter: endedAfter,
-	})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
+	svc, stop, done := startWith(t, ctx, env.Client, endedAfter)
+	defer func() { stop(); <-done }()
 
 	ship(t, svc.Addr(), shuffledWindowsEnding(t, time.Now()))
 	for range 3 {

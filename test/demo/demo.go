@@ -660,50 +660,59 @@ func (r *run) measureWarm(ctx context.Context, res *Result, caFile string) error
 	if err != nil {
 		return err
 	}
-	if res.Held = sidecar.StartupProbe != nil || r.o.Ineffective; !res.Held {
-		// The webhook holds the trainer only for a Prefetch that says
-		// WarmBeforeStart (a startup probe on the sidecar): otherwise both
-		// start together, and the prefetcher races ahead of the trainer.
-		_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
-		wait, err := r.startSidecar(ctx, pod, sidecar, groups[sidecar.Name], saDir)
-		if err != nil {
-			return err
-		}
-		r.say("  the trainer starts beside it: the pod is not held until the data is warm")
-		if res.WarmSeconds, err = r.runReader(ctx, pod, groups["trainer"], r.dataPath); err != nil {
-			return err
-		}
-		pre, err := wait()
-		if err != nil {
-			return err
-		}
-		res.PrefetchSeconds = pre.Seconds
-		r.say("  %s read %d files (%.1f MiB) in %.2fs, concurrency %d, %d errors",
-			sidecar.Name, pre.Status.Files, float64(pre.Status.Bytes)/(1<<20), pre.Seconds, pre.Status.Concurrency, pre.Status.Errors)
-		res.Speedup = res.ColdSeconds / res.WarmSeconds
-		r.say("  the training run read %d files × %d epochs in %.2fs", r.o.Files, r.o.Epochs, res.WarmSeconds)
-		return nil
+	// The webhook holds the trainer only for a Prefetch that says
+	// WarmBeforeStart (a startup probe on the sidecar): otherwise both start
+	// together, and the prefetcher races ahead of the trainer.
+	res.Held = sidecar.StartupProbe != nil || r.o.Ineffective
+	var pre *prefetchRun
+	if res.Held {
+		pre, err = r.runHeld(ctx, pod, sidecar, groups, saDir, res)
+	} else {
+		pre, err = r.runBeside(ctx, pod, sidecar, groups, saDir, res)
 	}
-	pre, err := r.runSidecar(ctx, pod, sidecar, groups[sidecar.Name], saDir)
 	if err != nil {
 		return err
 	}
 	res.PrefetchSeconds = pre.Seconds
 	r.say("  %s read %d files (%.1f MiB) in %.2fs, concurrency %d, %d errors",
 		sidecar.Name, pre.Status.Files, float64(pre.Status.Bytes)/(1<<20), pre.Seconds, pre.Status.Concurrency, pre.Status.Errors)
+	res.Speedup = res.ColdSeconds / res.WarmSeconds
+	r.say("  the training run read %d files × %d epochs in %.2fs", r.o.Files, r.o.Epochs, res.WarmSeconds)
+	return nil
+}
+
+// runBeside runs the trainer while the sidecar prefetches, and returns the
+// sidecar's run once both have finished; the trainer's time is in res.
+func (r *run) runBeside(ctx context.Context, pod *corev1.Pod, sidecar *corev1.Container, groups map[string]*cgroupv2.Group, saDir string, res *Result) (*prefetchRun, error) {
+	wait, err := r.startSidecar(ctx, pod, sidecar, groups[sidecar.Name], saDir)
+	if err != nil {
+		return nil, err
+	}
+	r.say("  the trainer starts beside it: the pod is not held until the data is warm")
+	if res.WarmSeconds, err = r.runReader(ctx, pod, groups["trainer"], r.dataPath); err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// runHeld runs the sidecar until it has read everything, then the trainer
+// (with --ineffective, over a mount emptied in between).
+func (r *run) runHeld(ctx context.Context, pod *corev1.Pod, sidecar *corev1.Container, groups map[string]*cgroupv2.Group, saDir string, res *Result) (*prefetchRun, error) {
+	pre, err := r.runSidecar(ctx, pod, sidecar, groups[sidecar.Name], saDir)
+	if err != nil {
+		return nil, err
+	}
 	if r.o.Ineffective {
 		if err := r.mount.Close(); err != nil {
-			return err
+			return nil, err
 		}
 		if r.mount, err = r.remote.Mount(filepath.Dir(r.mount.Path)); err != nil {
-			return err
+			return nil, err
 		}
 		r.say("  --ineffective: remounted %s with an empty cache again, as if another job had evicted what the prefetcher read", r.mount.Path)
 	}
 	if res.WarmSeconds, err = r.runReader(ctx, pod, groups["trainer"], r.dataPath); err != nil {
-		return err
+		return nil, err
 	}
-	res.Speedup = res.ColdSeconds / res.WarmSeconds
-	r.say("  the training run read %d files × %d epochs in %.2fs", r.o.Files, r.o.Epochs, res.WarmSeconds)
-	return nil
+	return pre, nil
 }

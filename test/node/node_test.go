@@ -176,6 +176,28 @@ func testReaderBehindService(ctx context.Context, t *testing.T, c *node.Cluster,
 		t.Fatal(err)
 	}
 
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		// The files from the pod itself, past the Service: tells a routing
+		// fault from the pod's.
+		for _, file := range []string{"local.json", "remote.json"} {
+			direct := fmt.Sprintf("http://%s:8080/%s", pod.Status.PodIP, file)
+			if resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(direct); err != nil {
+				t.Logf("GET %s (the pod, not the Service): %v", direct, err)
+			} else {
+				resp.Body.Close()
+				t.Logf("GET %s (the pod, not the Service): HTTP %d", direct, resp.StatusCode)
+			}
+		}
+		// Without kube-proxy's rule the host's own route answers (here an
+		// egress proxy: 404, empty body).
+		rules, _ := exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES").CombinedOutput()
+		t.Logf("kube-proxy's rule for %s: %q", svc.Spec.ClusterIP, grepLines(string(rules), svc.Spec.ClusterIP))
+		proxyLog, _ := os.ReadFile(filepath.Join(c.Dir, "logs", "kube-proxy.log"))
+		t.Logf("kube-proxy log ends:\n%s", tailLines(string(proxyLog), 30))
+	}()
 	for _, tc := range []struct {
 		file   string
 		source string
@@ -185,25 +207,6 @@ func testReaderBehindService(ctx context.Context, t *testing.T, c *node.Cluster,
 		{"remote.json", remote.Source, workload.Sequential},
 	} {
 		url := fmt.Sprintf("http://%s:80/%s", svc.Spec.ClusterIP, tc.file)
-		defer func() {
-			if t.Failed() {
-				// The same file from the pod itself, past the Service: tells
-				// a routing fault from the pod's.
-				direct := fmt.Sprintf("http://%s:8080/%s", pod.Status.PodIP, tc.file)
-				if resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(direct); err != nil {
-					t.Logf("GET %s (the pod, not the Service): %v", direct, err)
-				} else {
-					resp.Body.Close()
-					t.Logf("GET %s (the pod, not the Service): HTTP %d", direct, resp.StatusCode)
-				}
-				// Without kube-proxy's rule the host's own route answers
-				// (here an egress proxy: 404, empty body).
-				rules, _ := exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES").CombinedOutput()
-				t.Logf("kube-proxy's rule for %s: %q", svc.Spec.ClusterIP, grepLines(string(rules), svc.Spec.ClusterIP))
-				proxyLog, _ := os.ReadFile(filepath.Join(c.Dir, "logs", "kube-proxy.log"))
-				t.Logf("kube-proxy log ends:\n%s", tailLines(string(proxyLog), 30))
-			}
-		}()
 		body := httpGetRetry(ctx, t, url, 60*time.Second)
 		var got workload.Report
 		if err := json.Unmarshal(body, &got); err != nil {
