@@ -45,7 +45,10 @@ func TestWholeLoop(t *testing.T) {
 	v := res.Verdict.Status.Verification
 	require.NotNil(t, v)
 	assert.Equal(t, []string{res.NextPod.Name}, v.Runs, "judged by the run it was applied to")
-	assert.Less(t, v.After.ReadWaitShare, v.Before.ReadWaitShare)
+	// Reading time and throughput, not the read-wait share: a trainer that
+	// barely computes waits on reads most of its time however fast they are
+	// (92% → 89% in one run, 91% → 100% on the real node).
+	assert.Less(t, v.After.WallSeconds, v.Before.WallSeconds)
 	assert.Greater(t, v.After.ThroughputBytesPerSecond, 1.2*v.Before.ThroughputBytesPerSecond)
 	assert.True(t, res.Stable(), "the verdict holds; proposed again: %v", res.Reproposed())
 	for _, l := range res.Later {
