@@ -429,6 +429,26 @@ func TestManifestUnreachableFailsOpen(t *testing.T) {
 	assert.Contains(t, s.Error, "no manifest for this workload")
 }
 
+// A whole-dataset prefetch whose manifest is gone (the analyzer lost its
+// state, or is down) still reads the whole dataset: the manifest only
+// ordered it, and a run without the recommended prefetch would be judged as
+// if it had one.
+func TestWholeDatasetWithoutItsManifestReadsTheDataset(t *testing.T) {
+	dir := writeTree(t, map[string]int{"a": 5, "b": 6, "c/d": 7})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no manifest for this workload", http.StatusNotFound)
+	}))
+	defer srv.Close()
+	p, rec := newTestPrefetcher(t, Options{Strategy: "WholeDataset", Roots: []string{dir}, ManifestURL: srv.URL, WarmThresholdPercent: 100})
+	run(t, p, 30*time.Second)
+	assert.ElementsMatch(t, []string{"a", "b", "c/d"}, rec.get())
+	s := p.Status()
+	assert.True(t, s.Warm)
+	assert.Equal(t, 100.0, s.WarmPercent, "warm because it read everything, not because the plan failed")
+	assert.EqualValues(t, 18, s.Bytes)
+	assert.Contains(t, s.Error, "no manifest for this workload", "the status says the plan went without its manifest")
+}
+
 func TestParseManifest(t *testing.T) {
 	got, err := parseManifest([]byte(` ["a", "b"] `))
 	require.NoError(t, err)

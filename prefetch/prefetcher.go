@@ -97,10 +97,12 @@ type Prefetcher struct {
 	selectionDone bool
 	hintOnly      bool
 	failure       string
-	warm          bool
-	drained       bool
-	rate          float64
-	started       time.Time
+	// manifestErr is why the plan goes on without its manifest.
+	manifestErr string
+	warm        bool
+	drained     bool
+	rate        float64
+	started     time.Time
 }
 
 // serviceAccountDir is where Kubernetes mounts the pod's token and CA.
@@ -201,16 +203,7 @@ func (p *Prefetcher) plan(ctx context.Context) {
 	if p.opts.ManifestURL != "" {
 		var err error
 		entries, err = p.fetchManifest(ctx)
-		if err != nil {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if p.opts.Strategy == v1alpha1.StrategyOrdered && p.opts.HintSocket != "" {
-				p.log.Error(err, "manifest unavailable; following SDK hints only")
-				p.hintOnly = true
-			} else {
-				p.log.Error(err, "manifest unavailable; nothing to prefetch, reporting warm so the pod is not held")
-				p.failure = err.Error()
-			}
+		if err != nil && !p.withoutManifest(err) {
 			return
 		}
 	}
@@ -289,6 +282,31 @@ func (p *Prefetcher) plan(ctx context.Context) {
 	default:
 		walk(true)
 	}
+}
+
+// withoutManifest decides what a plan does when its manifest could not be
+// fetched (the analyzer is unreachable, or lost it): a whole-dataset
+// prefetch reads the dataset in listing order — the manifest only ordered
+// it — so the run still gets what was recommended and is judged on it;
+// an ordered one follows the SDK's hints when it has them; any other has
+// nothing to read and reports warm so the pod is not held. It reports
+// whether the plan goes on.
+func (p *Prefetcher) withoutManifest(err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.opts.Strategy == v1alpha1.StrategyWholeDataset:
+		p.log.Error(err, "manifest unavailable; reading the whole dataset in listing order")
+		p.manifestErr = err.Error()
+		return true
+	case p.opts.Strategy == v1alpha1.StrategyOrdered && p.opts.HintSocket != "":
+		p.log.Error(err, "manifest unavailable; following SDK hints only")
+		p.hintOnly = true
+	default:
+		p.log.Error(err, "manifest unavailable; nothing to prefetch, reporting warm so the pod is not held")
+		p.failure = err.Error()
+	}
+	return false
 }
 
 // rejectPath logs and counts a path that is not read.

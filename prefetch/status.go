@@ -40,7 +40,8 @@ type Status struct {
 	Hints int64 `json:"hints"`
 	// Done is true when nothing is left to read (until the next hint).
 	Done bool `json:"done"`
-	// Error explains a failed plan (the manifest could not be fetched).
+	// Error explains a failed plan, or one that goes on without its
+	// manifest (the manifest could not be fetched).
 	Error   string  `json:"error,omitempty"`
 	Elapsed float64 `json:"elapsedSeconds"`
 }
@@ -68,6 +69,9 @@ func (p *Prefetcher) Status() Status {
 		Hints:              p.hints,
 		Done:               p.planned && p.inflight == 0 && p.idleLocked(),
 		Error:              p.failure,
+	}
+	if s.Error == "" {
+		s.Error = p.manifestErr
 	}
 	if !p.started.IsZero() {
 		s.Elapsed = time.Since(p.started).Seconds()
