@@ -52,8 +52,10 @@ type Eddy struct {
 }
 
 // DeployEddy installs eddy's components exactly as `kubectl apply -k config`
-// would (config.Deployment), with four changes a cluster without a registry
-// or a DNS server needs: the image is EddyImage (never pulled); the
+// would (config.Deployment), with five changes a cluster without a registry,
+// a DNS server or a storage provisioner needs: the image is EddyImage (never
+// pulled); each claim (the analyzer's state) is bound to a folder of the
+// cluster's on the real node, which outlives the pods (provideVolume); the
 // collector mounts this node's kubelet folder and keeps its state in the
 // cluster folder; every pod runs on the real node (kwok nodes run nothing
 // and have no kernel to record); without CoreDNS the analyzer is addressed by its ClusterIP;
@@ -76,6 +78,11 @@ func (c *Cluster) DeployEddy(ctx context.Context, opts EddyOptions) (*Eddy, erro
 		if o.GetKind() == "Deployment" || o.GetKind() == "DaemonSet" {
 			workloads = append(workloads, o)
 			continue
+		}
+		if o.GetKind() == "PersistentVolumeClaim" {
+			if err := c.provideVolume(ctx, o, objs); err != nil {
+				return nil, err
+			}
 		}
 		if err := cl.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
@@ -126,6 +133,74 @@ func (c *Cluster) DeployEddy(ctx context.Context, opts EddyOptions) (*Eddy, erro
 		return nil, err
 	}
 	return e, nil
+}
+
+// provideVolume does a provisioner's work for one of eddy's claims: a
+// hostPath PersistentVolume on the real node, in a folder of the cluster's
+// owned by the user eddy's pods run as (hostPath volumes ignore fsGroup),
+// and the claim pre-bound to it. The folder is kept across DeployEddy calls
+// of one cluster, as a provisioned volume outlives the pods using it.
+func (c *Cluster) provideVolume(ctx context.Context, claim *unstructured.Unstructured, objs []*unstructured.Unstructured) error {
+	var pvc corev1.PersistentVolumeClaim
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(claim.Object, &pvc); err != nil {
+		return fmt.Errorf("decode PersistentVolumeClaim %s: %w", claim.GetName(), err)
+	}
+	uid, gid, err := claimUser(objs, pvc.Name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(c.Dir, "volumes", pvc.Namespace+"-"+pvc.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+		return err
+	}
+	name := "eddy-" + pvc.Namespace + "-" + pvc.Name
+	dirType := corev1.HostPathDirectory
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      pvc.Spec.Resources.Requests,
+			AccessModes:                   pvc.Spec.AccessModes,
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &dirType}},
+			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: pvc.Namespace, Name: pvc.Name},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{c.NodeName}}},
+			}}}},
+		},
+	}
+	if err := c.Env.Client.Create(ctx, pv); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create PersistentVolume %s: %w", name, err)
+	}
+	return unstructured.SetNestedField(claim.Object, name, "spec", "volumeName")
+}
+
+// claimUser is the user and group of the pod template that mounts the claim
+// (its runAsUser, and fsGroup for the group).
+func claimUser(objs []*unstructured.Unstructured, claim string) (uid, gid int64, err error) {
+	for _, u := range objs {
+		if u.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d); err != nil {
+			return 0, 0, fmt.Errorf("decode Deployment %s: %w", u.GetName(), err)
+		}
+		spec := d.Spec.Template.Spec
+		for _, v := range spec.Volumes {
+			if v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != claim {
+				continue
+			}
+			sc := spec.SecurityContext
+			if sc == nil || sc.RunAsUser == nil || sc.FSGroup == nil {
+				return 0, 0, fmt.Errorf("Deployment %s mounts claim %s without runAsUser and fsGroup: whom should its folder belong to?", d.Name, claim)
+			}
+			return *sc.RunAsUser, *sc.FSGroup, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no Deployment mounts claim %s", claim)
 }
 
 // adjust rewrites one component's pod spec for this cluster.
