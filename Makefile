@@ -105,7 +105,7 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-demo: deps build tools ## The local demo of the whole loop (root; see README).
+demo: deps build tools node-binaries ## The whole loop on real pods of this machine's kubelet (root; see README). eddy-dev demo --no-node runs it without a kubelet.
 	$(BIN)/eddy-dev demo
 
 clean:

@@ -189,6 +189,9 @@ type run struct {
 	remote   *slowremote.Remote
 	mount    *slowremote.Mount
 	prom     *promserver.Server
+	// logs is the end of a component's log, for errors; nil reads the
+	// host demo's log files.
+	logs func(component string) string
 }
 
 // Run runs the loop once and returns what it produced; everything it
@@ -469,15 +472,7 @@ func (r *run) setupCluster(ctx context.Context) error {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{v1.AutotuneLabel: v1.AutotuneEnabled}}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{"kubernetes.io/hostname": NodeName}}},
-		&v1.AutotunePolicy{
-			ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace},
-			Spec: v1.AutotunePolicySpec{
-				Mode:          v1.ModeAuto,
-				AutoApply:     []v1.Action{v1.ActionPrefetch, v1.ActionInjectSDK},
-				MinConfidence: ptr.To(0.5),
-				Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
-			},
-		},
+		demoPolicy(),
 		&corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: Dataset, Namespace: Namespace},
 			Spec: corev1.PersistentVolumeClaimSpec{
@@ -504,6 +499,20 @@ func (r *run) setupCluster(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// demoPolicy is the demo namespace's policy: Auto for Prefetch and
+// InjectSDK.
+func demoPolicy() *v1.AutotunePolicy {
+	return &v1.AutotunePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace},
+		Spec: v1.AutotunePolicySpec{
+			Mode:          v1.ModeAuto,
+			AutoApply:     []v1.Action{v1.ActionPrefetch, v1.ActionInjectSDK},
+			MinConfidence: ptr.To(0.5),
+			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
+		},
+	}
 }
 
 // installWebhooks registers config/webhook's configurations, pointed at the

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/demo"
+	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
@@ -72,6 +73,31 @@ func TestWholeLoopIneffective(t *testing.T) {
 	assert.Contains(t, outcomeOf(res.Verdict), "did not help")
 	assert.True(t, res.Stable(), "rolled back once and not proposed again; proposed: %v", res.Reproposed())
 	assert.Contains(t, res.Summary, "RolledBack")
+}
+
+// TestDemoOnRealNode is `make demo` as a user runs it: the same loop with
+// eddy installed from config/ as pods on this machine's real kubelet, and
+// the training run as two Jobs of one family (train-1, train-2) on a PVC of
+// the slow remote.
+func TestDemoOnRealNode(t *testing.T) {
+	node.SkipUnlessAvailable(t, true)
+	dir, err := os.MkdirTemp("/tmp", "eddy-demo-")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	res, err := demo.RunOnNode(ctx, demo.Options{Dir: dir, Out: &progress})
+	t.Log("\n" + progress.String())
+	require.NoError(t, err)
+	assertLoop(t, res)
+	assert.Equal(t, "Job", res.Profile.Spec.WorkloadRef.Kind)
+	assert.Equal(t, demo.JobName, res.Profile.Spec.WorkloadRef.Name, "train-1 and train-2 are one family")
+	assert.Greater(t, res.Speedup, 1.2, "with the prefetcher beside it the job is faster")
+	require.NotNil(t, res.Verdict)
+	assert.Equal(t, v1.PhaseVerified, res.Verdict.Status.Phase, "%s", outcomeOf(res.Verdict))
+	assert.True(t, res.Stable(), "the verdict holds; proposed again: %v", res.Reproposed())
+	assert.Contains(t, res.Summary, "nothing proposed again")
 }
 
 func outcomeOf(rec *v1.Recommendation) string {
@@ -146,6 +172,6 @@ func assertLoop(t *testing.T, res *demo.Result) {
 	require.NotEmpty(t, sidecar, "the prefetch sidecar is injected")
 	args := strings.Join(sidecar, " ")
 	assert.Contains(t, args, "--strategy="+string(res.Applied.Spec.Prefetch.Strategy))
-	assert.Contains(t, args, "--manifest-url=https://127.0.0.1:")
+	assert.Contains(t, args, "--manifest-url=https://")
 	assert.Contains(t, res.ReviewScreen, string(res.Verdict.Status.Phase))
 }

@@ -110,8 +110,7 @@ func (r *run) startPod(ctx context.Context, pod *corev1.Pod, containers ...strin
 // g, from a cold page cache, and returns its wall time.
 func (r *run) runReader(ctx context.Context, pod *corev1.Pod, g *cgroupv2.Group, data string) (float64, error) {
 	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
-	cmd := exec.CommandContext(ctx, r.o.WorkloadBin, "read", "--dir", data, "--pattern", "smallfiles",
-		"--epochs", fmt.Sprint(r.o.Epochs), "--seed", "7")
+	cmd := exec.CommandContext(ctx, r.o.WorkloadBin, readerArgs(data, r.o.Epochs)...)
 	logFile, err := os.Create(filepath.Join(r.o.Dir, "logs", "workload-"+pod.Name+".log"))
 	if err != nil {
 		return 0, err
@@ -126,6 +125,12 @@ func (r *run) runReader(ctx context.Context, pod *corev1.Pod, g *cgroupv2.Group,
 		return 0, fmt.Errorf("workload: %w (log in %s)", err, logFile.Name())
 	}
 	return time.Since(start).Seconds(), nil
+}
+
+// readerArgs are eddy-workload's arguments for the demo's training run over
+// dir: small files in shuffled epochs.
+func readerArgs(dir string, epochs int) []string {
+	return []string{"read", "--dir", dir, "--pattern", "smallfiles", "--epochs", fmt.Sprint(epochs), "--seed", "7"}
 }
 
 func (r *run) waitWebhookReady(ctx context.Context, url string) error {
@@ -223,6 +228,9 @@ func (r *run) poll(ctx context.Context, timeout time.Duration, what, component s
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if r.logs != nil {
+				return fmt.Errorf("no %s after %s; %s", what, timeout, r.logs(component))
+			}
 			logPath := filepath.Join(r.o.Dir, "logs", component+".log")
 			out, _ := os.ReadFile(logPath)
 			return fmt.Errorf("no %s after %s; %s log (%s) ends:\n%s", what, timeout, component, logPath, strings.TrimSpace(tail(out, 3000)))
