@@ -82,10 +82,16 @@ func startAnalyzer(t *testing.T, a *analyzer) (addr string) {
 	t.Helper()
 	a.acked = map[string]uint64{}
 	a.applied = map[string][]*accessv1.AccessWindow{}
+	return serve(t, a)
+}
+
+// serve runs intake as a gRPC server on loopback until the test ends.
+func serve(t *testing.T, intake accessv1.AccessIntakeServer) (addr string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := grpc.NewServer()
-	accessv1.RegisterAccessIntakeServer(srv, a)
+	accessv1.RegisterAccessIntakeServer(srv, intake)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()
@@ -540,19 +546,14 @@ func (c *checkpointer) do(fn func()) {
 // checkpoint) gets every unacknowledged window again, once.
 func TestWindowsWaitingForTheCheckpointAreNotSentAgain(t *testing.T) {
 	c := &checkpointer{instance: "a", arrivals: map[uint64]int{}}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer()
-	accessv1.RegisterAccessIntakeServer(srv, c)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	addr := serve(t, c)
 
 	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", ResendAfter: 10 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	require.NoError(t, err)
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go s.Run(ctx, dial(t, lis.Addr().String()))
+	go s.Run(ctx, dial(t, addr))
 
 	received := func(seq uint64) {
 		t.Helper()

@@ -258,7 +258,6 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	r.say("  export KUBECONFIG=%s", r.env.Kubeconfig)
-	c := r.env.Client
 	if err := r.setupCluster(ctx); err != nil {
 		return nil, err
 	}
@@ -383,22 +382,31 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 			return nil, err
 		}
 	}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
+	if err := r.finish(ctx, res); err != nil {
 		return nil, err
 	}
+	if o.Keep {
+		r.say("running; Ctrl-C to stop (KUBECONFIG=%s)", r.env.Kubeconfig)
+		<-ctx.Done()
+	}
+	return res, nil
+}
+
+// finish reads the profile again, prints the review screen and the
+// summary line.
+func (r *run) finish(ctx context.Context, res *Result) (err error) {
+	if err := r.env.Client.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
+		return err
+	}
 	if res.ReviewScreen, err = r.env.Kubectl(ctx, "get", "recommendations", "-n", Namespace); err != nil {
-		return nil, err
+		return err
 	}
 	r.step("review screen: kubectl get recommendations -n %s", Namespace)
 	fmt.Fprint(r.out, res.ReviewScreen)
 	res.Summary = summaryLine(res)
 	r.step("summary: %s", res.Summary)
 	r.step("done in %.0fs", time.Since(r.start).Seconds())
-	if o.Keep {
-		r.say("running; Ctrl-C to stop (KUBECONFIG=%s)", r.env.Kubeconfig)
-		<-ctx.Done()
-	}
-	return res, nil
+	return nil
 }
 
 func (r *run) step(format string, args ...any) {

@@ -13,7 +13,6 @@ import (
 	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -84,7 +83,7 @@ func RunOnNode(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	r.step("dataset %s/%s: %d files of %s on a remote behind a link of %s each way and %s/s (rclone serve → proxy → rclone mount, a PersistentVolume on the node)",
 		Namespace, Dataset, o.Files, resource.NewQuantity(o.FileBytes, resource.BinarySI), o.Latency, resource.NewQuantity(o.Bandwidth, resource.BinarySI))
-	if err := r.optInOnNode(ctx); err != nil {
+	if err := c.OptIn(ctx, Namespace, demoPolicy()); err != nil {
 		return nil, err
 	}
 	r.say("  namespace %s labelled %s=%s, AutotunePolicy default: Auto for Prefetch and InjectSDK", Namespace, v1.AutotuneLabel, v1.AutotuneEnabled)
@@ -150,17 +149,9 @@ func RunOnNode(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.waitVerdict(ctx, res); err != nil {
 		return nil, err
 	}
-	if err := c.Env.Client.Get(ctx, client.ObjectKeyFromObject(&res.Profile), &res.Profile); err != nil {
+	if err := r.finish(ctx, res); err != nil {
 		return nil, err
 	}
-	if res.ReviewScreen, err = c.Env.Kubectl(ctx, "get", "recommendations", "-n", Namespace); err != nil {
-		return nil, err
-	}
-	r.step("review screen: kubectl get recommendations -n %s", Namespace)
-	fmt.Fprint(r.out, res.ReviewScreen)
-	res.Summary = summaryLine(res)
-	r.step("summary: %s", res.Summary)
-	r.step("done in %.0fs", time.Since(r.start).Seconds())
 	if o.Keep {
 		r.say("where to look, from the eddy checkout:")
 		r.say("  export KUBECONFIG=%s", c.Kubeconfig)
@@ -170,27 +161,6 @@ func RunOnNode(ctx context.Context, o Options) (res *Result, err error) {
 		r.say("  bin/kubectl get pods -n %s -o wide; bin/kubectl logs -n %s deploy/eddy-analyzer", node.EddySystem, node.EddySystem)
 	}
 	return res, nil
-}
-
-// optInOnNode labels the namespace for eddy and gives it the demo's Auto
-// policy (setupCluster's, for the host demo).
-func (r *run) optInOnNode(ctx context.Context) error {
-	cl := r.env.Client
-	var ns corev1.Namespace
-	if err := cl.Get(ctx, client.ObjectKey{Name: Namespace}, &ns); err != nil {
-		return err
-	}
-	if ns.Labels == nil {
-		ns.Labels = map[string]string{}
-	}
-	ns.Labels[v1.AutotuneLabel] = v1.AutotuneEnabled
-	if err := cl.Update(ctx, &ns); err != nil {
-		return err
-	}
-	if err := cl.Create(ctx, demoPolicy()); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create the AutotunePolicy: %w", err)
-	}
-	return nil
 }
 
 // runJobOnNode runs a Job of the demo's family to its end on the node and

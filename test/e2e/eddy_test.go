@@ -304,19 +304,8 @@ func resetRemote(t *testing.T, d *node.Dataset) {
 // policy for Prefetch.
 func optIn(ctx context.Context, t *testing.T, c *node.Cluster, namespace string) {
 	t.Helper()
-	var nsObj corev1.Namespace
-	if err := c.Env.Client.Get(ctx, client.ObjectKey{Name: namespace}, &nsObj); err != nil {
-		t.Fatal(err)
-	}
-	if nsObj.Labels == nil {
-		nsObj.Labels = map[string]string{}
-	}
-	nsObj.Labels[v1.AutotuneLabel] = v1.AutotuneEnabled
-	if err := c.Env.Client.Update(ctx, &nsObj); err != nil {
-		t.Fatal(err)
-	}
 	policy := &v1.AutotunePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1.AutotunePolicySpec{
 			Mode:          v1.ModeAuto,
 			AutoApply:     []v1.Action{v1.ActionPrefetch},
@@ -324,8 +313,8 @@ func optIn(ctx context.Context, t *testing.T, c *node.Cluster, namespace string)
 			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
 		},
 	}
-	if err := c.Env.Client.Create(ctx, policy); err != nil {
-		t.Fatalf("create AutotunePolicy: %v", err)
+	if err := c.OptIn(ctx, namespace, policy); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/slowremote"
 )
 
@@ -228,4 +229,29 @@ func (d *Dataset) stop() {
 		d.Remote.Close()
 		d.Remote = nil
 	}
+}
+
+// OptIn labels namespace for eddy (eddy.io/autotune=enabled) and creates
+// policy in it, when not nil.
+func (c *Cluster) OptIn(ctx context.Context, namespace string, policy *v1.AutotunePolicy) error {
+	cl := c.Env.Client
+	var ns corev1.Namespace
+	if err := cl.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return err
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[v1.AutotuneLabel] = v1.AutotuneEnabled
+	if err := cl.Update(ctx, &ns); err != nil {
+		return fmt.Errorf("opt namespace %s in: %w", namespace, err)
+	}
+	if policy == nil {
+		return nil
+	}
+	policy.Namespace = namespace
+	if err := cl.Create(ctx, policy); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create AutotunePolicy %s/%s: %w", namespace, policy.Name, err)
+	}
+	return nil
 }
