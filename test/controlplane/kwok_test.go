@@ -118,3 +118,55 @@ func waitRunning(ctx context.Context, t *testing.T, env *controlplane.Env, ns st
 		}
 	}
 }
+
+// BenchmarkPodsRunning measures how fast the control plane brings pods to
+// Running on kwok nodes, at the controllers' own default request rate (20
+// QPS) and at DefaultControllerQPS, side by side in one run: scale tests
+// (issue 19) need thousands of pods. Run it with -benchtime=1x.
+func BenchmarkPodsRunning(b *testing.B) {
+	const pods = 600
+	for _, qps := range []int{20, controlplane.DefaultControllerQPS} {
+		b.Run(fmt.Sprintf("qps=%d", qps), func(b *testing.B) {
+			env := controlplane.StartForTest(b, controlplane.Options{Nodes: 10, ControllerQPS: qps})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			for i := range b.N {
+				ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-%d", i)}}
+				require.NoError(b, env.Client.Create(ctx, ns))
+				d := &appsv1.Deployment{
+					ObjectMeta: metav1.ObjectMeta{Name: "many", Namespace: ns.Name},
+					Spec: appsv1.DeploymentSpec{
+						Replicas: ptr.To[int32](pods),
+						Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "many"}},
+						Template: corev1.PodTemplateSpec{
+							ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "many"}},
+							Spec: corev1.PodSpec{
+								AutomountServiceAccountToken: ptr.To(false),
+								Containers:                   []corev1.Container{{Name: "c", Image: "fake"}},
+								Tolerations:                  []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}},
+							},
+						},
+					},
+				}
+				start := time.Now()
+				require.NoError(b, env.Client.Create(ctx, d))
+				for {
+					var list corev1.PodList
+					require.NoError(b, env.Client.List(ctx, &list, client.InNamespace(ns.Name)))
+					running := 0
+					for _, p := range list.Items {
+						if p.Status.Phase == corev1.PodRunning {
+							running++
+						}
+					}
+					if running == pods {
+						break
+					}
+					require.NoError(b, ctx.Err(), "%d of %d pods Running", running, pods)
+					time.Sleep(250 * time.Millisecond)
+				}
+				b.ReportMetric(pods/time.Since(start).Seconds(), "pods/s")
+			}
+		})
+	}
+}

@@ -19,8 +19,12 @@ const KwokNodeAnnotation = "kwok.x-k8s.io/node"
 
 // startNodes starts kube-controller-manager, kube-scheduler and kwok, then
 // creates n fake nodes and waits for them to be Ready.
-func (e *Env) startNodes(ctx context.Context, binDir string, n int) error {
+func (e *Env) startNodes(ctx context.Context, binDir string, n, qps int) error {
 	kc := e.Kubeconfig
+	if qps <= 0 {
+		qps = DefaultControllerQPS
+	}
+	rate := []string{fmt.Sprintf("--kube-api-qps=%d", qps), fmt.Sprintf("--kube-api-burst=%d", 2*qps)}
 	components := []struct {
 		name string
 		args []string
@@ -30,12 +34,12 @@ func (e *Env) startNodes(ctx context.Context, binDir string, n int) error {
 			"--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port=0",
 			"--concurrent-statefulset-syncs=5",
-		}, e.controllerManagerServiceAccountArgs()...)},
-		{"kube-scheduler", []string{
+		}, append(rate, e.controllerManagerServiceAccountArgs()...)...)},
+		{"kube-scheduler", append([]string{
 			"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
 			"--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port=0",
-		}},
+		}, rate...)},
 		{"kwok", []string{
 			"--kubeconfig=" + kc,
 			"--manage-all-nodes=false",
