@@ -195,7 +195,7 @@ func claimUser(objs []*unstructured.Unstructured, claim string) (uid, gid int64,
 			}
 			sc := spec.SecurityContext
 			if sc == nil || sc.RunAsUser == nil || sc.FSGroup == nil {
-				return 0, 0, fmt.Errorf("Deployment %s mounts claim %s without runAsUser and fsGroup: whom should its folder belong to?", d.Name, claim)
+				return 0, 0, fmt.Errorf("claim %s: Deployment %s mounts it without runAsUser and fsGroup: whom should its folder belong to?", claim, d.Name)
 			}
 			return *sc.RunAsUser, *sc.FSGroup, nil
 		}
