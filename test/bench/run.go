@@ -20,7 +20,7 @@ func Full() Config {
 			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10},
 			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 4, FileSize: 32 << 20},
 			{Name: "RandomReads", Pattern: workload.Random4K, Files: 0, LargeSize: 256 << 20, OpsPerFile: 400, Compute: 2 * time.Millisecond},
-			{Name: "HotSet", Pattern: workload.HotSet, Epochs: 20, Compute: 5 * time.Millisecond, Files: 128, FileSize: 1 << 20},
+			{Name: "HotSet", Pattern: workload.HotSet, Epochs: 30, Compute: 5 * time.Millisecond, Files: 128, FileSize: 1 << 20},
 		},
 		Arms: AllArms, Repeats: 2,
 		Latency: 20 * time.Millisecond, Bandwidth: 64 << 20, CacheMaxSize: "1G",
