@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/eddy-autotune/eddy/analyzer/advice"
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/node/workload"
@@ -69,6 +70,24 @@ type Class struct {
 
 // Bytes is the dataset's size.
 func (c Class) Bytes() int64 { return int64(c.Files)*c.FileSize + c.LargeSize }
+
+// Describe says in words what the class's job reads.
+func (c Class) Describe() string {
+	epochs := max(c.Epochs, 1)
+	switch c.Pattern {
+	case workload.SmallFilesShuffled:
+		return fmt.Sprintf("%d files of %s read whole in a new random order each of %d epochs", c.Files, sizeOf(c.FileSize), epochs)
+	case workload.Sequential:
+		return fmt.Sprintf("%d files of %s read front to back, %d pass(es)", c.Files, sizeOf(c.FileSize), epochs)
+	case workload.Random4K:
+		return fmt.Sprintf("%d reads of 4 KiB at random offsets of a %s file", c.OpsPerFile, sizeOf(c.LargeSize))
+	case workload.HotSet:
+		return fmt.Sprintf("of %d files of %s, the hot tenth read each of %d epochs, every other file once", c.Files, sizeOf(c.FileSize), epochs)
+	}
+	return fmt.Sprintf("%s over %d files, %s", c.Pattern, c.Files, sizeOf(c.Bytes()))
+}
+
+func sizeOf(b int64) string { return advice.Bytes(float64(b)) }
 
 // Config is one benchmark run.
 type Config struct {
