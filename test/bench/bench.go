@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/eddy-autotune/eddy/analyzer/advice"
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/node/workload"
@@ -51,7 +52,9 @@ var AllArms = []Arm{ArmCold, ArmFluidSync, ArmFluidAsync, ArmWarm16, ArmEddy, Ar
 
 // Class is one workload: a dataset and how the job reads it.
 type Class struct {
-	// Name is the access-pattern class eddy should find (v1alpha1 names).
+	// Name is the access-pattern class eddy should find (v1alpha1 names),
+	// with a suffix for a variant of it ("ShuffledEpochs-2xCache"); the
+	// report's tables and the namespace are named after it.
 	Name string
 	// Pattern and the numbers after it are eddy-workload read's.
 	Pattern    workload.Pattern
@@ -65,10 +68,39 @@ type Class struct {
 	LargeSize int64
 	// Subdir is the folder under the dataset the job reads ("" for all).
 	Subdir string
+	// CacheMaxSize bounds this class's FUSE cache instead of
+	// Config.CacheMaxSize ("": the Config's).
+	CacheMaxSize string
+}
+
+// cacheMaxSize is the FUSE cache bound the class runs with.
+func (c Class) cacheMaxSize(cfg Config) string {
+	if c.CacheMaxSize != "" {
+		return c.CacheMaxSize
+	}
+	return cfg.CacheMaxSize
 }
 
 // Bytes is the dataset's size.
 func (c Class) Bytes() int64 { return int64(c.Files)*c.FileSize + c.LargeSize }
+
+// Describe says in words what the class's job reads.
+func (c Class) Describe() string {
+	epochs := max(c.Epochs, 1)
+	switch c.Pattern {
+	case workload.SmallFilesShuffled:
+		return fmt.Sprintf("%d files of %s read whole in a new random order each of %d epochs", c.Files, sizeOf(c.FileSize), epochs)
+	case workload.Sequential:
+		return fmt.Sprintf("%d files of %s read front to back, %d pass(es)", c.Files, sizeOf(c.FileSize), epochs)
+	case workload.Random4K:
+		return fmt.Sprintf("%d reads of 4 KiB at random offsets of a %s file", c.OpsPerFile, sizeOf(c.LargeSize))
+	case workload.HotSet:
+		return fmt.Sprintf("of %d files of %s, the hot tenth read each of %d epochs, every other file once", c.Files, sizeOf(c.FileSize), epochs)
+	}
+	return fmt.Sprintf("%s over %d files, %s", c.Pattern, c.Files, sizeOf(c.Bytes()))
+}
+
+func sizeOf(b int64) string { return advice.Bytes(float64(b)) }
 
 // Config is one benchmark run.
 type Config struct {
@@ -174,7 +206,7 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 	ns := namespaceFor(class)
 	d, err := r.Cluster.AddRemoteDataset(ctx, ns, claimName, func(dir string) error {
 		return workload.WriteSample(dir, class.Files, class.FileSize, class.LargeSize)
-	}, node.RemoteOptions{Delay: r.Config.Latency, Bandwidth: r.Config.Bandwidth, CacheMaxSize: r.Config.CacheMaxSize})
+	}, node.RemoteOptions{Delay: r.Config.Latency, Bandwidth: r.Config.Bandwidth, CacheMaxSize: class.cacheMaxSize(r.Config)})
 	if err != nil {
 		return nil, err
 	}
@@ -428,6 +460,9 @@ func (r *Runner) runEddy(ctx context.Context, d *node.Dataset, class Class, res 
 		res.Note = fmt.Sprintf("%s %s", rec.Spec.Action, rec.Status.Phase)
 		if p != nil {
 			res.Note += fmt.Sprintf(" strategy %s, concurrency %d", p.Strategy, p.Concurrency)
+			if p.BudgetBytes != nil {
+				res.Note += ", budget " + p.BudgetBytes.String()
+			}
 		}
 	default:
 		res.Note = why
@@ -441,6 +476,14 @@ func (r *Runner) runEddy(ctx context.Context, d *node.Dataset, class Class, res 
 			return fmt.Errorf("measured run: %w", err)
 		}
 		res.Samples = append(res.Samples, s)
+	}
+	// The operator judges the change by the runs after it: say what it
+	// decided by the end of the measured runs (Verified, RolledBack).
+	if rec != nil {
+		applied := rec.Status.Phase
+		if err := r.Cluster.Env.Client.Get(ctx, client.ObjectKeyFromObject(rec), rec); err == nil && rec.Status.Phase != applied {
+			res.Note += fmt.Sprintf("; then %s", rec.Status.Phase)
+		}
 	}
 	return nil
 }

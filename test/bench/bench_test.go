@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,12 @@ func TestReportOffline(t *testing.T) {
 	results := []Result{mk(ArmCold, 10, 12), mk(ArmWarm16, 2, 6), mk(ArmEddy, 3, 5), mk(ArmOracle, 2, 4)}
 	if got, ok := StallRemoved(results, cls, ArmEddy, total); !ok || got != 0.875 {
 		t.Fatalf("stall removed by eddy counting warm-up = %v, %v; want 0.875", got, ok)
+	}
+	bounded := cfg
+	bounded.Classes = []Class{cfg.Classes[0]}
+	bounded.Classes[0].CacheMaxSize = "6M"
+	if md := Markdown(bounded, results); !strings.Contains(md, "FUSE cache bound 6M)") {
+		t.Errorf("a class with its own cache bound does not say so:\n%s", md)
 	}
 	dir := t.TempDir()
 	if err := Write(cfg, results, dir); err != nil {

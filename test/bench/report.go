@@ -53,7 +53,11 @@ func Markdown(cfg Config, results []Result) string {
 	fmt.Fprintf(&b, "Remote: %s one-way latency, %.0f MiB/s, FUSE cache bound %s; %d run(s) per arm (median, ± spread).\n",
 		cfg.Latency, float64(cfg.Bandwidth)/(1<<20), cfg.CacheMaxSize, max(cfg.Repeats, 1))
 	for _, class := range cfg.Classes {
-		fmt.Fprintf(&b, "\n### %s — %s, %d files, %.1f MiB\n\n", class.Name, class.Pattern, class.Files, float64(class.Bytes())/(1<<20))
+		fmt.Fprintf(&b, "\n### %s — %s (%.1f MiB", class.Name, class.Describe(), float64(class.Bytes())/(1<<20))
+		if class.CacheMaxSize != "" {
+			fmt.Fprintf(&b, "; FUSE cache bound %s", class.CacheMaxSize)
+		}
+		b.WriteString(")\n\n")
 		b.WriteString("| arm | job s | job + warm-up s | stall removed (job) | stall removed (with warm-up) | remote MiB | remote GETs | note |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, r := range results {
