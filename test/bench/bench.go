@@ -250,29 +250,21 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 // Prefetch, and creates the suspended CronJob whose Jobs are eddy's arm.
 // Peer arms run as bare pods labelled out of eddy.
 func (r *Runner) optIn(ctx context.Context, ns string, class Class) error {
+	policy := &v1.AutotunePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: v1.AutotunePolicySpec{
+			Mode:          v1.ModeAuto,
+			AutoApply:     []v1.Action{v1.ActionPrefetch},
+			MinConfidence: ptr.To(0.5),
+			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("1Gi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
+		},
+	}
+	if err := r.Cluster.OptIn(ctx, ns, policy); err != nil {
+		return err
+	}
 	cl := r.Cluster.Env.Client
-	var nsObj corev1.Namespace
-	if err := cl.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err != nil {
-		return err
-	}
-	if nsObj.Labels == nil {
-		nsObj.Labels = map[string]string{}
-	}
-	nsObj.Labels[v1.AutotuneLabel] = v1.AutotuneEnabled
-	if err := cl.Update(ctx, &nsObj); err != nil {
-		return err
-	}
 	spec := r.podSpec(class, ArmEddy)
 	objs := []client.Object{
-		&v1.AutotunePolicy{
-			ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns},
-			Spec: v1.AutotunePolicySpec{
-				Mode:          v1.ModeAuto,
-				AutoApply:     []v1.Action{v1.ActionPrefetch},
-				MinConfidence: ptr.To(0.5),
-				Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("1Gi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
-			},
-		},
 		&batchv1.CronJob{
 			ObjectMeta: metav1.ObjectMeta{Name: cronJobName, Namespace: ns},
 			Spec: batchv1.CronJobSpec{
