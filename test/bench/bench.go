@@ -22,7 +22,6 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -250,15 +249,7 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 // Prefetch, and creates the suspended CronJob whose Jobs are eddy's arm.
 // Peer arms run as bare pods labelled out of eddy.
 func (r *Runner) optIn(ctx context.Context, ns string, class Class) error {
-	policy := &v1.AutotunePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1.AutotunePolicySpec{
-			Mode:          v1.ModeAuto,
-			AutoApply:     []v1.Action{v1.ActionPrefetch},
-			MinConfidence: ptr.To(0.5),
-			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("1Gi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
-		},
-	}
+	policy := node.AutoPolicy("1Gi", v1.ActionPrefetch)
 	if err := r.Cluster.OptIn(ctx, ns, policy); err != nil {
 		return err
 	}

@@ -48,6 +48,7 @@ import (
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
 	"github.com/eddy-autotune/eddy/test/loopbackcert"
+	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/promserver"
 	"github.com/eddy-autotune/eddy/test/slowremote"
 )
@@ -512,15 +513,9 @@ func (r *run) setupCluster(ctx context.Context) error {
 // demoPolicy is the demo namespace's policy: Auto for Prefetch and
 // InjectSDK.
 func demoPolicy() *v1.AutotunePolicy {
-	return &v1.AutotunePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: Namespace},
-		Spec: v1.AutotunePolicySpec{
-			Mode:          v1.ModeAuto,
-			AutoApply:     []v1.Action{v1.ActionPrefetch, v1.ActionInjectSDK},
-			MinConfidence: ptr.To(0.5),
-			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
-		},
-	}
+	p := node.AutoPolicy("500Mi", v1.ActionPrefetch, v1.ActionInjectSDK)
+	p.Namespace = Namespace
+	return p
 }
 
 // installWebhooks registers config/webhook's configurations, pointed at the

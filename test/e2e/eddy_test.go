@@ -21,7 +21,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -304,15 +303,7 @@ func resetRemote(t *testing.T, d *node.Dataset) {
 // policy for Prefetch.
 func optIn(ctx context.Context, t *testing.T, c *node.Cluster, namespace string) {
 	t.Helper()
-	policy := &v1.AutotunePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1.AutotunePolicySpec{
-			Mode:          v1.ModeAuto,
-			AutoApply:     []v1.Action{v1.ActionPrefetch},
-			MinConfidence: ptr.To(0.5),
-			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse("500Mi")), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
-		},
-	}
+	policy := node.AutoPolicy("500Mi", v1.ActionPrefetch)
 	if err := c.OptIn(ctx, namespace, policy); err != nil {
 		t.Fatal(err)
 	}

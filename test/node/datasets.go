@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
@@ -254,4 +255,20 @@ func (c *Cluster) OptIn(ctx context.Context, namespace string, policy *v1.Autotu
 		return fmt.Errorf("create AutotunePolicy %s/%s: %w", namespace, policy.Name, err)
 	}
 	return nil
+}
+
+// AutoPolicy is an AutotunePolicy named default that auto-applies actions
+// from a confidence of 0.5, with prefetches bounded to maxBandwidth (a
+// quantity) and a 10 Gi budget: what the real-node tests, the demo and the
+// benchmark give an opted-in namespace.
+func AutoPolicy(maxBandwidth string, actions ...v1.Action) *v1.AutotunePolicy {
+	return &v1.AutotunePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: v1.AutotunePolicySpec{
+			Mode:          v1.ModeAuto,
+			AutoApply:     actions,
+			MinConfidence: ptr.To(0.5),
+			Prefetch:      &v1.PrefetchBounds{MaxBandwidth: ptr.To(resource.MustParse(maxBandwidth)), BudgetBytes: ptr.To(resource.MustParse("10Gi"))},
+		},
+	}
 }
