@@ -224,17 +224,18 @@ func Run(ctx context.Context, argv []string, opt Options) (*Report, error) {
 	defer func() { _ = rec.Disallow(cgid) }()
 
 	p := &profiler{
-		rec:      rec,
-		opt:      opt,
-		workload: &accessv1.WorkloadRef{Kind: "Command", Name: filepath.Base(argv[0])},
-		hist:     history.New(opt.History),
-		paths:    map[bpf.FileKey]string{},
-		files:    map[bpf.FileKey]*FileSummary{},
-		excluded: map[bpf.FileKey]string{},
-		rootIdx:  map[bpf.FileKey]int{},
-		offset:   monoToUnix(),
-		prefixes: programPrefixes(path),
-		script:   scriptOf(argv),
+		rec:       rec,
+		opt:       opt,
+		workload:  &accessv1.WorkloadRef{Kind: "Command", Name: filepath.Base(argv[0])},
+		hist:      history.New(opt.History),
+		paths:     map[bpf.FileKey]string{},
+		files:     map[bpf.FileKey]*FileSummary{},
+		excluded:  map[bpf.FileKey]string{},
+		rootIdx:   map[bpf.FileKey]int{},
+		maxLogged: maxLoggedRecords,
+		offset:    monoToUnix(),
+		prefixes:  programPrefixes(path),
+		script:    scriptOf(argv),
 	}
 	eventsDone := make(chan struct{})
 	go func() {
@@ -347,14 +348,15 @@ type profiler struct {
 	script string
 
 	// Until the roots are decided (at the end of the run, or once
-	// maxLoggedRecords data records wait), windows wait in log; then they
+	// maxLogged data records wait), windows wait in log; then they
 	// are replayed, and later ones fed as they come, into hist (every
 	// root's files) and rootHist (each root's).
-	log      []loggedWindow
-	logged   int
-	decided  bool
-	roots    []root
-	rootHist []*history.History
+	log       []loggedWindow
+	logged    int
+	maxLogged int
+	decided   bool
+	roots     []root
+	rootHist  []*history.History
 	// rootIdx is the index in roots of each data file's root, or -1 for a
 	// file under none (then excluded).
 	rootIdx map[bpf.FileKey]int
@@ -441,7 +443,7 @@ func (p *profiler) observe(from, to int64, recs []keyedAccess) {
 	}
 	p.log = append(p.log, loggedWindow{from: from, to: to, recs: recs})
 	p.logged += len(recs)
-	if p.logged > maxLoggedRecords {
+	if p.logged > p.maxLogged {
 		p.decideRoots()
 	}
 }

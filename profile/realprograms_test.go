@@ -2,6 +2,7 @@ package profile
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -290,16 +291,16 @@ func TestTwoDatasetsReadDifferentlyAreTwoRoots(t *testing.T) {
 	requireNumPy(t)
 	rep, images, features, rss := mixedRun(t, func(string, string) Options { return Options{} })
 	t.Logf("the whole command taken as one: %s (%.2f): %s", rep.Class, rep.Confidence, rep.Decision.Reason)
-	require.Len(t, rep.Roots, 2, "roots: %+v", rep.Roots)
+	require.Equal(t, 2, len(rep.Roots), "roots: %s", rootPaths(rep))
 	byPath := map[string]RootReport{}
 	for _, r := range rep.Roots {
 		byPath[r.Path] = r
 		assert.False(t, r.Named)
 	}
 	img, ok := byPath[images]
-	require.True(t, ok, "no root at %s: %+v", images, rep.Roots)
+	require.True(t, ok, "no root at %s: %s", images, rootPaths(rep))
 	feat, ok := byPath[features]
-	require.True(t, ok, "no root at %s: %+v", features, rep.Roots)
+	require.True(t, ok, "no root at %s: %s", features, rootPaths(rep))
 
 	t.Logf("images: %d bytes read, %d by the files' sizes; features: %d bytes read, %d resident in the mapping",
 		img.BytesRead, 3*300*(32<<10), feat.BytesRead, rss)
@@ -327,7 +328,7 @@ func TestDataNamesTheOnlyRoot(t *testing.T) {
 	requireKernel(t)
 	requireNumPy(t)
 	rep, images, _, _ := mixedRun(t, func(images, _ string) Options { return Options{Data: []string{images}} })
-	require.Len(t, rep.Roots, 1, "roots: %+v", rep.Roots)
+	require.Equal(t, 1, len(rep.Roots), "roots: %s", rootPaths(rep))
 	r := rep.Roots[0]
 	assert.Equal(t, images, r.Path)
 	assert.True(t, r.Named)
@@ -336,4 +337,13 @@ func TestDataNamesTheOnlyRoot(t *testing.T) {
 	assert.Equal(t, r.Class, rep.Class, "one root: the whole command's view is the root's")
 	assert.Positive(t, rep.ExcludedBy[ExcludeNotData], "the memmap and the settings file are outside --data")
 	assert.Zero(t, rep.ExcludedBy[ExcludeOutsideRoots])
+}
+
+// rootPaths lists the report's roots with their files and classes.
+func rootPaths(rep *Report) string {
+	var b strings.Builder
+	for _, r := range rep.Roots {
+		fmt.Fprintf(&b, "%s (%d files, %s); ", r.Path, r.Files, r.Class)
+	}
+	return b.String()
 }

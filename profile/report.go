@@ -54,7 +54,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "Dataset roots: %d, %s\n", len(r.Roots), how)
 		for _, root := range r.Roots {
-			fmt.Fprintf(&b, "  %s: %d files, %s read, %s written\n", root.Path, root.Files,
+			fmt.Fprintf(&b, "  %s: %d file(s), %s read, %s written\n", root.Path, root.Files,
 				advice.Bytes(float64(root.BytesRead)), advice.Bytes(float64(root.BytesWritten)))
 		}
 		b.WriteString("\n")

@@ -2,9 +2,13 @@ package profile
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/eddy-autotune/eddy/analyzer/history"
+	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 	"github.com/eddy-autotune/eddy/bpf"
 )
 
@@ -59,4 +63,57 @@ func TestRootOf(t *testing.T) {
 	assert.True(t, under(".", "rel/x"))
 	assert.False(t, under(".", "/abs"))
 	assert.True(t, under("/", "/abs"))
+}
+
+// TestRootsDecidedWhenTheLogIsFull: windows wait until the roots are
+// decided, here early because the log is full; then a file under no root is
+// left out, even a large one first read after the decision.
+func TestRootsDecidedWhenTheLogIsFull(t *testing.T) {
+	p := &profiler{
+		workload:  &accessv1.WorkloadRef{Kind: "Command", Name: "t"},
+		hist:      history.New(history.Config{HalfLife: profileHalfLife}),
+		paths:     map[bpf.FileKey]string{},
+		files:     map[bpf.FileKey]*FileSummary{},
+		excluded:  map[bpf.FileKey]string{},
+		rootIdx:   map[bpf.FileKey]int{},
+		maxLogged: 3,
+		opt:       Options{History: history.Config{HalfLife: profileHalfLife}},
+	}
+	const sec = int64(time.Second)
+	window := func(i int64, files map[string]uint64) {
+		var recs []keyedAccess
+		for path, n := range files {
+			key := bpf.FileKey{Dev: 1, Ino: uint64(len(p.paths) + 1)}
+			for k, q := range p.paths {
+				if q == path {
+					key = k
+				}
+			}
+			p.paths[key] = path
+			r := &bpf.Record{Key: key, ReadOps: 1, ReadBytes: n, FileSize: n, Passes: 1,
+				FirstNs: uint64(i*sec + 1), LastNs: uint64(i*sec + 2), LastPassNs: uint64(i*sec + 2), MaxOffset: n}
+			r.ReadSizeLog2[20] = 1
+			if p.notData(path, r) == "" {
+				recs = p.take(recs, r)
+			}
+		}
+		p.observe(i*sec, (i+1)*sec, recs)
+	}
+	window(0, map[string]uint64{"/d/x/a": 1 << 20, "/d/x/b": 1 << 20})
+	assert.False(t, p.decided, "two records wait in the log")
+	window(1, map[string]uint64{"/d/x/c": 1 << 20, "/d/settings": 100})
+	assert.True(t, p.decided, "four records fill a log of three")
+	assert.Empty(t, p.log)
+	window(2, map[string]uint64{"/elsewhere/e": 10 << 20, "/d/x/a": 1 << 20})
+
+	rep := &Report{WallSeconds: 3}
+	p.assess(rep, time.Unix(0, 3*sec))
+	require.Len(t, rep.Roots, 1)
+	r := rep.Roots[0]
+	assert.Equal(t, "/d/x", r.Path)
+	assert.Equal(t, 3, r.Files)
+	assert.Equal(t, uint64(4<<20), r.BytesRead)
+	assert.Equal(t, float64(4<<20), r.Features.BytesRead, "the logged windows were replayed into the root's history")
+	assert.Equal(t, float64(4<<20), rep.Features.BytesRead, "and into the whole command's")
+	assert.Equal(t, 2, rep.ExcludedBy[ExcludeOutsideRoots], "the settings file and the file first read after the decision")
 }
