@@ -67,6 +67,8 @@ const (
 	ExcludeInterpreter = "under the interpreter's prefix"
 	ExcludeScript      = "the interpreter's script"
 	ExcludeNoPath      = "read without an open seen (path unknown)"
+	// ExcludeOutsideRoots: data under no dataset root (see RootShare).
+	ExcludeOutsideRoots = "outside any dataset root"
 )
 
 // notData says why the file of r (at path, "" when unknown) is not the
@@ -191,7 +193,7 @@ func selected(path string, include, exclude []string) bool {
 	}
 	if len(include) > 0 {
 		for _, p := range include {
-			if path == p || strings.HasPrefix(path, strings.TrimSuffix(p, "/")+"/") {
+			if under(p, path) {
 				return true
 			}
 		}

@@ -12,12 +12,16 @@
 // program's own files: system files (DefaultExcludes), files mapped
 // executable, files only paged in without an open (its program and loader),
 // files under its interpreter's prefix (programPrefixes) and an
-// interpreter's script; Options.Data names the data directories instead. Files are identified by device and inode; paths are for
-// display, resolved from the open events (a relative path whose process has
-// gone stays relative).
+// interpreter's script. The data is then grouped by dataset root (see
+// RootShare for the rule; Options.Data names the roots instead) and each
+// root is classified and advised on its own, beside the whole command's
+// data taken as one. Files are identified by device and inode; paths are
+// for display and for finding roots, resolved from the open events (a
+// relative path whose process has gone stays relative).
 package profile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,8 +62,10 @@ const profileHalfLife = 100 * 365 * 24 * time.Hour
 type Options struct {
 	// Interval between drains; 0 means DefaultInterval.
 	Interval time.Duration
-	// Data, when set, restricts the profile to files under these
-	// directories; otherwise files under DefaultExcludes are left out.
+	// Data, when set, names the dataset roots: each directory is a root
+	// classified on its own, and files under none of them are left out.
+	// Otherwise the program's own files are left out and the roots are
+	// found (see RootShare).
 	Data []string
 	// Stdin, Stdout and Stderr are the command's standard streams.
 	Stdin          io.Reader
@@ -77,18 +84,19 @@ type Report struct {
 	Started     time.Time `json:"started"`
 	WallSeconds float64   `json:"wallSeconds"`
 
-	Class           v1.AccessClass          `json:"class"`
-	Confidence      float64                 `json:"confidence"`
-	Features        features.Features       `json:"features"`
-	Decision        classify.Decision       `json:"decision"`
-	Recommendations []advice.Recommendation `json:"recommendations"`
-	Withheld        string                  `json:"withheld,omitempty"`
+	// Analysis is of the whole command's data (every root's files) taken
+	// as one: the same as the root's when there is one root, a blend of
+	// different patterns when there are several (see Roots).
+	Analysis
+	// Roots are the dataset roots, most bytes first, each classified and
+	// advised on its own.
+	Roots []RootReport `json:"roots"`
 
 	// TopFiles are the files read most, for orientation.
 	TopFiles []FileSummary `json:"topFiles,omitempty"`
 	// FilesExcluded counts files left out as not data; ExcludedBy counts
 	// them by reason (ExcludeSystem, ExcludeExecutable, ExcludeImage, ExcludeNoPath,
-	// ExcludeInterpreter, ExcludeScript, ExcludeNotData).
+	// ExcludeInterpreter, ExcludeScript, ExcludeNotData, ExcludeOutsideRoots).
 	FilesExcluded int            `json:"filesExcluded"`
 	ExcludedBy    map[string]int `json:"excludedBy,omitempty"`
 	// ProgramPrefixes are the installation prefixes of the command's
@@ -103,6 +111,31 @@ type Report struct {
 	Windows int       `json:"windows"`
 }
 
+// Analysis is what eddy makes of a set of data files: the access pattern,
+// how sure it is, the features behind it and the advice.
+type Analysis struct {
+	Class           v1.AccessClass          `json:"class"`
+	Confidence      float64                 `json:"confidence"`
+	Features        features.Features       `json:"features"`
+	Decision        classify.Decision       `json:"decision"`
+	Recommendations []advice.Recommendation `json:"recommendations"`
+	Withheld        string                  `json:"withheld,omitempty"`
+}
+
+// RootReport is one dataset root: a directory and the data files under it
+// (those of a deeper root excepted).
+type RootReport struct {
+	Path string `json:"path"`
+	// Named is true when Options.Data named the root.
+	Named bool `json:"named,omitempty"`
+	Files int  `json:"files"`
+	// BytesRead and BytesWritten are the kernel's counts over the root's
+	// files (reads through mappings included).
+	BytesRead    uint64 `json:"bytesRead"`
+	BytesWritten uint64 `json:"bytesWritten"`
+	Analysis
+}
+
 // FileSummary is one file's totals over the run.
 type FileSummary struct {
 	Path      string `json:"path"`
@@ -110,6 +143,8 @@ type FileSummary struct {
 	ReadBytes uint64 `json:"readBytes"`
 	ReadOps   uint64 `json:"readOps"`
 	Passes    uint64 `json:"passes"`
+
+	writeBytes, seqSteps, randSteps uint64
 }
 
 // ExitError reports that the command ran and exited with a non-zero status;
@@ -147,6 +182,14 @@ func Run(ctx context.Context, argv []string, opt Options) (*Report, error) {
 	if opt.History.MaxSampledChunks <= 0 {
 		opt.History.MaxSampledChunks = 1 << 12
 	}
+	opt.Data = slices.Clone(opt.Data)
+	for i, d := range opt.Data {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, fmt.Errorf("data directory %q: %w", d, err)
+		}
+		opt.Data[i] = abs
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return nil, fmt.Errorf("cannot start %q: %w", argv[0], err)
@@ -181,16 +224,18 @@ func Run(ctx context.Context, argv []string, opt Options) (*Report, error) {
 	defer func() { _ = rec.Disallow(cgid) }()
 
 	p := &profiler{
-		rec:      rec,
-		opt:      opt,
-		workload: &accessv1.WorkloadRef{Kind: "Command", Name: filepath.Base(argv[0])},
-		hist:     history.New(opt.History),
-		paths:    map[bpf.FileKey]string{},
-		files:    map[bpf.FileKey]*FileSummary{},
-		excluded: map[bpf.FileKey]string{},
-		offset:   monoToUnix(),
-		prefixes: programPrefixes(path),
-		script:   scriptOf(argv),
+		rec:       rec,
+		opt:       opt,
+		workload:  &accessv1.WorkloadRef{Kind: "Command", Name: filepath.Base(argv[0])},
+		hist:      history.New(opt.History),
+		paths:     map[bpf.FileKey]string{},
+		files:     map[bpf.FileKey]*FileSummary{},
+		excluded:  map[bpf.FileKey]string{},
+		rootIdx:   map[bpf.FileKey]int{},
+		maxLogged: maxLoggedRecords,
+		offset:    monoToUnix(),
+		prefixes:  programPrefixes(path),
+		script:    scriptOf(argv),
 	}
 	eventsDone := make(chan struct{})
 	go func() {
@@ -301,6 +346,35 @@ type profiler struct {
 	prefixes []string
 	// script is the script an interpreter command runs: program, not data.
 	script string
+
+	// Until the roots are decided (at the end of the run, or once
+	// maxLogged data records wait), windows wait in log; then they
+	// are replayed, and later ones fed as they come, into hist (every
+	// root's files) and rootHist (each root's).
+	log       []loggedWindow
+	logged    int
+	maxLogged int
+	decided   bool
+	roots     []root
+	rootHist  []*history.History
+	// rootIdx is the index in roots of each data file's root, or -1 for a
+	// file under none (then excluded).
+	rootIdx map[bpf.FileKey]int
+}
+
+// maxLoggedRecords bounds the data records kept in memory until the roots
+// are decided: about 50 MiB. A longer run decides its roots from what it
+// read so far; files first read later and under no root are left out.
+const maxLoggedRecords = 1 << 16
+
+type loggedWindow struct {
+	from, to int64
+	recs     []keyedAccess
+}
+
+type keyedAccess struct {
+	key bpf.FileKey
+	fa  *accessv1.FileAccess
 }
 
 func (p *profiler) consumeEvents() {
@@ -339,10 +413,9 @@ func (p *profiler) window(from, to time.Time, final bool) error {
 	if err != nil {
 		return fmt.Errorf("drain the recorder: %w", err)
 	}
-	// A record with no ops stands for the command itself, so that windows in
-	// which it computes without reading count as wall time.
-	recs := []*accessv1.FileAccess{{Workload: p.workload}}
+	var recs []keyedAccess
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	held := p.held
 	p.held = nil
 	for i := range p.buf {
@@ -356,14 +429,80 @@ func (p *profiler) window(from, to time.Time, final bool) error {
 	for i := range held {
 		recs = p.take(recs, &held[i])
 	}
-	p.mu.Unlock()
-	p.hist.Observe(from.UnixNano(), to.UnixNano(), recs)
+	p.observe(from.UnixNano(), to.UnixNano(), recs)
 	p.windows++
 	return nil
 }
 
+// observe logs one window's data records until the roots are decided, then
+// feeds them to the histories. p.mu is held.
+func (p *profiler) observe(from, to int64, recs []keyedAccess) {
+	if p.decided {
+		p.feed(from, to, recs)
+		return
+	}
+	p.log = append(p.log, loggedWindow{from: from, to: to, recs: recs})
+	p.logged += len(recs)
+	if p.logged > p.maxLogged {
+		p.decideRoots()
+	}
+}
+
+// decideRoots finds the dataset roots from the files' totals so far and
+// replays the logged windows. p.mu is held.
+func (p *profiler) decideRoots() {
+	files := make([]dataFile, 0, len(p.files))
+	for k, fs := range p.files {
+		files = append(files, dataFile{key: k, path: fs.Path, weight: fs.ReadBytes + fs.writeBytes, random: fs.randSteps > fs.seqSteps})
+	}
+	p.roots = findRoots(files, p.opt.Data)
+	for range p.roots {
+		p.rootHist = append(p.rootHist, history.New(p.opt.History))
+	}
+	p.decided = true
+	for _, w := range p.log {
+		p.feed(w.from, w.to, w.recs)
+	}
+	p.log, p.logged = nil, 0
+}
+
+// feed observes one window in the whole command's history and in each
+// root's; a record of a file under no root is left out. A record with no
+// ops stands for the command itself in each, so that windows in which it
+// computes without reading count as wall time. p.mu is held.
+func (p *profiler) feed(from, to int64, recs []keyedAccess) {
+	all := []*accessv1.FileAccess{{Workload: p.workload}}
+	per := make([][]*accessv1.FileAccess, len(p.roots))
+	for i := range per {
+		per[i] = []*accessv1.FileAccess{{Workload: p.workload}}
+	}
+	for _, r := range recs {
+		i, ok := p.rootIdx[r.key]
+		if !ok {
+			i = -1
+			if fs := p.files[r.key]; fs != nil {
+				i = rootOf(p.roots, r.key.Dev, fs.Path)
+			}
+			p.rootIdx[r.key] = i
+			if i < 0 {
+				p.excluded[r.key] = ExcludeOutsideRoots
+				delete(p.files, r.key)
+			}
+		}
+		if i < 0 {
+			continue
+		}
+		all = append(all, r.fa)
+		per[i] = append(per[i], r.fa)
+	}
+	p.hist.Observe(from, to, all)
+	for i, h := range p.rootHist {
+		h.Observe(from, to, per[i])
+	}
+}
+
 // take appends r to recs unless it is not data. p.mu is held.
-func (p *profiler) take(recs []*accessv1.FileAccess, r *bpf.Record) []*accessv1.FileAccess {
+func (p *profiler) take(recs []keyedAccess, r *bpf.Record) []keyedAccess {
 	path := p.paths[r.Key]
 	if why := p.notData(path, r); why != "" {
 		p.excluded[r.Key] = why
@@ -379,36 +518,38 @@ func (p *profiler) take(recs []*accessv1.FileAccess, r *bpf.Record) []*accessv1.
 	fs.ReadBytes += r.ReadBytes
 	fs.ReadOps += r.ReadOps
 	fs.Passes += r.Passes
-	return append(recs, FileAccess(r, p.workload, p.offset))
+	fs.writeBytes += r.WriteBytes
+	fs.seqSteps += r.SeqSteps
+	fs.randSteps += r.RandSteps
+	return append(recs, keyedAccess{key: r.Key, fa: FileAccess(r, p.workload, p.offset)})
 }
 
 func (p *profiler) assess(rep *Report, end time.Time) {
-	now := end.UnixNano()
-	f := features.Extract(p.hist, now)
-	// Nothing decays noticeably within a run, but weights from windows at
-	// different times leave counts a hair off whole numbers.
-	for _, v := range []*float64{&f.BytesRead, &f.ReadOps, &f.BytesWritten, &f.WriteOps, &f.Files, &f.DatasetBytes} {
-		*v = math.Round(*v)
-	}
-	copt := classify.Options{IdleAfter: rep.WallSeconds}
-	if f.BytesRead == 0 && f.BytesWritten == 0 {
-		// Nothing was read or written during the whole run: idle for all of
-		// it, clearly past half of it.
-		f.IdleSeconds = rep.WallSeconds
-		copt.IdleAfter = rep.WallSeconds / 2
-	} else {
-		copt.IdleAfter = max(rep.WallSeconds, 1) * 2
-	}
-	d := classify.Classify(&f, copt)
-	a := advice.Advise(&f, &d, p.opt.Bounds)
-	rep.Class, rep.Confidence = d.Class, d.Confidence
-	rep.Features, rep.Decision = f, d
-	rep.Recommendations, rep.Withheld = a.Recommendations, a.Withheld
-	if rep.Recommendations == nil {
-		rep.Recommendations = []advice.Recommendation{}
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.decided {
+		p.decideRoots()
+	}
+	rep.Analysis = p.analyze(p.hist, rep.WallSeconds, end)
+	rep.Roots = []RootReport{}
+	for i, r := range p.roots {
+		rr := RootReport{Path: r.dir, Named: r.named, Analysis: p.analyze(p.rootHist[i], rep.WallSeconds, end)}
+		for k, fs := range p.files {
+			if j, ok := p.rootIdx[k]; ok && j == i {
+				rr.Files++
+				rr.BytesRead += fs.ReadBytes
+				rr.BytesWritten += fs.writeBytes
+			}
+		}
+		if rr.Files == 0 && !r.named {
+			// Its files all lie in a deeper root found in another group.
+			continue
+		}
+		rep.Roots = append(rep.Roots, rr)
+	}
+	slices.SortStableFunc(rep.Roots, func(a, b RootReport) int {
+		return cmp.Compare(b.BytesRead+b.BytesWritten, a.BytesRead+a.BytesWritten)
+	})
 	rep.FilesExcluded = len(p.excluded)
 	rep.ProgramPrefixes = p.prefixes
 	for _, why := range p.excluded {
@@ -424,4 +565,30 @@ func (p *profiler) assess(rep *Report, end time.Time) {
 	if len(rep.TopFiles) > 5 {
 		rep.TopFiles = rep.TopFiles[:5]
 	}
+}
+
+// analyze classifies and advises on the data observed in h over a run of
+// wall seconds that ended at end.
+func (p *profiler) analyze(h *history.History, wall float64, end time.Time) Analysis {
+	f := features.Extract(h, end.UnixNano())
+	// Nothing decays noticeably within a run, but weights from windows at
+	// different times leave counts a hair off whole numbers.
+	for _, v := range []*float64{&f.BytesRead, &f.ReadOps, &f.BytesWritten, &f.WriteOps, &f.Files, &f.DatasetBytes} {
+		*v = math.Round(*v)
+	}
+	copt := classify.Options{IdleAfter: wall}
+	if f.BytesRead == 0 && f.BytesWritten == 0 {
+		// Nothing was read or written during the whole run: idle for all of
+		// it, clearly past half of it.
+		f.IdleSeconds = wall
+		copt.IdleAfter = wall / 2
+	} else {
+		copt.IdleAfter = max(wall, 1) * 2
+	}
+	d := classify.Classify(&f, copt)
+	a := advice.Advise(&f, &d, p.opt.Bounds)
+	if a.Recommendations == nil {
+		a.Recommendations = []advice.Recommendation{}
+	}
+	return Analysis{Class: d.Class, Confidence: d.Confidence, Features: f, Decision: d, Recommendations: a.Recommendations, Withheld: a.Withheld}
 }

@@ -2,6 +2,7 @@ package profile
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -219,4 +220,132 @@ func TestPyTorchDataLoaderWithoutNamingTheData(t *testing.T) {
 	assertClass(t, rep, v1.ClassShuffledEpochs, 0.5)
 	assert.Equal(t, 300.0, rep.Features.Files, "only the dataset's files are data")
 	assert.InEpsilon(t, 3*300*(32<<10), rep.Features.BytesRead, 0.05, "three epochs of the dataset")
+}
+
+// mixedScript reads two datasets in one run, in different ways: a small
+// settings file once at start; then, in each of the epochs, every file of
+// a folder whole in a new random order, and after each file one random
+// 4 KiB slice of a NumPy memmap. It prints the bytes its mapping of the
+// memmap has resident, as memmapScript does.
+const mixedScript = `
+import os, sys, random, numpy as np
+settings, images, features, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with open(settings) as f:
+    f.read()
+m = np.memmap(features, dtype=np.uint8, mode='r')
+pages = len(m) // 4096
+rng = random.Random(11)
+names = sorted(os.listdir(images))
+s = 0
+for epoch in range(epochs):
+    rng.shuffle(names)
+    for n in names:
+        with open(os.path.join(images, n), 'rb') as f:
+            s += len(f.read())
+        p = rng.randrange(pages)
+        s += int(m[p*4096:(p+1)*4096].sum())
+rss, cur = 0, False
+for line in open('/proc/self/smaps'):
+    f = line.split()
+    if f and '-' in f[0] and not f[0].endswith(':'):
+        cur = len(f) >= 6 and f[-1] == features
+    elif cur and line.startswith('Rss:'):
+        rss += int(f[1]) * 1024
+print(rss)
+`
+
+// mixedRun lays out base/X/images (300 files of 32 KiB), base/Y/features
+// (one 64 MiB memmap) and base/settings.json under one directory, profiles
+// mixedScript over three epochs, and returns the report, the two dataset
+// directories and the memmap's resident bytes as the script counted them.
+func mixedRun(t *testing.T, opt func(images, features string) Options) (rep *Report, images, features string, rss int64) {
+	t.Helper()
+	base := t.TempDir()
+	images, features = filepath.Join(base, "X", "images"), filepath.Join(base, "Y", "features")
+	require.NoError(t, os.MkdirAll(filepath.Dir(images), 0o755))
+	require.NoError(t, os.MkdirAll(features, 0o755))
+	require.NoError(t, os.Rename(dataset(t, 300, 32<<10), images))
+	big := bigFile(t, 64<<20)
+	require.NoError(t, os.Rename(big, filepath.Join(features, "big.npy")))
+	settings := filepath.Join(base, "settings.json")
+	require.NoError(t, os.WriteFile(settings, []byte(`{"lr": 0.1, "batch": 32}`), 0o644))
+	script := filepath.Join(t.TempDir(), "mixed.py")
+	require.NoError(t, os.WriteFile(script, []byte(mixedScript), 0o644))
+	dropCache(t, base)
+
+	var out bytes.Buffer
+	o := opt(images, features)
+	o.Stdout, o.Stderr = &out, os.Stderr
+	rep = profileOf(t, o, "/usr/bin/python3", script, settings, images, filepath.Join(features, "big.npy"), "3")
+	rss, err := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64)
+	require.NoError(t, err, "script output %q", out.String())
+	return rep, images, features, rss
+}
+
+// TestTwoDatasetsReadDifferentlyAreTwoRoots: one command reads a folder in
+// shuffled epochs and a memmap at random; the whole command's data taken as
+// one is a blend no class fits well, each root on its own is clear. The
+// settings file read once at start lies under neither root and stays out.
+func TestTwoDatasetsReadDifferentlyAreTwoRoots(t *testing.T) {
+	requireKernel(t)
+	requireNumPy(t)
+	rep, images, features, rss := mixedRun(t, func(string, string) Options { return Options{} })
+	t.Logf("the whole command taken as one: %s (%.2f): %s", rep.Class, rep.Confidence, rep.Decision.Reason)
+	require.Equal(t, 2, len(rep.Roots), "roots: %s", rootPaths(rep))
+	byPath := map[string]RootReport{}
+	for _, r := range rep.Roots {
+		byPath[r.Path] = r
+		assert.False(t, r.Named)
+	}
+	img, ok := byPath[images]
+	require.True(t, ok, "no root at %s: %s", images, rootPaths(rep))
+	feat, ok := byPath[features]
+	require.True(t, ok, "no root at %s: %s", features, rootPaths(rep))
+
+	t.Logf("images: %d bytes read, %d by the files' sizes; features: %d bytes read, %d resident in the mapping",
+		img.BytesRead, 3*300*(32<<10), feat.BytesRead, rss)
+	assert.Equal(t, v1.ClassShuffledEpochs, img.Class, img.Decision.Reason)
+	assert.GreaterOrEqual(t, img.Confidence, 0.5, img.Decision.Reason)
+	assert.Equal(t, 300, img.Files, "the images, and not the settings file")
+	assert.InEpsilon(t, 3*300*(32<<10), img.BytesRead, 0.05, "three epochs of the images")
+	assert.InEpsilon(t, float64(img.BytesRead), img.Features.BytesRead, 0.01, "the root's features count its bytes")
+
+	assert.Equal(t, v1.ClassRandomReads, feat.Class, feat.Decision.Reason)
+	assert.GreaterOrEqual(t, feat.Confidence, 0.5, feat.Decision.Reason)
+	assert.Equal(t, 1, feat.Files)
+	assert.InEpsilon(t, float64(rss), feat.BytesRead, 0.05, "bytes read vs the mapping's resident bytes")
+	assert.Equal(t, v1.StrategyWholeDataset, recommendation(t, &Report{Analysis: img.Analysis}, v1.ActionPrefetch).Prefetch.Strategy)
+	for _, r := range feat.Recommendations {
+		assert.NotEqual(t, v1.ActionPrefetch, r.Action, "no whole-file prefetch for random reads")
+	}
+	// With the two roots above holding 300 and 1 files, the settings file
+	// is under neither.
+	assert.GreaterOrEqual(t, rep.ExcludedBy[ExcludeOutsideRoots], 1, "the settings file: %v", rep.ExcludedBy)
+	assert.InEpsilon(t, float64(img.BytesRead+feat.BytesRead), rep.Features.BytesRead, 0.01, "the whole command's data is its roots'")
+}
+
+// TestDataNamesTheOnlyRoot: --data naming the images folder gives that
+// root alone; the memmap is left out as outside --data.
+func TestDataNamesTheOnlyRoot(t *testing.T) {
+	requireKernel(t)
+	requireNumPy(t)
+	rep, images, _, _ := mixedRun(t, func(images, _ string) Options { return Options{Data: []string{images}} })
+	require.Equal(t, 1, len(rep.Roots), "roots: %s", rootPaths(rep))
+	r := rep.Roots[0]
+	assert.Equal(t, images, r.Path)
+	assert.True(t, r.Named)
+	assert.Equal(t, 300, r.Files)
+	assert.Equal(t, v1.ClassShuffledEpochs, r.Class, r.Decision.Reason)
+	assert.Equal(t, r.Class, rep.Class, "one root: the whole command's view is the root's")
+	assert.Positive(t, rep.ExcludedBy[ExcludeNotData], "the memmap and the settings file are outside --data")
+	assert.Zero(t, rep.ExcludedBy[ExcludeOutsideRoots])
+}
+
+// rootPaths lists the report's roots with their files and classes.
+func rootPaths(rep *Report) string {
+	var b strings.Builder
+	for _, r := range rep.Roots {
+		fmt.Fprintf(&b, "%s (%d files, %s); ", r.Path, r.Files, r.Class)
+	}
+	return b.String()
 }

@@ -41,8 +41,16 @@ SQLite with mmap) count as reads of their file. The program's own files are
 left out and the report says which and why: files of the system (/usr,
 /proc, ...), files mapped executable (binaries, libraries, native modules),
 files under the interpreter's own prefix (a venv, conda environment, pyenv
-version or a copy under /opt) and the interpreter's script. --data
-(repeatable) names the data directories instead.`,
+version or a copy under /opt) and the interpreter's script.
+
+The data is grouped by dataset root and each root gets its own class,
+features and advice, beside the whole command's totals. Files on different
+mounts, or read differently (at random offsets or in order), are in
+different groups; a group's root is the deepest directory holding 90% of
+its bytes, the rest found the same way. A file under no root holding 2% of
+the bytes (a settings file read at start, say) is left out. --data
+(repeatable) names the roots instead: files under none of them are left
+out.`,
 		Example: `  eddy profile -- sha256sum /data/*
   eddy profile --json --data /data -- python3 train.py`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -91,7 +99,7 @@ version or a copy under /opt) and the interpreter's script. --data
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the report to this file")
 	cmd.Flags().DurationVar(&interval, "interval", profile.DefaultInterval, "how often the kernel counters are drained into a window")
-	cmd.Flags().StringSliceVar(&data, "data", nil, "only profile files under these directories (repeatable)")
+	cmd.Flags().StringSliceVar(&data, "data", nil, "a dataset root: profile the files under this directory as one dataset, and no files outside every --data (repeatable)")
 	cmd.Flags().Int64Var(&cacheBudget, "cache-budget", 0, "cache budget in bytes for the advice (default 64 GiB)")
 	return cmd
 }
