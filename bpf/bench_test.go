@@ -483,7 +483,12 @@ func BenchmarkDrainFullMap(b *testing.B) {
 // throughput(off) for that CPU time, taken within each round (the other
 // tenants' load drifts) and the median over rounds reported; wall-ratio-S-P
 // the same from wall time (what fio's IOPS would show); counted/issued for
-// fio's reads while observed.
+// fio's reads while observed; and, from one more run of each program in
+// other and on with the kernel's run-time statistics on, per hook H
+// ns/run-S-P-H (time per program run), runs/op-S-P-H (runs per read or
+// file) and prog-ns/op-S-P (all programs' time per read or file): the part
+// of the cost spent in eddy's programs, the rest of ns/op(S) - ns/op(off)
+// being the kernel's own cost of running a program on each hook.
 func BenchmarkWorkloads(b *testing.B) {
 	requireKernel(b)
 	fio, err := exec.LookPath("fio")
