@@ -483,7 +483,12 @@ func BenchmarkDrainFullMap(b *testing.B) {
 // throughput(off) for that CPU time, taken within each round (the other
 // tenants' load drifts) and the median over rounds reported; wall-ratio-S-P
 // the same from wall time (what fio's IOPS would show); counted/issued for
-// fio's reads while observed.
+// fio's reads while observed; and, from one more run of each program in
+// other and on with the kernel's run-time statistics on, per hook H
+// ns/run-S-P-H (time per program run), runs/op-S-P-H (runs per read or
+// file) and prog-ns/op-S-P (all programs' time per read or file): the part
+// of the cost spent in eddy's programs, the rest of ns/op(S) - ns/op(off)
+// being the kernel's own cost of running a program on each hook.
 func BenchmarkWorkloads(b *testing.B) {
 	requireKernel(b)
 	fio, err := exec.LookPath("fio")
@@ -631,6 +636,48 @@ func BenchmarkWorkloads(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(counted)/float64(issued), "counted/issued")
+
+	// Where the time goes while observing: the kernel's run-time statistics
+	// per program, from one more run of each program in (c) and (d) with
+	// the accounting on (it slows every program run, so it stays out of the
+	// rounds above). Other processes of the node that run the hooks
+	// meanwhile are counted too; runs/op near the expected count (fio: one
+	// per read and hook) shows they were few.
+	ops := map[string]float64{"fio": float64(fioReads), "python": float64(pyFiles * pyRounds)}
+	for _, s := range []struct {
+		name string
+		id   uint64
+	}{{"other", other.id}, {"on", wl.id}} {
+		for _, p := range programs {
+			restOnly(b, r)
+			require.NoError(b, r.Allow(s.id))
+			stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+			require.NoError(b, err)
+			before, err := r.Stats()
+			require.NoError(b, err)
+			runIn(p.args...)
+			after, err := r.Stats()
+			require.NoError(b, err)
+			require.NoError(b, stats.Close())
+			require.NoError(b, r.Disallow(s.id))
+			_, err = r.Drain(nil)
+			require.NoError(b, err)
+			detach(b, r)
+			var total time.Duration
+			for i, ps := range after.Programs {
+				n := ps.RunCount - before.Programs[i].RunCount
+				if n == 0 {
+					continue
+				}
+				t := ps.RunTime - before.Programs[i].RunTime
+				total += t
+				unit := s.name + "-" + p.name + "-" + shortHook(ps.Hook)
+				b.ReportMetric(float64(t.Nanoseconds())/float64(n), "ns/run-"+unit)
+				b.ReportMetric(float64(n)/ops[p.name], "runs/op-"+unit)
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/ops[p.name], "prog-ns/op-"+s.name+"-"+p.name)
+		}
+	}
 }
 
 const (
