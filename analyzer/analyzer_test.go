@@ -175,9 +175,26 @@ func TestHotSet(t *testing.T) {
 	assert.Greater(t, f.WorkingSetBytes, 2.0*mib)
 	assert.Less(t, f.MissRatioAt(f.WorkingSetBytes), f.MissRatioAt(1*mib))
 
+	// Everything read fits the default cache budget: the hot files first,
+	// then the rest, and a cache that holds it all.
 	p := recommendation(t, a, v1.ActionPrefetch).Prefetch
 	assert.Equal(t, v1.StrategyHotSet, p.Strategy)
-	assert.Equal(t, int64(f.WorkingSetBytes), p.BudgetBytes)
+	assert.Equal(t, int64(f.DatasetBytes), p.BudgetBytes)
+	assert.Equal(t, f.DatasetBytes, recommendation(t, a, v1.ActionScaleCache).Cache.WorkingSetBytes)
+
+	// A cache budget below what was read: only the working set, so cold
+	// files never push hot ones out.
+	b := advice.DefaultBounds
+	b.CacheBudgetBytes = 32 * mib
+	small := advice.Advise(&f, &a.Decision, b)
+	for _, r := range small.Recommendations {
+		switch r.Action {
+		case v1.ActionPrefetch:
+			assert.Equal(t, int64(f.WorkingSetBytes), r.Prefetch.BudgetBytes)
+		case v1.ActionScaleCache:
+			assert.Equal(t, f.WorkingSetBytes, r.Cache.WorkingSetBytes)
+		}
+	}
 }
 
 func TestWriteMostly(t *testing.T) {

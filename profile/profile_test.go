@@ -287,7 +287,7 @@ func TestGoReaderHotSet(t *testing.T) {
 	assert.Less(t, f.WorkingSetBytes, f.DatasetBytes/2, "the hot files are a small part")
 	p := recommendation(t, rep, v1.ActionPrefetch).Prefetch
 	assert.Equal(t, v1.StrategyHotSet, p.Strategy)
-	assert.Equal(t, int64(f.WorkingSetBytes), p.BudgetBytes)
+	assert.Equal(t, int64(f.DatasetBytes), p.BudgetBytes, "all it read fits the cache budget: the hot files first, then the rest")
 }
 
 func TestGoWriterIsWriteMostly(t *testing.T) {

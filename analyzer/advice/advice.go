@@ -340,20 +340,34 @@ func (a *advisor) shuffled() {
 }
 
 func (a *advisor) hotSet() {
+	D := a.f.DatasetBytes
 	W := math.Min(a.f.WorkingSetBytes, a.b.CacheBudgetBytes)
 	block := FileBlock(a.f.MedianFileBytes)
 	conc := FileConcurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
+	budget, cached := W, a.f.WorkingSetBytes
+	why := fmt.Sprintf("%s of reads go to the densest 10%% of the data: prefetch the %s working set (knee of the miss-ratio curve) at start",
+		Percent(a.f.HotSetShare), Bytes(W))
+	if D > W && D <= a.b.CacheBudgetBytes {
+		// The files read once (or rarely) stall the job too, and there is
+		// room for them: the prefetcher reads the hot files first, then
+		// the rest, and the cache holds it all.
+		budget, cached = D, D
+		why = fmt.Sprintf("%s of reads go to the densest 10%% of the data, and all %s read fits the %s cache budget: prefetch the hot files first, then the rest, beside the job",
+			Percent(a.f.HotSetShare), Bytes(D), Bytes(a.b.CacheBudgetBytes))
+	}
 	p := &PrefetchParams{
 		Strategy:             v1.StrategyHotSet,
 		BlockBytes:           block,
 		Concurrency:          conc,
 		BandwidthBytesPerSec: int64(a.bandwidth),
-		BudgetBytes:          int64(W),
+		BudgetBytes:          int64(budget),
 		KeepInCache:          true,
 	}
-	a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(1-a.f.MissRatioAt(W), fmt.Sprintf(
-		"%s of reads go to the densest 10%% of the data: prefetch the %s working set (knee of the miss-ratio curve) at start",
-		Percent(a.f.HotSetShare), Bytes(W)))})
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(1-a.f.MissRatioAt(budget), why)})
+	if cached == D {
+		a.cache(D, "cache sized to hold what the job reads: the hot files and the rest prefetched after them")
+		return
+	}
 	a.cache(a.f.WorkingSetBytes, "cache sized at the knee of the miss-ratio curve")
 }
 

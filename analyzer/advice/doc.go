@@ -24,13 +24,15 @@
 //     median down).
 //   - Byte budget: Sequential keeps a double-buffered window,
 //     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
-//     HotSet min(W, CacheBudget).
+//     HotSet D when D fits the cache budget (the hot files first, then the
+//     rest), else min(W, CacheBudget).
 //   - Never warm before start: the prefetcher runs alongside the job (on
 //     real pods the hold costs more than it saves; see
 //     PrefetchParams.WarmBeforeStart).
 //   - Cache workers: max(⌈W'/PerWorkerCapacity⌉, ⌈T_d/PerWorkerThroughput⌉)
 //     clamped to [MinWorkers, MaxWorkers], where W' is D for ShuffledEpochs
-//     (every epoch reads everything) and W otherwise.
+//     (every epoch reads everything) and for a HotSet whose D fits the
+//     budget (all of it is prefetched), W otherwise.
 //   - Expected benefit: with an expected hit ratio h after the action, the
 //     read-wait share becomes w · (1 − h) and the wall-time reduction is
 //     w · h. h is 1 − 1/(2E) for a dataset warmed whole beside a job of E
@@ -49,7 +51,12 @@
 //     job) when D fits the cache budget; otherwise InjectSDK plus
 //     Prefetch/Ordered (the SDK supplies the exact order). ScaleCache to hold
 //     the dataset.
-//   - HotSet: Prefetch/HotSet of the working set; ScaleCache at the knee.
+//   - HotSet: Prefetch/HotSet of everything read, hot files first, and
+//     ScaleCache to hold it, when D fits the cache budget — the files read
+//     once stall the job too (a job reading a hot tenth 30 times and the
+//     rest once lost 85% of its stall to them in the benchmark); otherwise
+//     Prefetch/HotSet of the working set and ScaleCache at the knee, so
+//     that cold files never push hot ones out.
 //   - RandomReads: ScaleCache by working set only (whole-file prefetch would
 //     waste bandwidth).
 //   - Idle: EvictDataset and scale cache workers to MinWorkers.
