@@ -210,25 +210,48 @@ func selected(path string, include, exclude []string) bool {
 // resolvePath turns a path as passed to open into an absolute one by looking
 // for an open descriptor of the reading process on the same device and inode
 // (exact, and right for openat relative to a directory descriptor). When the
-// process has closed the file or exited, a relative path is returned as it
-// was: joining it to the working directory would be a guess, wrong for openat
-// relative to a directory descriptor.
+// process has closed the file, a relative path is joined to its working
+// directory and to each directory it holds open (tar and find open a tree's
+// files relative to a descriptor of their directory), and taken only where
+// that names the same device and inode. When nothing matches (the process
+// has exited, or closed the directory too) it is returned as it was.
 func resolvePath(ev bpf.FileEvent) string {
 	p := ev.Path
 	if filepath.IsAbs(p) && !ev.Truncated {
 		return filepath.Clean(p)
 	}
 	proc := "/proc/" + strconv.Itoa(int(ev.Pid))
-	if fds, err := os.ReadDir(proc + "/fd"); err == nil {
-		for i := len(fds) - 1; i >= 0; i-- {
-			fd := proc + "/fd/" + fds[i].Name()
-			var st unix.Stat_t
-			if unix.Stat(fd, &st) != nil || st.Ino != ev.Key.Ino || !sameDev(st.Dev, ev.Key.Dev) {
-				continue
-			}
-			if target, err := os.Readlink(fd); err == nil && filepath.IsAbs(target) {
-				return target
-			}
+	is := func(path string) bool {
+		var st unix.Stat_t
+		return unix.Stat(path, &st) == nil && st.Ino == ev.Key.Ino && sameDev(st.Dev, ev.Key.Dev)
+	}
+	fds, _ := os.ReadDir(proc + "/fd")
+	for i := len(fds) - 1; i >= 0; i-- {
+		fd := proc + "/fd/" + fds[i].Name()
+		if !is(fd) {
+			continue
+		}
+		if target, err := os.Readlink(fd); err == nil && filepath.IsAbs(target) {
+			return target
+		}
+	}
+	if filepath.IsAbs(p) || ev.Truncated {
+		return p
+	}
+	// The file is closed already: a relative path is relative to the
+	// process's working directory, or to a directory it opened the file
+	// at (openat, as tar and find walk a tree), which is likely still open.
+	dirs := []string{proc + "/cwd"}
+	for i := len(fds) - 1; i >= 0; i-- {
+		dirs = append(dirs, proc+"/fd/"+fds[i].Name())
+	}
+	for _, d := range dirs {
+		target, err := os.Readlink(d)
+		if err != nil || !filepath.IsAbs(target) {
+			continue
+		}
+		if cand := filepath.Join(target, p); is(cand) {
+			return cand
 		}
 	}
 	return p
