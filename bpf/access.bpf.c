@@ -112,24 +112,18 @@ struct file_stats {
 	__u64 exec_faults;
 };
 
-// read_batch holds one thread's recent reads and opens of one file, added
-// up in the layout of the map entry, until flush_batch adds them to
-// stats_by_file: the accesses in between need no hash lookup and no atomic
-// operation on an entry other threads update too. Only the read fields of st
-// and opens are used.
+// read_batch holds one thread's recent reads of one file, added up in the
+// layout of the map entry, until flush_batch adds them to stats_by_file: the
+// reads in between need no hash lookup and no atomic operation on an entry
+// other threads update too. Only the read fields of st are used.
 struct read_batch {
 	// 1 while the owning thread or a flusher works on the batch (64 bits:
 	// BPF's compare-and-swap before -mcpu=v3).
 	__u64 lock;
-	// Accesses (reads and opens) in the batch; 0 means empty.
+	// Reads in the batch; 0 means empty.
 	__u32 reads;
 	// Process of the reading thread, for the first-seen event.
 	__u32 pid;
-	// The histogram buckets of st that are not zero (bit i: bucket i), so
-	// that a flush touches only those: a batch of one file's few reads
-	// (a small file opened, read, closed) fills two or three.
-	__u64 size_buckets;
-	__u64 latency_buckets;
 	struct file_key key;
 	struct file_stats st;
 };
@@ -170,10 +164,6 @@ struct inflight_read {
 	__u8 _pad2[6];
 	struct read_batch batch;
 };
-
-// next_offset of an open file that was not read since it was opened: its
-// first read is no step.
-#define NO_STEP (~0ULL)
 
 // Where the next sequential read of one open file description would begin.
 struct open_file_state {
@@ -497,18 +487,16 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-// thread_state returns the state of the current thread (task) when its
-// cgroup cgid is allowed, creating it on the first call, else NULL. The
-// decision is kept in the state until the thread's cgroup or the
-// allow-list's generation changes, so an allowed thread's syscalls need no
-// lookup in allowed_cgroups.
-static __always_inline struct inflight_read *thread_state(struct task_struct *task, __u64 cgid)
+// enter_read starts tracking one read syscall of the current thread. pos is
+// the explicit offset of the p* calls, -1 for read and readv.
+static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
 {
+	__u64 cgid = current_cgroup_id();
 	// Threads of cgroups that are certainly not allowed, every other pod's,
 	// stop here. A thread that moved out of an allowed cgroup keeps its
-	// state, not allowed.
+	// state, inactive.
 	if (!maybe_allowed(cgid))
-		return NULL;
+		return 0;
 	// Read the generation before the allow-list: a decision cached under a
 	// generation never predates the list as of that generation.
 	__u32 idx = SETTING_ALLOW_GEN;
@@ -518,11 +506,11 @@ static __always_inline struct inflight_read *thread_state(struct task_struct *ta
 	if (!in) {
 		// Threads of cgroups never allowed get no state.
 		if (!cgroup_allowed(cgid))
-			return NULL;
+			return 0;
 		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!in) {
 			count(CNT_DROP_TASK_STATE);
-			return NULL;
+			return 0;
 		}
 		in->cgroup_id = cgid;
 		in->allow_gen = gen;
@@ -532,15 +520,7 @@ static __always_inline struct inflight_read *thread_state(struct task_struct *ta
 		in->allow_gen = gen;
 		in->allowed = cgroup_allowed(cgid);
 	}
-	return in->allowed ? in : NULL;
-}
-
-// enter_read starts tracking one read syscall of the current thread. pos is
-// the explicit offset of the p* calls, -1 for read and readv.
-static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
-{
-	struct inflight_read *in = thread_state(task, current_cgroup_id());
-	if (!in)
+	if (!in->allowed)
 		return 0;
 	in->start_ns = bpf_ktime_get_ns();
 	// Blocking from here on is the read's, not an earlier fault's.
@@ -577,7 +557,10 @@ static __always_inline void flush_batch(struct read_batch *b)
 		ADD_IF(s->pages_added, t->pages_added);
 		ADD_IF(s->direct_reads, t->direct_reads);
 		ADD_IF(s->passes, t->passes);
-		ADD_IF(s->opens, t->opens);
+		for (int i = 0; i < READ_SIZE_BUCKETS; i++)
+			ADD_IF(s->read_size_log2[i], t->read_size_log2[i]);
+		for (int i = 0; i < LATENCY_BUCKETS; i++)
+			ADD_IF(s->read_latency_log2[i], t->read_latency_log2[i]);
 		// Racy maxima, as for single reads: a concurrent update may be
 		// overwritten within the same window.
 		if (t->last_pass_ns > s->last_pass_ns)
@@ -589,28 +572,9 @@ static __always_inline void flush_batch(struct read_batch *b)
 			s->file_size = t->file_size;
 		}
 	}
-	for (int i = 0; i < READ_SIZE_BUCKETS; i++) {
-		if (!(b->size_buckets & (1ULL << i)))
-			continue;
-		if (s)
-			__sync_fetch_and_add(&s->read_size_log2[i], t->read_size_log2[i]);
-		t->read_size_log2[i] = 0;
-	}
-	for (int i = 0; i < LATENCY_BUCKETS; i++) {
-		if (!(b->latency_buckets & (1ULL << i)))
-			continue;
-		if (s)
-			__sync_fetch_and_add(&s->read_latency_log2[i], t->read_latency_log2[i]);
-		t->read_latency_log2[i] = 0;
-	}
-	// The fields around the histograms, whose buckets were emptied above.
 	__u64 *w = (__u64 *)t;
-	for (int i = 0; i < __builtin_offsetof(struct file_stats, read_size_log2) / sizeof(__u64); i++)
+	for (int i = 0; i < sizeof(*t) / sizeof(__u64); i++)
 		w[i] = 0;
-	for (int i = __builtin_offsetof(struct file_stats, write_ops) / sizeof(__u64); i < sizeof(*t) / sizeof(__u64); i++)
-		w[i] = 0;
-	b->size_buckets = 0;
-	b->latency_buckets = 0;
 	b->reads = 0;
 }
 
@@ -639,42 +603,6 @@ static __always_inline __u64 batch_limit(void)
 	__u32 idx = SETTING_BATCH;
 	__u64 *n = bpf_map_lookup_elem(&settings, &idx);
 	return n ? *n : 0;
-}
-
-// batch_for returns the batch to add one access of file k to, counted in
-// its reads: the thread's own, locked (*own set), after flushing what it
-// held of another file or once full; or, while a flusher holds the
-// thread's, a per-CPU batch for this access alone. NULL if neither is
-// available. batch_done ends the access.
-static __always_inline struct read_batch *batch_for(struct inflight_read *in, struct file_key *k, __u64 now, __u64 limit, bool *own)
-{
-	struct read_batch *b = &in->batch;
-	*own = lock_batch(b, 1);
-	if (!*own) {
-		__u32 zero = 0;
-		b = bpf_map_lookup_elem(&scratch_batch, &zero);
-		if (!b)
-			return NULL;
-	}
-	if (b->reads && (b->reads >= limit || b->key.cgroup_id != k->cgroup_id || b->key.ino != k->ino || b->key.dev != k->dev))
-		flush_batch(b);
-	if (!b->reads) {
-		b->key = *k;
-		b->pid = current_pid();
-		b->st.first_ns = now;
-	}
-	b->reads++;
-	return b;
-}
-
-// batch_done flushes a batch from batch_for when it is full or per-CPU,
-// and releases the thread's own.
-static __always_inline void batch_done(struct read_batch *b, bool own, __u64 limit)
-{
-	if (!own || b->reads >= limit)
-		flush_batch(b);
-	if (own)
-		unlock_batch(b);
 }
 
 static __always_inline int exit_read(long ret)
@@ -718,8 +646,7 @@ static __always_inline int exit_read(long ret)
 	int step = 0; // 1 sequential, 2 random, 0 first read: no step
 	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
 	if (of) {
-		if (of->next_offset != NO_STEP)
-			step = of->next_offset == (__u64)off ? 1 : 2;
+		step = of->next_offset == (__u64)off ? 1 : 2;
 		of->next_offset = end;
 	} else {
 		struct open_file_state st = { .next_offset = end };
@@ -727,12 +654,26 @@ static __always_inline int exit_read(long ret)
 			count(CNT_DROP_OPEN_FILE);
 	}
 
+	struct read_batch *b = &in->batch;
+	bool own = lock_batch(b, 1);
+	if (!own) {
+		// A flusher holds this thread's batch: count the read alone.
+		__u32 zero = 0;
+		b = bpf_map_lookup_elem(&scratch_batch, &zero);
+		if (!b)
+			return 0;
+	}
 	__u64 limit = batch_limit();
-	bool own;
-	struct read_batch *b = batch_for(in, &k, now, limit, &own);
-	if (!b)
-		return 0;
+	if (b->reads && (b->reads >= limit || b->key.cgroup_id != k.cgroup_id || b->key.ino != k.ino || b->key.dev != k.dev))
+		flush_batch(b);
+
 	struct file_stats *t = &b->st;
+	if (!b->reads) {
+		b->key = k;
+		b->pid = current_pid();
+		t->first_ns = now;
+	}
+	b->reads++;
 	__u64 lat = now - in->start_ns;
 	__u32 sb = bytes ? log2_u64(bytes) : 0;
 	if (sb >= READ_SIZE_BUCKETS)
@@ -745,8 +686,6 @@ static __always_inline int exit_read(long ret)
 	t->read_bytes += bytes;
 	t->read_size_log2[sb]++;
 	t->read_latency_log2[lb]++;
-	b->size_buckets |= 1ULL << sb;
-	b->latency_buckets |= 1ULL << lb;
 	t->read_wait_ns += lat;
 	// The pages a buffered read asked the cache for are those its bytes
 	// span. The tracepoint's own ranges cannot be summed: a large read calls
@@ -770,7 +709,11 @@ static __always_inline int exit_read(long ret)
 		t->max_offset = end;
 	t->last_ns = now;
 	t->file_size = inode->i_size;
-	batch_done(b, own, limit);
+
+	if (!own || b->reads >= limit)
+		flush_batch(b);
+	if (own)
+		unlock_batch(b);
 	return 0;
 }
 
@@ -884,15 +827,12 @@ static __always_inline int exit_write(struct task_struct *task, __u64 fd, long r
 
 // exit_open handles a successful open; upath is the path argument, still in
 // the argument registers at exit.
-//
-// The open is counted in the thread's batch, like its reads: a file opened
-// and then read costs one update of stats_by_file, not two.
 static __always_inline int exit_open(struct task_struct *task, const char *upath, long ret)
 {
 	if (ret < 0)
 		return 0;
-	struct inflight_read *in = thread_state(task, current_cgroup_id());
-	if (!in)
+	__u64 cgid = current_cgroup_id();
+	if (!cgroup_allowed(cgid))
 		return 0;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, ret, &faddr);
@@ -901,33 +841,22 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 		return 0;
 	}
 	// A new open file may reuse the address of a closed one: forget its
-	// stale state so the first read is not misclassified. Reset in place
-	// rather than deleted, the entry is reused by that first read instead
-	// of being freed and allocated again.
-	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
-	if (of) {
-		of->next_offset = NO_STEP;
-		of->last_fault = 0;
-		of->fault_seq_run = 0;
-	}
+	// stale next offset so the first read is not misclassified.
+	bpf_map_delete_elem(&open_files, &faddr);
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
 	struct file_key k = {};
-	if (!inode_key(inode, in->cgroup_id, &k))
+	if (!inode_key(inode, cgid, &k))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	// The open announces the file itself, with the path.
 	emit_first_seen(&k, upath, now, current_pid());
-	__u64 limit = batch_limit();
-	bool own;
-	struct read_batch *b = batch_for(in, &k, now, limit, &own);
-	if (!b)
+	struct file_stats *s = stats_for(&k, now, false);
+	if (!s)
 		return 0;
-	b->st.opens++;
-	b->st.last_ns = now;
-	b->st.file_size = inode->i_size;
-	batch_done(b, own, limit);
+	__sync_fetch_and_add(&s->opens, 1);
+	touch(s, inode, now);
 	return 0;
 }
 
@@ -1255,8 +1184,7 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 			in->fault_seq = 0;
 			return 0;
 		}
-		if (of->next_offset != NO_STEP)
-			step = of->next_offset == off ? 1 : 2;
+		step = of->next_offset == off ? 1 : 2;
 		// A sequential run that resumes a little ahead: the pages in
 		// between were mapped without a fault of their own (a large
 		// folio is mapped whole), and are counted with this read.

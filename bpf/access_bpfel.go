@@ -90,14 +90,12 @@ type accessOpenFileState struct {
 }
 
 type accessReadBatch struct {
-	_              structs.HostLayout
-	Lock           uint64
-	Reads          uint32
-	Pid            uint32
-	SizeBuckets    uint64
-	LatencyBuckets uint64
-	Key            accessFileKey
-	St             accessFileStats
+	_     structs.HostLayout
+	Lock  uint64
+	Reads uint32
+	Pid   uint32
+	Key   accessFileKey
+	St    accessFileStats
 }
 
 // Names of all BPF objects in the ELF.
