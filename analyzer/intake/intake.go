@@ -12,8 +12,6 @@ package intake
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"sort"
 	"strings"
@@ -74,9 +72,6 @@ type Server struct {
 
 	sink Sink
 	opts Options
-	// instance is this process's id in replies: collectors resend what it
-	// received but did not acknowledge only when it changes.
-	instance string
 
 	mu       sync.Mutex
 	received map[string]uint64
@@ -102,12 +97,9 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 	if opts.Burst <= 0 {
 		opts.Burst = 2_000_000
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24)
 	s := &Server{
 		sink:     sink,
 		opts:     opts,
-		instance: hex.EncodeToString(id[:]),
 		received: map[string]uint64{},
 		durable:  map[string]uint64{},
 		seen:     map[string]time.Time{},
@@ -147,9 +139,7 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 
 // Ship authenticates the caller, applies the request's new windows (with
 // only the records admitted) and acknowledges the highest sequence a
-// completed checkpoint covers, and the highest this instance received (so
-// that the collector does not send those again while it waits for the
-// checkpoint).
+// completed checkpoint covers.
 func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
 	c := req.GetCollector()
 	peer, err := s.authenticate(ctx, c)
@@ -204,7 +194,7 @@ func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1
 		}
 		s.records.Add(float64(len(admitted[i].GetFiles())))
 	}
-	return &accessv1.ShipReply{AckedSequence: s.durable[c], ReceivedSequence: s.received[c], Instance: s.instance}, nil
+	return &accessv1.ShipReply{AckedSequence: s.durable[c]}, nil
 }
 
 // authenticate checks the caller's token and that the collector id is of

@@ -126,11 +126,6 @@ type Shipper struct {
 	wake    chan struct{}
 	closed  bool
 	lastErr error
-	// peer is the analyzer instance that last replied, and received the
-	// highest sequence it said it took in: windows at or below it are not
-	// sent to that instance again while they wait for its acknowledgement.
-	peer     string
-	received uint64
 }
 
 // persisted is the state file's content.
@@ -402,15 +397,13 @@ func (s *Shipper) LastError() error {
 
 // Run ships buffered windows in order until ctx ends, retrying failed calls
 // with exponential backoff. Windows stay buffered (and on disk) until
-// acknowledged. Those the analyzer's running instance received are not sent
-// to it again: every ResendAfter a call without windows asks for the
-// acknowledgement; when the instance changes (the analyzer restarted),
-// every unacknowledged window is sent again.
+// acknowledged; unacknowledged ones are sent again with the next new window,
+// or after ResendAfter.
 func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) error {
 	backoff := s.opts.MinBackoff
 	for {
 		batch := s.nextBatch()
-		if len(batch) == 0 && !s.unacked() {
+		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -418,18 +411,12 @@ func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) e
 				continue
 			}
 		}
-		// With nothing new to send, the call asks for the acknowledgement
-		// of what the analyzer received.
 		progressed, err := s.shipOnce(ctx, intake, batch)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			first := uint64(0)
-			if len(batch) > 0 {
-				first = batch[0].Sequence
-			}
-			s.opts.Log.Error(err, "ship windows to the analyzer; will retry", "firstSequence", first, "windows", len(batch), "retryIn", backoff)
+			s.opts.Log.Error(err, "ship windows to the analyzer; will retry", "firstSequence", batch[0].Sequence, "windows", len(batch), "retryIn", backoff)
 			// Full jitter keeps many collectors from retrying in lockstep.
 			wait := backoff/2 + time.Duration(mrand.Int64N(int64(backoff/2)+1))
 			select {
@@ -441,7 +428,7 @@ func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) e
 			continue
 		}
 		backoff = s.opts.MinBackoff
-		if progressed && len(batch) > 0 && s.hasAfter(batch[len(batch)-1].Sequence) {
+		if progressed && s.hasAfter(batch[len(batch)-1].Sequence) {
 			// A backlog: keep going while the analyzer keeps up.
 			continue
 		}
@@ -461,33 +448,22 @@ func (s *Shipper) hasAfter(seq uint64) bool {
 	return len(s.buffer) > 0 && s.buffer[len(s.buffer)-1].Sequence > seq
 }
 
-// nextBatch is the oldest buffered windows the analyzer's instance has not
-// received, at most BatchSize of them and at most MaxBatchBytes encoded
-// (Enqueue keeps out windows that alone do not fit).
+// nextBatch is the oldest buffered windows, at most BatchSize of them and
+// at most MaxBatchBytes encoded (Enqueue keeps out windows that alone do not
+// fit).
 func (s *Shipper) nextBatch() []*accessv1.AccessWindow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	size := s.requestBytes(nil)
-	from := 0
-	for from < len(s.buffer) && s.buffer[from].Sequence <= s.received {
-		from++
-	}
 	n := 0
-	for from+n < len(s.buffer) && n < s.opts.BatchSize {
-		size += batchEntryBytes(s.buffer[from+n])
+	for n < len(s.buffer) && n < s.opts.BatchSize {
+		size += batchEntryBytes(s.buffer[n])
 		if size > s.opts.MaxBatchBytes && n > 0 {
 			break
 		}
 		n++
 	}
-	return append([]*accessv1.AccessWindow(nil), s.buffer[from:from+n]...)
-}
-
-// unacked reports whether windows wait for the analyzer's acknowledgement.
-func (s *Shipper) unacked() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.buffer) > 0
+	return append([]*accessv1.AccessWindow(nil), s.buffer[:n]...)
 }
 
 // requestBytes is the encoded size of a ShipRequest of this collector
@@ -512,35 +488,7 @@ func (s *Shipper) shipOnce(ctx context.Context, intake accessv1.AccessIntakeClie
 		s.mu.Unlock()
 		return false, err
 	}
-	received := s.noteReceived(reply.GetInstance(), reply.GetReceivedSequence())
-	acked, err := s.ack(reply.GetAckedSequence())
-	return acked || received, err
-}
-
-// noteReceived records what the replying analyzer instance has received,
-// and reports whether that moved. A new instance lost what it had not
-// acknowledged: from it, only what it says it received counts. An analyzer
-// that does not say (an older one, instance "") gets every unacknowledged
-// window on each call, as before.
-func (s *Shipper) noteReceived(instance string, received uint64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if received >= s.state.Next {
-		// Sequences this collector never assigned: not ours to trust.
-		received = 0
-	}
-	if instance != s.peer {
-		if s.peer != "" && len(s.buffer) > 0 {
-			s.opts.Log.Info("the analyzer restarted: sending again what it had not acknowledged", "from", s.buffer[0].Sequence, "windows", len(s.buffer))
-		}
-		s.peer, s.received = instance, received
-		return true
-	}
-	if instance == "" || received <= s.received {
-		return false
-	}
-	s.received = received
-	return true
+	return s.ack(reply.GetAckedSequence())
 }
 
 // ack forgets every window at or below acked, once the acknowledgement is
