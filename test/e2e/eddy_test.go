@@ -197,12 +197,6 @@ func testRunFamilies(ctx context.Context, t *testing.T, c *node.Cluster) {
 	}
 	t.Logf("Recommendation %s (%s) for the family %s/%s is %s", rec.Name, rec.Spec.Action, ref.Kind, ref.Name, rec.Status.Phase)
 
-	// The analyzer is rescheduled (a rollout, a drained node) between the
-	// runs: the manifest the next run's sidecar fetches must survive it
-	// (its state claim), or the sidecar has no plan and the change is
-	// judged on runs it never touched.
-	restartAnalyzer(ctx, t, c)
-
 	// A new Job of the family, another name: injected, and verified by its
 	// own reads.
 	resetRemote(t, d)
@@ -693,39 +687,6 @@ func poll(ctx context.Context, t *testing.T, c *node.Cluster, namespace string, 
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-}
-
-// restartAnalyzer deletes the analyzer's pod and waits for its Deployment's
-// next one to be ready.
-func restartAnalyzer(ctx context.Context, t *testing.T, c *node.Cluster) {
-	t.Helper()
-	sel := client.MatchingLabels{"app.kubernetes.io/component": "analyzer"}
-	var pods corev1.PodList
-	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), sel); err != nil || len(pods.Items) != 1 {
-		t.Fatalf("the analyzer's pod: %d pods, %v", len(pods.Items), err)
-	}
-	old := pods.Items[0]
-	start := time.Now()
-	if err := c.Env.Client.Delete(ctx, &old); err != nil {
-		t.Fatalf("delete the analyzer's pod: %v", err)
-	}
-	poll(ctx, t, c, node.EddySystem, 2*time.Minute, "the analyzer's next pod to be ready", func() (bool, error) {
-		if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), sel); err != nil {
-			return false, err
-		}
-		for _, p := range pods.Items {
-			if p.UID == old.UID || p.DeletionTimestamp != nil {
-				continue
-			}
-			for _, cond := range p.Status.Conditions {
-				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-					t.Logf("analyzer rescheduled: pod %s ready %.1fs after %s was deleted", p.Name, time.Since(start).Seconds(), old.Name)
-					return true, nil
-				}
-			}
-		}
-		return false, nil
-	})
 }
 
 // collectorMetrics are the collector's own series (not the per-pod ones).
