@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -68,7 +69,8 @@ func (e *Env) InstallWebhooks(ctx context.Context, addr string) error {
 		return err
 	}
 	for _, p := range policies {
-		if err := e.Client.Create(ctx, p); err != nil {
+		// InstallIdentities creates them too.
+		if err := e.Client.Create(ctx, p); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create %s %s: %w", p.GetKind(), p.GetName(), err)
 		}
 	}
@@ -93,4 +95,25 @@ func (e *Env) InstallWebhooks(ctx context.Context, addr string) error {
 		}
 	}
 	return nil
+}
+
+// FreePorts returns n loopback TCP ports free now, for components started
+// as processes.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }

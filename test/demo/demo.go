@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,7 +260,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.setupCluster(ctx); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(8)
+	ports, err := controlplane.FreePorts(8)
 	if err != nil {
 		return nil, err
 	}
@@ -432,25 +431,6 @@ func summary(rec *v1.Recommendation) string {
 }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
 
 func writeDataset(dir string, n int, size int64) error {
 	buf := make([]byte, size)
