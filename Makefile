@@ -116,7 +116,7 @@ clean:
 CLUSTER_DIR ?= /tmp/eddy-cluster
 COREDNS_VERSION ?= v1.14.7
 
-.PHONY: node-binaries images cluster cluster-down test-node bench
+.PHONY: node-binaries images cluster cluster-down test-node bench bench-scale
 
 node-binaries: $(BIN)/kubelet $(BIN)/kube-proxy $(BIN)/coredns ## kubelet, kube-proxy (pinned module) and CoreDNS into bin/.
 
@@ -146,6 +146,9 @@ cluster-down: $(BIN)/eddy-cluster ## Stop `make cluster` and check nothing is le
 
 bench: deps tools node-binaries build ## eddy against no prefetch, Fluid's prefetcher, a 16-reader warm-up and an oracle, on real pods (root); report in docs/bench.
 	flock /tmp/eddy-realnode.lock $(BIN)/eddy-dev bench --out docs/bench
+
+bench-scale: tools build ## Scale benchmark (issue 19): kwok nodes, a real API server, eddy's analyzer, webhook and operator binaries, a collector identity per node; report in docs/bench/scale. EDDY_SCALE=full for 2,000 workloads × 1,000 nodes.
+	flock /tmp/eddy-realnode.lock env EDDY_SCALE_REPORT=$(CURDIR)/docs/bench/scale go test -count=1 -run '^$$' -bench Scale -benchtime 1x -timeout 120m ./test/scale/
 
 test-node: deps tools node-binaries ## The real-node test (root).
 	go test -count=1 -v -timeout 20m ./test/node/...

@@ -50,7 +50,7 @@ func (e *Env) startNodes(ctx context.Context, binDir string, n, qps int) error {
 		}},
 	}
 	for _, c := range components {
-		if err := e.startProcess(ctx, filepath.Join(binDir, c.name), c.name, c.args); err != nil {
+		if _, err := e.StartProcess(ctx, filepath.Join(binDir, c.name), c.name, c.args...); err != nil {
 			return err
 		}
 	}
@@ -94,13 +94,14 @@ func fakeNode(name string) *corev1.Node {
 	}
 }
 
-// startProcess runs a component in the background with its output in
-// Dir/<name>.log and makes sure it is still alive shortly after.
-func (e *Env) startProcess(ctx context.Context, path, name string, args []string) error {
+// StartProcess runs a component in the background with its output in
+// Dir/<name>.log, makes sure it is still alive shortly after and returns its
+// process id. Stop ends it (SIGTERM to its process group, then SIGKILL).
+func (e *Env) StartProcess(ctx context.Context, path, name string, args ...string) (int, error) {
 	logPath := filepath.Join(e.Dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout = logFile
@@ -109,7 +110,7 @@ func (e *Env) startProcess(ctx context.Context, path, name string, args []string
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return fmt.Errorf("start %s: %w", name, err)
+		return 0, fmt.Errorf("start %s: %w", name, err)
 	}
 	e.procs = append(e.procs, cmd)
 	exited := make(chan error, 1)
@@ -117,11 +118,11 @@ func (e *Env) startProcess(ctx context.Context, path, name string, args []string
 	select {
 	case err := <-exited:
 		out, _ := os.ReadFile(logPath)
-		return fmt.Errorf("%s exited at start (%v); its log %s ends:\n%s", name, err, logPath, tail(out, 2000))
+		return 0, fmt.Errorf("%s exited at start (%v); its log %s ends:\n%s", name, err, logPath, tail(out, 2000))
 	case <-time.After(500 * time.Millisecond):
-		return nil
+		return cmd.Process.Pid, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +43,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
-	"github.com/eddy-autotune/eddy/config"
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/test/controlplane"
 	"github.com/eddy-autotune/eddy/test/loopbackcert"
@@ -262,15 +260,15 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.setupCluster(ctx); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(8)
+	ports, err := controlplane.FreePorts(8)
 	if err != nil {
 		return nil, err
 	}
 	grpcAddr, manifestAddr, webhookAddr := addr(ports[0]), addr(ports[1]), addr(ports[2])
-	if err := r.installWebhooks(ctx, webhookAddr); err != nil {
+	if err := r.env.InstallWebhooks(ctx, webhookAddr); err != nil {
 		return nil, err
 	}
-	kubeconfigs, err := r.installIdentities(ctx)
+	kubeconfigs, err := r.env.InstallIdentities(ctx, components...)
 	if err != nil {
 		return nil, err
 	}
@@ -434,25 +432,6 @@ func summary(rec *v1.Recommendation) string {
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func writeDataset(dir string, n int, size int64) error {
 	buf := make([]byte, size)
 	for i := range n {
@@ -516,51 +495,6 @@ func demoPolicy() *v1.AutotunePolicy {
 	p := node.AutoPolicy("500Mi", v1.ActionPrefetch, v1.ActionInjectSDK)
 	p.Namespace = Namespace
 	return p
-}
-
-// installWebhooks registers config/webhook's configurations, pointed at the
-// webhook process on loopback instead of a Service.
-func (r *run) installWebhooks(ctx context.Context, webhookAddr string) error {
-	objs, err := config.WebhookConfigurations()
-	if err != nil {
-		return err
-	}
-	policies, err := config.AdmissionPolicies()
-	if err != nil {
-		return err
-	}
-	for _, p := range policies {
-		if err := r.env.Client.Create(ctx, p); err != nil {
-			return fmt.Errorf("create %s %s: %w", p.GetKind(), p.GetName(), err)
-		}
-	}
-	for _, o := range objs {
-		hooks, _, _ := unstructuredSlice(o.Object, "webhooks")
-		for _, h := range hooks {
-			cc := h["clientConfig"].(map[string]any)
-			svc := cc["service"].(map[string]any)
-			cc["url"] = "https://" + webhookAddr + svc["path"].(string)
-			delete(cc, "service")
-		}
-		if err := r.env.Client.Create(ctx, o); err != nil {
-			return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
-		}
-	}
-	return nil
-}
-
-func unstructuredSlice(obj map[string]any, field string) ([]map[string]any, bool, error) {
-	raw, ok := obj[field].([]any)
-	if !ok {
-		return nil, false, nil
-	}
-	out := make([]map[string]any, 0, len(raw))
-	for _, x := range raw {
-		if m, ok := x.(map[string]any); ok {
-			out = append(out, m)
-		}
-	}
-	return out, true, nil
 }
 
 // startProcess runs `bin args...` with its output in logs/<name>.log.

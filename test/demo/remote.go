@@ -24,6 +24,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/internal/cgroupv2"
 	"github.com/eddy-autotune/eddy/prefetch"
+	"github.com/eddy-autotune/eddy/test/controlplane"
 )
 
 // writeServiceAccount writes what a kubelet projects into the prefetcher at
@@ -183,7 +184,7 @@ func (r *run) startSidecar(ctx context.Context, pod *corev1.Pod, ctr *corev1.Con
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
+	ports, err := controlplane.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
