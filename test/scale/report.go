@@ -52,6 +52,7 @@ func (r *Result) Goals() []Goal {
 		{fmt.Sprintf("Lease never stale (< %s)", v1.AnalyzerStaleAfter), fmt.Sprintf("at most %s old", r.LeaseMaxAge.Round(time.Second)), r.LeaseMaxAge < v1.AnalyzerStaleAfter},
 		{fmt.Sprintf("every profile updated within two intervals (%s)", 2*s.Interval),
 			fmt.Sprintf("%d of %d samples late or missing; longest lag %s", r.StaleSamples, r.Samples, r.ProfileMaxLag.Round(time.Second)), r.StaleSamples == 0 && r.Samples > 0},
+		{"the analyzer's /metrics answers every scrape (10 s each; a liveness probe's view)", fmt.Sprintf("%d unanswered; longest %s", r.Unanswered, r.UnansweredMax.Round(time.Second)), r.Unanswered == 0},
 		{"analyzer ≤ 100 KiB per workload (RSS of the process / workloads)", fmt.Sprintf("%.0f KiB", whole/1024), whole <= 100<<10},
 		{"webhook memory bounded by opted-in pods (pods not opted in add < 1/10 of what opted-in pods add)",
 			fmt.Sprintf("%.2f MiB vs %.2f MiB per 1,000 pods", notOpted/(1<<20), opted/(1<<20)), notOpted < opted/10},
@@ -79,6 +80,7 @@ func Markdown(r *Result, command string) string {
 	p("| windows applied / duplicate (share) | %.0f / %.0f (%.1f%%) |", r.WindowsApplied, r.WindowsDuplicate, 100*r.DuplicateShare())
 	p("| windows unacknowledged at the end; failed Ship calls (whole run) | %d; %d |", r.Buffered, r.ShipFailures)
 	p("| flushes; duration mean / max | %d; %s / %s |", r.Flushes, r.FlushMean.Round(time.Millisecond), r.FlushMax.Round(time.Millisecond))
+	p("| analyzer /metrics scrapes unanswered in 10 s; longest time without an answer | %d; %s |", r.Unanswered, r.UnansweredMax.Round(time.Second))
 	p("| heartbeat Lease, oldest seen (sampled each second, whole run) | %s |", r.LeaseMaxAge.Round(time.Second))
 	p("| profiles at the end; longest lag of a profile's lastSeen; samples over two intervals | %d; %s; %d of %d |", r.Profiles, r.ProfileMaxLag.Round(time.Second), r.StaleSamples, r.Samples)
 	p("| analyzer RSS before the first window → end (peak) | %s → %s (%s) |", mib(r.AnalyzerStart.RSS), mib(r.AnalyzerEnd.RSS), mib(r.AnalyzerEnd.HWM))

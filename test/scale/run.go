@@ -79,6 +79,12 @@ type Result struct {
 
 	// Series is sampled each second while measured.
 	Series []Point
+	// Unanswered is how many of the analyzer's /metrics scrapes while
+	// measured took over 10 s or failed; UnansweredMax the longest run of
+	// time without an answer. A kubelet probing a process this slow would
+	// restart it.
+	Unanswered    int
+	UnansweredMax time.Duration
 
 	// Operator: from creating a Prefetch per workload to all Applied.
 	OperatorConverge                         time.Duration
@@ -321,11 +327,11 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 	}
 	res.LeaseMaxAge, leaseAge = leaseAge, 0
 
-	before, err := scrape(ctx, r.urls["analyzer"])
+	before, err := r.scrapePatiently(ctx, "analyzer", res)
 	if err != nil {
 		return err
 	}
-	opBefore, err := scrape(ctx, r.urls["operator"])
+	opBefore, err := r.scrapePatiently(ctx, "operator", res)
 	if err != nil {
 		return err
 	}
@@ -346,7 +352,12 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 		age := lease()
 		now, err := scrape(ctx, r.urls["analyzer"])
 		if err != nil {
-			return err
+			// Counted, and the next answer covers the time since the
+			// last one.
+			res.Unanswered++
+			res.UnansweredMax = max(res.UnansweredMax, time.Since(prevAt))
+			r.stage("the analyzer's /metrics did not answer: %v", err)
+			continue
 		}
 		at, offered := time.Now(), fl.offered.Load()
 		pt := Point{T: at.Sub(start), LeaseAge: age,
@@ -395,6 +406,27 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 	res.Reconciles = opAfter.sum("controller_runtime_reconcile_total") - opBefore.sum("controller_runtime_reconcile_total")
 	res.OperatorRequests = opAfter.sum("rest_client_requests_total") - opBefore.sum("rest_client_requests_total")
 	return nil
+}
+
+// scrapePatiently scrapes a component's metrics, trying again for up to two
+// minutes; each failure counts as unanswered.
+func (r *run) scrapePatiently(ctx context.Context, component string, res *Result) (metrics, error) {
+	since := time.Now()
+	for {
+		m, err := scrape(ctx, r.urls[component])
+		if err == nil {
+			return m, nil
+		}
+		res.Unanswered++
+		res.UnansweredMax = max(res.UnansweredMax, time.Since(since))
+		if time.Since(since) > 2*time.Minute {
+			return nil, fmt.Errorf("the %s's metrics: %w", component, err)
+		}
+		r.stage("the %s's /metrics did not answer: %v", component, err)
+		if err := sleep(ctx, time.Second); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // sampleProfiles records how far behind each workload's profile is.
