@@ -37,6 +37,7 @@ func newAnalyzerCmd() *cobra.Command {
 	var (
 		opt                 service.Options
 		metricsAddr         string
+		pprofAddr           string
 		halfLife            time.Duration
 		tlsCert, tlsKey     string
 		minStable           int
@@ -169,6 +170,13 @@ terminationGracePeriodSeconds.`,
 				}()
 				defer srv.Shutdown(context.Background()) //nolint:errcheck
 			}
+			if pprofAddr != "" {
+				srv, err := servePprof(pprofAddr, log)
+				if err != nil {
+					return err
+				}
+				defer srv.Shutdown(context.Background()) //nolint:errcheck
+			}
 			log.Info("analyzer serving", "grpc", svc.Addr(), "manifests", svc.ManifestAddr(), "metrics", metricsAddr)
 			return svc.Run(ctx)
 		},
@@ -187,6 +195,7 @@ terminationGracePeriodSeconds.`,
 	f.StringSliceVar(&collectorSAs, "collector-service-account", []string{"eddy-system:eddy-collector"}, "NAMESPACE:NAME of the service account collectors run as (repeatable)")
 	f.StringSliceVar(&excluded, "excluded-namespaces", []string{"kube-system", "eddy-system"}, "namespaces whose pods are never profiled, opted in or not")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9472", "Prometheus metrics address (empty disables it)")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "address serving Go's profiles at /debug/pprof/ (heap, CPU, goroutines) for diagnosis; keep it on loopback (empty disables it)")
 	f.StringVar(&opt.StateDir, "state-dir", "/var/lib/eddy/analyzer", "folder persisting manifests (mount a PVC here)")
 	f.DurationVar(&opt.FlushInterval, "flush-interval", 10*time.Second, "how often to assess, checkpoint, write and acknowledge")
 	f.DurationVar(&halfLife, "half-life", 6*time.Hour, "how long until an observation counts half")

@@ -2,10 +2,12 @@ package scale
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +52,26 @@ func scrape(ctx context.Context, url string) (metrics, error) {
 		out[line[:i]] = v
 	}
 	return out, sc.Err()
+}
+
+// heapTop is the heap profile at url (a process's /debug/pprof/heap) as
+// `go tool pprof -top` prints it, live bytes by function, its first lines;
+// on failure, why.
+func heapTop(ctx context.Context, url string) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=20", "-sample_index=inuse_space", url+"?gc=1").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("no heap profile: %v: %s", err, bytes.TrimSpace(out))
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat ") {
+			// From the totals line before the table.
+			return strings.Join(lines[max(0, i-2):], "\n")
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // sum adds every sample of the metric name (all label sets) whose labels

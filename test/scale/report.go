@@ -108,5 +108,16 @@ func Markdown(r *Result, command string) string {
 		}
 		p("| %s | %s | %s |", g.What, g.Measured, met)
 	}
+	for _, h := range []struct{ when, top string }{{"before the first window", r.AnalyzerHeapStart}, {"at the end", r.AnalyzerHeapEnd}} {
+		if h.top == "" {
+			continue
+		}
+		p("")
+		p("## The analyzer's live heap %s (`go tool pprof -top`, inuse_space)", h.when)
+		p("")
+		p("```")
+		p("%s", h.top)
+		p("```")
+	}
 	return b.String()
 }

@@ -72,6 +72,10 @@ type Result struct {
 
 	// Analyzer memory: before the first window and at the end.
 	AnalyzerStart, AnalyzerEnd memory
+	// AnalyzerHeapStart and AnalyzerHeapEnd are the analyzer's heap
+	// profile at those times, as `go tool pprof -top` prints it (live
+	// bytes by function): where its memory goes.
+	AnalyzerHeapStart, AnalyzerHeapEnd string
 	// Webhook memory: caches synced, after the opted-in pods, after the
 	// others.
 	WebhookBase, WebhookOptedIn, WebhookPlain memory
@@ -211,6 +215,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if res.AnalyzerStart, err = procMemory(r.pids["analyzer"]); err != nil {
 		return nil, err
 	}
+	res.AnalyzerHeapStart = heapTop(ctx, r.urls["analyzer-pprof"])
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	r.stage("shipping: %d collectors, %d records per pod per %s window (%.0f records/s offered)", s.Nodes, s.FilesPerPod, s.Interval, s.OfferedPerSecond())
@@ -228,6 +233,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if res.AnalyzerEnd, err = procMemory(r.pids["analyzer"]); err != nil {
 		return nil, err
 	}
+	res.AnalyzerHeapEnd = heapTop(ctx, r.urls["analyzer-pprof"])
 	var profiles v1.AccessProfileList
 	if err := c.List(ctx, &profiles); err != nil {
 		return nil, err
@@ -244,7 +250,7 @@ func (r *run) startEddy(ctx context.Context, certFile, keyFile string) error {
 	if err != nil {
 		return err
 	}
-	ports, err := controlplane.FreePorts(7)
+	ports, err := controlplane.FreePorts(8)
 	if err != nil {
 		return err
 	}
@@ -253,6 +259,7 @@ func (r *run) startEddy(ctx context.Context, certFile, keyFile string) error {
 	r.urls["analyzer"] = "http://" + addr(2) + "/metrics"
 	r.urls["webhook"] = "http://" + addr(4) + "/metrics"
 	r.urls["operator"] = "http://" + addr(5) + "/metrics"
+	r.urls["analyzer-pprof"] = "http://" + addr(7) + "/debug/pprof/heap"
 	if err := r.env.InstallWebhooks(ctx, addr(3)); err != nil {
 		return err
 	}
@@ -263,7 +270,7 @@ func (r *run) startEddy(ctx context.Context, certFile, keyFile string) error {
 	}{
 		{"webhook", []string{"webhook", "--kubeconfig=" + kubeconfigs["webhook"], "--namespace=" + controlplane.EddyNamespace, "--service-name=", "--ip=127.0.0.1",
 			"--addr=" + addr(3), "--metrics-addr=" + addr(4), "--image=eddy.local/eddy:dev", "--analyzer-url=https://" + addr(1)}},
-		{"analyzer", []string{"analyzer", "--kubeconfig=" + kubeconfigs["analyzer"], "--grpc-addr=" + addr(0), "--manifest-addr=" + addr(1), "--metrics-addr=" + addr(2),
+		{"analyzer", []string{"analyzer", "--kubeconfig=" + kubeconfigs["analyzer"], "--grpc-addr=" + addr(0), "--manifest-addr=" + addr(1), "--metrics-addr=" + addr(2), "--pprof-addr=" + addr(7),
 			"--state-dir=" + filepath.Join(r.o.Dir, "analyzer"), "--tls-cert=" + certFile, "--tls-key=" + keyFile,
 			"--flush-interval=" + s.Interval.String(), "--lease-namespace=" + controlplane.EddyNamespace}},
 		{"operator", []string{"operator", "--kubeconfig=" + kubeconfigs["operator"], "--namespace=" + controlplane.EddyNamespace, "--leader-elect=false",
