@@ -12,6 +12,8 @@ package intake
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"sort"
 	"strings"
@@ -72,6 +74,9 @@ type Server struct {
 
 	sink Sink
 	opts Options
+	// instance is this process's id in replies: collectors resend what it
+	// received but did not acknowledge only when it changes.
+	instance string
 
 	mu       sync.Mutex
 	received map[string]uint64
@@ -97,9 +102,12 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 	if opts.Burst <= 0 {
 		opts.Burst = 2_000_000
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24)
 	s := &Server{
 		sink:     sink,
 		opts:     opts,
+		instance: hex.EncodeToString(id[:]),
 		received: map[string]uint64{},
 		durable:  map[string]uint64{},
 		seen:     map[string]time.Time{},
@@ -115,7 +123,7 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 		}, []string{"reason"}),
 		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_windows_total",
-			Help: "Windows received from collectors, by result: applied, duplicate (already applied, not applied again).",
+			Help: "Windows received from collectors, by result: applied, duplicate (already applied, not applied again), other_instance (sent past what an earlier instance of the analyzer received: not applied, sent again from the collector's oldest unacknowledged).",
 		}, []string{"result"}),
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eddy_analyzer_access_records_total",
@@ -139,7 +147,9 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 
 // Ship authenticates the caller, applies the request's new windows (with
 // only the records admitted) and acknowledges the highest sequence a
-// completed checkpoint covers.
+// completed checkpoint covers, and the highest this instance received (so
+// that the collector does not send those again while it waits for the
+// checkpoint).
 func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
 	c := req.GetCollector()
 	peer, err := s.authenticate(ctx, c)
@@ -164,6 +174,16 @@ func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1
 		records += len(w.GetFiles())
 	}
 	sort.SliceStable(ws, func(i, j int) bool { return ws[i].GetSequence() < ws[j].GetSequence() })
+	if in := req.GetInstance(); in != "" && in != s.instance {
+		// The collector skipped windows another instance (this analyzer
+		// before a restart) said it received: applying the later ones here
+		// would lose the skipped. Apply none; the reply names this instance,
+		// and the collector sends again from its oldest unacknowledged.
+		s.windows.WithLabelValues("other_instance").Add(float64(len(ws)))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.reply(c), nil
+	}
 	if s.opts.Auth != nil && !s.limiter(peer.Node).AllowN(time.Now(), min(records, s.opts.Burst)) {
 		s.refused.WithLabelValues("rate_limited").Inc()
 		return nil, status.Errorf(codes.ResourceExhausted, "ship: node %s sends more than %.0f records/s; retry later", peer.Node, s.opts.RecordsPerSecond)
@@ -194,7 +214,13 @@ func (s *Server) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1
 		}
 		s.records.Add(float64(len(admitted[i].GetFiles())))
 	}
-	return &accessv1.ShipReply{AckedSequence: s.durable[c]}, nil
+	return s.reply(c), nil
+}
+
+// reply is the state of collector c for a reply: what is durable, what this
+// instance received. Call with s.mu held.
+func (s *Server) reply(c string) *accessv1.ShipReply {
+	return &accessv1.ShipReply{AckedSequence: s.durable[c], ReceivedSequence: s.received[c], Instance: s.instance}
 }
 
 // authenticate checks the caller's token and that the collector id is of

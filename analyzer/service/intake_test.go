@@ -184,8 +184,12 @@ func TestIntakeTakesOnlyWhatACollectorMayReport(t *testing.T) {
 	// collector's next real window still counts.
 	_, err = ic.ship(t, addr, collectorA, "node-a-1", window(math.MaxUint64, ic.record("train-a")))
 	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
-	_, err = ic.ship(t, addr, collectorA, "node-a-1", window(2, ic.record("train-a")))
+	reply, err := ic.ship(t, addr, collectorA, "node-a-1", window(2, ic.record("train-a")))
 	require.NoError(t, err)
+	assert.EqualValues(t, 2, reply.GetReceivedSequence(), "received by this instance")
+	assert.Less(t, reply.GetAckedSequence(), uint64(2), "not acknowledged before a checkpoint covers it")
+	instance := reply.GetInstance()
+	assert.NotEmpty(t, instance)
 
 	require.NoError(t, svc.Flush(context.Background()))
 	var profiles v1.AccessProfileList
@@ -195,9 +199,10 @@ func TestIntakeTakesOnlyWhatACollectorMayReport(t *testing.T) {
 		names = append(names, p.Namespace+"/"+p.Spec.WorkloadRef.Name)
 	}
 	assert.Equal(t, []string{"ml/train-a"}, names, "a profile for the collector's own pod only")
-	reply, err := ic.ship(t, addr, collectorA, "node-a-1")
+	reply, err = ic.ship(t, addr, collectorA, "node-a-1")
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, reply.GetAckedSequence(), "both real windows applied and acknowledged")
+	assert.Equal(t, instance, reply.GetInstance(), "one instance while the process runs")
 
 	// What a dashboard and the stale-analyzer alert read.
 	families, err := reg.Gather()

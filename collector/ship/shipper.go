@@ -126,6 +126,11 @@ type Shipper struct {
 	wake    chan struct{}
 	closed  bool
 	lastErr error
+	// peer is the analyzer instance that last replied, and received the
+	// highest sequence it said it took in: windows at or below it are not
+	// sent to that instance again while they wait for its acknowledgement.
+	peer     string
+	received uint64
 }
 
 // persisted is the state file's content.
@@ -397,13 +402,15 @@ func (s *Shipper) LastError() error {
 
 // Run ships buffered windows in order until ctx ends, retrying failed calls
 // with exponential backoff. Windows stay buffered (and on disk) until
-// acknowledged; unacknowledged ones are sent again with the next new window,
-// or after ResendAfter.
+// acknowledged. Those the analyzer's running instance received are not sent
+// to it again: every ResendAfter a call without windows asks for the
+// acknowledgement; when the instance changes (the analyzer restarted),
+// every unacknowledged window is sent again.
 func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) error {
 	backoff := s.opts.MinBackoff
 	for {
-		batch := s.nextBatch()
-		if len(batch) == 0 {
+		batch, skippedFor := s.nextBatch()
+		if len(batch) == 0 && !s.unacked() {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -411,12 +418,18 @@ func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) e
 				continue
 			}
 		}
-		progressed, err := s.shipOnce(ctx, intake, batch)
+		// With nothing new to send, the call asks for the acknowledgement
+		// of what the analyzer received.
+		progressed, restarted, err := s.shipOnce(ctx, intake, batch, skippedFor)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			s.opts.Log.Error(err, "ship windows to the analyzer; will retry", "firstSequence", batch[0].Sequence, "windows", len(batch), "retryIn", backoff)
+			first := uint64(0)
+			if len(batch) > 0 {
+				first = batch[0].Sequence
+			}
+			s.opts.Log.Error(err, "ship windows to the analyzer; will retry", "firstSequence", first, "windows", len(batch), "retryIn", backoff)
 			// Full jitter keeps many collectors from retrying in lockstep.
 			wait := backoff/2 + time.Duration(mrand.Int64N(int64(backoff/2)+1))
 			select {
@@ -428,7 +441,11 @@ func (s *Shipper) Run(ctx context.Context, intake accessv1.AccessIntakeClient) e
 			continue
 		}
 		backoff = s.opts.MinBackoff
-		if progressed && s.hasAfter(batch[len(batch)-1].Sequence) {
+		if restarted {
+			// A new instance: send it what it has not received, now.
+			continue
+		}
+		if progressed && len(batch) > 0 && s.hasAfter(batch[len(batch)-1].Sequence) {
 			// A backlog: keep going while the analyzer keeps up.
 			continue
 		}
@@ -448,22 +465,38 @@ func (s *Shipper) hasAfter(seq uint64) bool {
 	return len(s.buffer) > 0 && s.buffer[len(s.buffer)-1].Sequence > seq
 }
 
-// nextBatch is the oldest buffered windows, at most BatchSize of them and
-// at most MaxBatchBytes encoded (Enqueue keeps out windows that alone do not
-// fit).
-func (s *Shipper) nextBatch() []*accessv1.AccessWindow {
+// nextBatch is the oldest buffered windows the analyzer's instance has not
+// received, at most BatchSize of them and at most MaxBatchBytes encoded
+// (Enqueue keeps out windows that alone do not fit). When it skips windows
+// because that instance received them, skippedFor names the instance: only
+// it may apply the batch.
+func (s *Shipper) nextBatch() (batch []*accessv1.AccessWindow, skippedFor string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	size := s.requestBytes(nil)
+	from := 0
+	for from < len(s.buffer) && s.buffer[from].Sequence <= s.received {
+		from++
+	}
 	n := 0
-	for n < len(s.buffer) && n < s.opts.BatchSize {
-		size += batchEntryBytes(s.buffer[n])
+	for from+n < len(s.buffer) && n < s.opts.BatchSize {
+		size += batchEntryBytes(s.buffer[from+n])
 		if size > s.opts.MaxBatchBytes && n > 0 {
 			break
 		}
 		n++
 	}
-	return append([]*accessv1.AccessWindow(nil), s.buffer[:n]...)
+	if from > 0 {
+		skippedFor = s.peer
+	}
+	return append([]*accessv1.AccessWindow(nil), s.buffer[from:from+n]...), skippedFor
+}
+
+// unacked reports whether windows wait for the analyzer's acknowledgement.
+func (s *Shipper) unacked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buffer) > 0
 }
 
 // requestBytes is the encoded size of a ShipRequest of this collector
@@ -477,18 +510,53 @@ func batchEntryBytes(w *accessv1.AccessWindow) int {
 	return protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(w))
 }
 
-func (s *Shipper) shipOnce(ctx context.Context, intake accessv1.AccessIntakeClient, batch []*accessv1.AccessWindow) (bool, error) {
+// shipOnce sends batch (naming skippedFor, the instance whose received
+// sequence it continues from, if any) and takes in the reply: progressed
+// when something was acknowledged or newly received, restarted when the
+// reply came from another analyzer instance than the last.
+func (s *Shipper) shipOnce(ctx context.Context, intake accessv1.AccessIntakeClient, batch []*accessv1.AccessWindow, skippedFor string) (progressed, restarted bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
-	reply, err := intake.Ship(cctx, &accessv1.ShipRequest{Collector: s.state.Collector, Windows: batch})
+	reply, err := intake.Ship(cctx, &accessv1.ShipRequest{Collector: s.state.Collector, Windows: batch, Instance: skippedFor})
 	if err != nil {
 		s.mu.Lock()
 		s.stats.Failures++
 		s.lastErr = err
 		s.mu.Unlock()
-		return false, err
+		return false, false, err
 	}
-	return s.ack(reply.GetAckedSequence())
+	received, restarted := s.noteReceived(reply.GetInstance(), reply.GetReceivedSequence())
+	acked, err := s.ack(reply.GetAckedSequence())
+	return acked || received, restarted, err
+}
+
+// noteReceived records what the replying analyzer instance has received,
+// and reports whether that moved and whether the instance is another than
+// the last one's (a restarted analyzer, which lost whatever it had not
+// acknowledged: from it, only what it says it received counts, and it
+// applies nothing sent past another instance's). An analyzer that does not
+// say (an older one, instance "") gets every unacknowledged window on each
+// call, as before.
+func (s *Shipper) noteReceived(instance string, received uint64) (moved, restarted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if received >= s.state.Next {
+		// Sequences this collector never assigned: not ours to trust.
+		received = 0
+	}
+	if instance != s.peer {
+		restarted = s.peer != ""
+		if restarted && len(s.buffer) > 0 {
+			s.opts.Log.Info("the analyzer restarted: sending again what it had not acknowledged", "from", s.buffer[0].Sequence, "windows", len(s.buffer))
+		}
+		s.peer, s.received = instance, received
+		return true, restarted
+	}
+	if instance == "" || received <= s.received {
+		return false, false
+	}
+	s.received = received
+	return true, false
 }
 
 // ack forgets every window at or below acked, once the acknowledgement is

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+
+	"github.com/eddy-autotune/eddy/analyzer/intake"
 )
 
 // analyzer is a stand-in for the analyzer's intake that keeps the protocol's
@@ -506,4 +509,210 @@ func TestAckOnFullDiskMovesNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(s2state), `"ackedSequence":3`)
 	assert.Equal(t, seqs(1, 3), a.sequences(s.Collector()))
+}
+
+// checkpointer is an intake whose acknowledgement waits for a checkpoint, as
+// the analyzer's does (its flush to the API server), and whose replies say
+// what its instance received.
+type checkpointer struct {
+	accessv1.UnimplementedAccessIntakeServer
+
+	mu                sync.Mutex
+	instance          string
+	received, durable uint64
+	arrivals          map[uint64]int
+}
+
+func (c *checkpointer) Ship(_ context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if req.Instance != "" && req.Instance != c.instance {
+		// Sent past what another instance received: applies nothing.
+		return &accessv1.ShipReply{AckedSequence: c.durable, ReceivedSequence: c.received, Instance: c.instance}, nil
+	}
+	for _, w := range req.Windows {
+		c.arrivals[w.Sequence]++
+		if w.Sequence == c.received+1 {
+			c.received = w.Sequence
+		}
+	}
+	return &accessv1.ShipReply{AckedSequence: c.durable, ReceivedSequence: c.received, Instance: c.instance}, nil
+}
+
+func (c *checkpointer) do(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn()
+}
+
+// TestWindowsWaitingForTheCheckpointAreNotSentAgain: while the analyzer's
+// checkpoint lags (a long flush), the windows its instance received stay
+// buffered but are not sent again (issue 19: 77–91% of received windows
+// were duplicates at scale); once checkpointed they are acknowledged by a
+// call without windows; a restarted analyzer (a new instance, back at its
+// checkpoint) gets every unacknowledged window again, once.
+func TestWindowsWaitingForTheCheckpointAreNotSentAgain(t *testing.T) {
+	c := &checkpointer{instance: "a", arrivals: map[uint64]int{}}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	accessv1.RegisterAccessIntakeServer(srv, c)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", ResendAfter: 10 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, lis.Addr().String()))
+
+	received := func(seq uint64) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			var got uint64
+			c.do(func() { got = c.received })
+			return got >= seq
+		}, 10*time.Second, time.Millisecond)
+	}
+	arrivals := func(from, to uint64) []int {
+		var out []int
+		c.do(func() {
+			for q := from; q <= to; q++ {
+				out = append(out, c.arrivals[q])
+			}
+		})
+		return out
+	}
+	once := func(n int, times int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = times
+		}
+		return out
+	}
+
+	for range 10 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+		time.Sleep(5 * time.Millisecond)
+	}
+	received(10)
+	time.Sleep(300 * time.Millisecond) // 30 resend periods without a checkpoint
+	assert.Equal(t, once(10, 1), arrivals(1, 10), "each window reached the analyzer once")
+	assert.Equal(t, 10, s.Stats().Buffered, "kept until acknowledged")
+
+	c.do(func() { c.durable = c.received })
+	waitAcked(t, s, 10)
+	assert.Equal(t, 0, s.Stats().Buffered)
+	assert.Equal(t, once(10, 1), arrivals(1, 10))
+
+	for range 5 {
+		_, err := s.Enqueue(window("n1"))
+		require.NoError(t, err)
+	}
+	received(15)
+	c.do(func() { c.instance, c.received = "b", c.durable }) // restarted at its checkpoint
+	received(15)
+	c.do(func() { c.durable = c.received })
+	waitAcked(t, s, 15)
+	assert.Equal(t, once(5, 2), arrivals(11, 15), "sent again once to the new instance")
+	assert.Equal(t, once(10, 1), arrivals(1, 10), "nothing acknowledged is sent again")
+}
+
+// restartable serves the real intake (analyzer/intake) of the analyzer
+// instance running now; restart replaces it with a new instance, as a
+// rescheduled analyzer pod would (the new one restores only what was
+// durable — here nothing: no checkpoint was written).
+type restartable struct {
+	accessv1.UnimplementedAccessIntakeServer
+
+	mu    sync.Mutex
+	cur   *intake.Server
+	sinks []*appliedSink
+}
+
+func (r *restartable) restart() (*intake.Server, *appliedSink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := &appliedSink{}
+	r.cur = intake.NewServer(k, nil, intake.Options{})
+	r.sinks = append(r.sinks, k)
+	return r.cur, k
+}
+
+func (r *restartable) Ship(ctx context.Context, req *accessv1.ShipRequest) (*accessv1.ShipReply, error) {
+	r.mu.Lock()
+	cur := r.cur
+	r.mu.Unlock()
+	return cur.Ship(ctx, req)
+}
+
+// appliedSink records the sequences an intake applied, in order.
+type appliedSink struct {
+	mu      sync.Mutex
+	applied []uint64
+}
+
+func (k *appliedSink) Apply(_ string, w *accessv1.AccessWindow) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.applied = append(k.applied, w.GetSequence())
+}
+
+func (k *appliedSink) sequences() []uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]uint64(nil), k.applied...)
+}
+
+// TestARestartedAnalyzerGetsWhatItsPredecessorOnlyReceived runs the
+// shipper against the analyzer's real intake: windows an instance received
+// are not sent to it again while they wait for its checkpoint; when it is
+// replaced before any checkpoint, the collector's next batch (sent past
+// what the old instance received, naming it) is refused by the new one, and
+// every unacknowledged window is applied by the new instance once. Without
+// the request naming the instance, the new one applied the later windows
+// and then took the earlier ones for duplicates: they were lost.
+func TestARestartedAnalyzerGetsWhatItsPredecessorOnlyReceived(t *testing.T) {
+	r := &restartable{}
+	_, a := r.restart()
+	addr := serve(t, r)
+	s, err := Open(Options{Dir: t.TempDir(), Node: "n1", ResendAfter: 10 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, dial(t, addr))
+	enqueue := func(n int) {
+		for range n {
+			_, err := s.Enqueue(window("n1"))
+			require.NoError(t, err)
+		}
+	}
+	applied := func(k *appliedSink, n int) {
+		t.Helper()
+		require.Eventually(t, func() bool { return len(k.sequences()) >= n }, 10*time.Second, time.Millisecond,
+			"applied %v, want %d windows", k.sequences(), n)
+	}
+
+	enqueue(10)
+	applied(a, 10)
+	time.Sleep(200 * time.Millisecond) // 20 resend periods without a checkpoint
+	assert.Equal(t, seqs(1, 10), a.sequences(), "each window applied once, none sent again to the same instance")
+	assert.Equal(t, 10, s.Stats().Buffered, "kept until a checkpoint covers them")
+
+	// The analyzer is replaced before its first checkpoint; the collector
+	// learns it only from the reply to its next batch, which continues
+	// past what the old instance received.
+	b, bk := r.restart()
+	enqueue(5)
+	applied(bk, 15)
+	time.Sleep(100 * time.Millisecond)
+	got := bk.sequences()
+	slices.Sort(got)
+	assert.Equal(t, seqs(1, 15), got, "the new instance applied every unacknowledged window, once")
+	b.MarkDurable(b.Received())
+	waitAcked(t, s, 15)
+	assert.Equal(t, 0, s.Stats().Buffered)
 }

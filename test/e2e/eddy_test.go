@@ -197,6 +197,13 @@ func testRunFamilies(ctx context.Context, t *testing.T, c *node.Cluster) {
 	}
 	t.Logf("Recommendation %s (%s) for the family %s/%s is %s", rec.Name, rec.Spec.Action, ref.Kind, ref.Name, rec.Status.Phase)
 
+	// The analyzer is rescheduled (a rollout, a drained node) between the
+	// runs: the manifest the next run's sidecar fetches must survive it
+	// (its state claim), or the sidecar has no plan and the change is
+	// judged on runs it never touched; and no window of the runs after it
+	// may be lost (their profiles below must be whole).
+	restartAnalyzer(ctx, t, c)
+
 	// A new Job of the family, another name: injected, and verified by its
 	// own reads.
 	resetRemote(t, d)
@@ -683,26 +690,69 @@ func poll(ctx context.Context, t *testing.T, c *node.Cluster, namespace string, 
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			screen, _ := c.Env.Kubectl(context.Background(), "get", "accessprofiles,recommendations,jobs,pods", "-n", namespace, "-o", "wide")
-			t.Fatalf("timed out after %s waiting for %s; in %s:\n%s\ncollector:\n%s", timeout, what, namespace, screen, collectorMetrics(c))
+			t.Fatalf("timed out after %s waiting for %s; in %s:\n%s\n%s", timeout, what, namespace, screen, componentMetrics(c))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 }
 
-// collectorMetrics are the collector's own series (not the per-pod ones).
-func collectorMetrics(c *node.Cluster) string {
-	pod, err := collectorPod(context.Background(), c)
-	if err != nil {
-		return err.Error()
+// restartAnalyzer deletes the analyzer's pod and waits for its Deployment's
+// next one to be ready.
+func restartAnalyzer(ctx context.Context, t *testing.T, c *node.Cluster) {
+	t.Helper()
+	sel := client.MatchingLabels{"app.kubernetes.io/component": "analyzer"}
+	var pods corev1.PodList
+	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), sel); err != nil || len(pods.Items) != 1 {
+		t.Fatalf("the analyzer's pod: %d pods, %v", len(pods.Items), err)
 	}
-	body, err := get(context.Background(), fmt.Sprintf("http://%s:9464/metrics", pod.Status.PodIP))
-	if err != nil {
-		return err.Error()
+	old := pods.Items[0]
+	start := time.Now()
+	if err := c.Env.Client.Delete(ctx, &old); err != nil {
+		t.Fatalf("delete the analyzer's pod: %v", err)
 	}
+	poll(ctx, t, c, node.EddySystem, 2*time.Minute, "the analyzer's next pod to be ready", func() (bool, error) {
+		if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), sel); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if p.UID == old.UID || p.DeletionTimestamp != nil {
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					t.Logf("analyzer rescheduled: pod %s ready %.1fs after %s was deleted", p.Name, time.Since(start).Seconds(), old.Name)
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+}
+
+// componentMetrics are eddy's own series of the collector and the
+// analyzer (not the per-pod ones), for failures.
+func componentMetrics(c *node.Cluster) string {
 	var b strings.Builder
-	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, "eddy_collector_") && !strings.Contains(l, "_bucket") {
-			b.WriteString(l + "\n")
+	for _, m := range []struct {
+		component string
+		port      int
+		prefix    string
+	}{{"collector", 9464, "eddy_collector_"}, {"analyzer", 9472, "eddy_analyzer_"}} {
+		fmt.Fprintf(&b, "%s:\n", m.component)
+		pod, err := componentPod(context.Background(), c, m.component)
+		if err != nil {
+			fmt.Fprintf(&b, "%v\n", err)
+			continue
+		}
+		body, err := get(context.Background(), fmt.Sprintf("http://%s:%d/metrics", pod.Status.PodIP, m.port))
+		if err != nil {
+			fmt.Fprintf(&b, "%v\n", err)
+			continue
+		}
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, m.prefix) && !strings.Contains(l, "_bucket") {
+				b.WriteString(l + "\n")
+			}
 		}
 	}
 	return b.String()
@@ -710,14 +760,25 @@ func collectorMetrics(c *node.Cluster) string {
 
 // collectorPod is the collector DaemonSet's one pod (on the real node).
 func collectorPod(ctx context.Context, c *node.Cluster) (*corev1.Pod, error) {
+	return componentPod(ctx, c, "collector")
+}
+
+// componentPod is the one running pod of an eddy component.
+func componentPod(ctx context.Context, c *node.Cluster, component string) (*corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": "collector"}); err != nil {
+	if err := c.Env.Client.List(ctx, &pods, client.InNamespace(node.EddySystem), client.MatchingLabels{"app.kubernetes.io/component": component}); err != nil {
 		return nil, err
 	}
-	if len(pods.Items) != 1 {
-		return nil, fmt.Errorf("%d collector pods, want 1 (on the real node only)", len(pods.Items))
+	var running []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			running = append(running, p)
+		}
 	}
-	return &pods.Items[0], nil
+	if len(running) != 1 {
+		return nil, fmt.Errorf("%d running %s pods, want 1", len(running), component)
+	}
+	return &running[0], nil
 }
 
 func podsSummary(ctx context.Context, c *node.Cluster, namespace, job string) string {
