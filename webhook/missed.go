@@ -18,7 +18,7 @@ import (
 // MissCounter makes admissions the webhook missed visible: with
 // failurePolicy Ignore the API server admits a pod without calling eddy when
 // eddy is down or slow, and records nothing eddy can read. It periodically
-// counts, from an informer cache of pod metadata, the pods in opted-in
+// counts, from the webhook's Cache of pod metadata, the pods in opted-in
 // namespaces that carry no eddy.io/injected annotation although their
 // workload had an Applied Prefetch or InjectSDK recommendation when they were
 // created. Such a pod was missed, or the recommendation did not fit it (a
@@ -66,7 +66,7 @@ func (m *MissCounter) Count(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, ns := range namespaces.Items {
-		if ns.Labels[eddyv1alpha1.AutotuneLabel] != eddyv1alpha1.AutotuneEnabled || ns.Name == "kube-system" || ns.Name == m.EddyNamespace {
+		if !Serves(&ns, m.EddyNamespace) {
 			continue
 		}
 		var recs eddyv1alpha1.RecommendationList
@@ -79,7 +79,12 @@ func (m *MissCounter) Count(ctx context.Context) (int, error) {
 		}
 		pods := &metav1.PartialObjectMetadataList{}
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-		if err := m.Reader.List(ctx, pods, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+		err := m.Reader.List(ctx, pods, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy)
+		if IsNotCached(err) {
+			// Opted in a moment ago: counted once the cache holds its pods.
+			continue
+		}
+		if err != nil {
 			return 0, fmt.Errorf("list pods in %s: %w", ns.Name, err)
 		}
 		for i := range pods.Items {

@@ -17,12 +17,9 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/kubernetes"
@@ -31,11 +28,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/record"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-
-	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
 // Paths the webhooks are served on; the webhook configurations in
@@ -111,7 +105,7 @@ type Server struct {
 	Registry *prometheus.Registry
 
 	opts        Options
-	cache       cache.Cache
+	cache       *Cache
 	workloads   *workload.Resolver
 	listener    net.Listener
 	metricsLn   net.Listener
@@ -179,7 +173,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 	}
 	opts.Injector.EddyNamespace = opts.Namespace
 
-	c, err := NewCache(opts.Config)
+	c, err := NewCache(opts.Config, opts.Namespace, log.WithName("cache"))
 	if err != nil {
 		return nil, err
 	}
@@ -255,11 +249,6 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	cacheErr := make(chan error, 1)
 	go func() { cacheErr <- s.cache.Start(ctx) }()
-	for _, obj := range CachedObjects() {
-		if _, err := s.cache.GetInformer(ctx, obj); err != nil {
-			return fmt.Errorf("informer for %T: %w", obj, err)
-		}
-	}
 	log.Info("waiting for caches (eddy's CRDs must be installed)")
 	if !s.cache.WaitForCacheSync(ctx) {
 		select {
@@ -345,31 +334,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	return errors.Join(errList...)
 }
 
-// NewCache returns the webhook's informer cache. Only the kinds of
-// CachedObjects are cached; owners of other kinds are read live
-// (NewWorkloadResolver), never by an informer started on the fly that would
-// hold a whole kind of the cluster in memory. Cached objects carry no
-// managedFields: nothing here reads them, and on busy objects they are often
-// most of the bytes.
-func NewCache(cfg *rest.Config) (cache.Cache, error) {
-	c, err := cache.New(cfg, cache.Options{Scheme: Scheme(), ReaderFailOnMissingInformer: true, DefaultTransform: cache.TransformStripManagedFields()})
-	if err != nil {
-		return nil, fmt.Errorf("cache for %s: %w", cfg.Host, err)
-	}
-	return c, nil
-}
-
-// CachedObjects are the objects the webhook's cache holds informers for:
-// what admission decides from, and the owners most pods have (metadata
-// only).
-func CachedObjects() []client.Object {
-	return []client.Object{&corev1.Namespace{}, &eddyv1alpha1.Recommendation{}, &eddyv1alpha1.AutotunePolicy{},
-		metadataOf(appsv1.SchemeGroupVersion.WithKind("ReplicaSet")), metadataOf(batchv1.SchemeGroupVersion.WithKind("Job")), metadataOf(corev1.SchemeGroupVersion.WithKind("Pod"))}
-}
-
 // NewWorkloadResolver resolves pods' workloads as every eddy component does
 // (internal/workload), reading owners from the cache first and from the API
-// server when the cache does not have them (yet).
+// server when the cache does not have them (yet). What the resolver keeps of
+// an owner is stripped as the cache's objects are (no managedFields, no
+// annotations): a Deployment applied with kubectl carries its whole spec in
+// an annotation.
 func NewWorkloadResolver(c client.Reader, cfg *rest.Config) (*workload.Resolver, error) {
 	md, err := metadata.NewForConfig(cfg)
 	if err != nil {
@@ -380,12 +350,13 @@ func NewWorkloadResolver(c client.Reader, cfg *rest.Config) (*workload.Resolver,
 		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	return workload.NewResolver(workload.Chain(workload.ReaderLookup(c), workload.MetadataLookup(md, mapper)), workload.Options{}), nil
-}
-
-// metadataOf is an object whose informer caches only metadata.
-func metadataOf(gvk schema.GroupVersionKind) client.Object {
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(gvk)
-	return m
+	lookup := workload.Chain(workload.ReaderLookup(c), workload.MetadataLookup(md, mapper))
+	stripped := workload.LookupFunc(func(ctx context.Context, namespace, apiVersion, kind, name string) (*metav1.ObjectMeta, error) {
+		m, err := lookup.Get(ctx, namespace, apiVersion, kind, name)
+		if m != nil {
+			_, _ = stripMetadata(m)
+		}
+		return m, err
+	})
+	return workload.NewResolver(stripped, workload.Options{}), nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -51,7 +52,8 @@ func TestCollectorAndWebhookAgree(t *testing.T) {
 		installCRD(t, c, d.group, d.version, d.kind, d.plural)
 	}
 	ns := "ml"
-	require.NoError(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	// Opted in: the webhook caches owners only there.
+	require.NoError(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{v1.AutotuneLabel: v1.AutotuneEnabled}}}))
 
 	md, err := metadata.NewForConfig(env.Config)
 	require.NoError(t, err)
@@ -59,16 +61,13 @@ func TestCollectorAndWebhookAgree(t *testing.T) {
 	require.NoError(t, err)
 	collectorSide := collector.NewWorkloadResolver(md, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)))
 
-	cache, err := webhook.NewCache(env.Config)
+	cache, err := webhook.NewCache(env.Config, "eddy-system", logr.Discard())
 	require.NoError(t, err)
 	cctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	go func() { _ = cache.Start(cctx) }()
-	for _, o := range webhook.CachedObjects() {
-		_, err := cache.GetInformer(ctx, o)
-		require.NoError(t, err)
-	}
 	require.True(t, cache.WaitForCacheSync(ctx))
+	require.Equal(t, []string{ns}, cache.Namespaces(), "the webhook caches the owners of an opted-in namespace")
 	webhookSide, err := webhook.NewWorkloadResolver(cache, env.Config)
 	require.NoError(t, err)
 
