@@ -54,24 +54,47 @@ func scrape(ctx context.Context, url string) (metrics, error) {
 	return out, sc.Err()
 }
 
-// heapTop is the heap profile at url (a process's /debug/pprof/heap) as
-// `go tool pprof -top` prints it, live bytes by function, its first lines;
-// on failure, why.
-func heapTop(ctx context.Context, url string) string {
+// heapTop is the heap profile at url (a process's /debug/pprof/heap, taken
+// after a collection) as `go tool pprof -top` prints it, live bytes by
+// function, its first lines, and the live bytes in all; on failure, why
+// and 0.
+func heapTop(ctx context.Context, url string) (string, uint64) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=20", "-sample_index=inuse_space", url+"?gc=1").CombinedOutput()
 	if err != nil {
-		return fmt.Sprintf("no heap profile: %v: %s", err, bytes.TrimSpace(out))
+		return fmt.Sprintf("no heap profile: %v: %s", err, bytes.TrimSpace(out)), 0
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var total uint64
 	for i, l := range lines {
+		// "Showing nodes accounting for 32087.56kB, 95.43% of 33623.68kB total"
+		if _, rest, ok := strings.Cut(l, "% of "); ok && total == 0 {
+			total = pprofBytes(strings.TrimSuffix(strings.TrimSpace(rest), " total"))
+		}
 		if strings.HasPrefix(strings.TrimSpace(l), "flat ") {
-			// From the totals line before the table.
-			return strings.Join(lines[max(0, i-2):], "\n")
+			return strings.Join(lines[max(0, i-2):], "\n"), total
 		}
 	}
-	return strings.Join(lines, "\n")
+	return strings.Join(lines, "\n"), total
+}
+
+// pprofBytes reads a size as pprof prints it ("33623.68kB", "1.2GB"; powers
+// of 1024); 0 when it cannot.
+func pprofBytes(s string) uint64 {
+	for _, u := range []struct {
+		suffix string
+		mult   float64
+	}{{"kB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0
+			}
+			return uint64(f * u.mult)
+		}
+	}
+	return 0
 }
 
 // sum adds every sample of the metric name (all label sets) whose labels

@@ -85,6 +85,8 @@ func Markdown(r *Result, command string) string {
 	p("| profiles at the end; longest lag of a profile's lastSeen; samples over two intervals | %d; %s; %d of %d |", r.Profiles, r.ProfileMaxLag.Round(time.Second), r.StaleSamples, r.Samples)
 	p("| analyzer RSS before the first window → end (peak) | %s → %s (%s) |", mib(r.AnalyzerStart.RSS), mib(r.AnalyzerEnd.RSS), mib(r.AnalyzerEnd.HWM))
 	p("| analyzer RSS per workload: whole process / grown while shipping | %.0f KiB / %.0f KiB |", whole/1024, grown/1024)
+	p("| analyzer live heap (after a collection) before the first window → end; grown per workload | %s → %s; %.0f KiB |", mib(r.AnalyzerLiveStart), mib(r.AnalyzerLiveEnd),
+		(float64(r.AnalyzerLiveEnd)-float64(r.AnalyzerLiveStart))/float64(s.Workloads)/1024)
 	p("| webhook RSS: caches synced → opted-in pods → others | %s → %s → %s |", mib(r.WebhookBase.RSS), mib(r.WebhookOptedIn.RSS), mib(r.WebhookPlain.RSS))
 	p("| webhook RSS per 1,000 pods: opted in / not | %.2f MiB / %.2f MiB |", opted/(1<<20), notOpted/(1<<20))
 	p("| opted-in pods Running (through the webhook) | %.0f s (%.0f pods/s) |", r.PodsRunningSeconds, float64(s.Pods())/r.PodsRunningSeconds)

@@ -76,6 +76,8 @@ type Result struct {
 	// profile at those times, as `go tool pprof -top` prints it (live
 	// bytes by function): where its memory goes.
 	AnalyzerHeapStart, AnalyzerHeapEnd string
+	// AnalyzerLiveStart and AnalyzerLiveEnd are its live heap bytes then.
+	AnalyzerLiveStart, AnalyzerLiveEnd uint64
 	// Webhook memory: caches synced, after the opted-in pods, after the
 	// others.
 	WebhookBase, WebhookOptedIn, WebhookPlain memory
@@ -215,7 +217,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if res.AnalyzerStart, err = procMemory(r.pids["analyzer"]); err != nil {
 		return nil, err
 	}
-	res.AnalyzerHeapStart = heapTop(ctx, r.urls["analyzer-pprof"])
+	res.AnalyzerHeapStart, res.AnalyzerLiveStart = heapTop(ctx, r.urls["analyzer-pprof"])
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	r.stage("shipping: %d collectors, %d records per pod per %s window (%.0f records/s offered)", s.Nodes, s.FilesPerPod, s.Interval, s.OfferedPerSecond())
@@ -233,7 +235,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if res.AnalyzerEnd, err = procMemory(r.pids["analyzer"]); err != nil {
 		return nil, err
 	}
-	res.AnalyzerHeapEnd = heapTop(ctx, r.urls["analyzer-pprof"])
+	res.AnalyzerHeapEnd, res.AnalyzerLiveEnd = heapTop(ctx, r.urls["analyzer-pprof"])
 	var profiles v1.AccessProfileList
 	if err := c.List(ctx, &profiles); err != nil {
 		return nil, err
