@@ -48,6 +48,7 @@ func (r *Result) Goals() []Goal {
 	return []Goal{
 		{"accepted ≥ 95% of offered", fmt.Sprintf("%.0f of %.0f records/s (%.0f%%)", r.AcceptedPerSecond, r.OfferedPerSecond, 100*r.AcceptedPerSecond/r.OfferedPerSecond),
 			r.AcceptedPerSecond >= 0.95*r.OfferedPerSecond},
+		{"no window lost by the collectors", fmt.Sprintf("%d lost", r.Lost), r.Lost == 0},
 		{"duplicate windows < 5%", fmt.Sprintf("%.1f%%", 100*r.DuplicateShare()), r.DuplicateShare() < 0.05},
 		{fmt.Sprintf("Lease never stale (< %s)", v1.AnalyzerStaleAfter), fmt.Sprintf("at most %s old", r.LeaseMaxAge.Round(time.Second)), r.LeaseMaxAge < v1.AnalyzerStaleAfter},
 		{fmt.Sprintf("every profile updated within two intervals (%s)", 2*s.Interval),
@@ -78,7 +79,7 @@ func Markdown(r *Result, command string) string {
 	p("|---|---|")
 	p("| new records/s accepted / offered | %.0f / %.0f (%.0f%%) |", r.AcceptedPerSecond, r.OfferedPerSecond, 100*r.AcceptedPerSecond/r.OfferedPerSecond)
 	p("| windows applied / duplicate (share) | %.0f / %.0f (%.1f%%) |", r.WindowsApplied, r.WindowsDuplicate, 100*r.DuplicateShare())
-	p("| windows unacknowledged at the end; failed Ship calls (whole run) | %d; %d |", r.Buffered, r.ShipFailures)
+	p("| windows unacknowledged at the end; lost by the collectors (buffer of %d full, …); failed Ship calls (whole run) | %d; %d; %d |", fleetMaxBuffered, r.Buffered, r.Lost, r.ShipFailures)
 	p("| flushes; duration mean / max | %d; %s / %s |", r.Flushes, r.FlushMean.Round(time.Millisecond), r.FlushMax.Round(time.Millisecond))
 	p("| analyzer /metrics scrapes unanswered in 10 s; longest time without an answer | %d; %s |", r.Unanswered, r.UnansweredMax.Round(time.Second))
 	p("| heartbeat Lease, oldest seen (sampled each second, whole run) | %s |", r.LeaseMaxAge.Round(time.Second))

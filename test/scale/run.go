@@ -52,9 +52,11 @@ type Result struct {
 	// WindowsApplied and WindowsDuplicate are windows received, measured.
 	WindowsApplied, WindowsDuplicate float64
 	// Buffered is windows the collectors held unacknowledged at the end;
-	// ShipFailures failed Ship calls over the run.
+	// ShipFailures failed Ship calls over the run; Lost windows the
+	// collectors dropped (their buffer full, or anything else).
 	Buffered     int
 	ShipFailures uint64
+	Lost         uint64
 	// Flushes, FlushMean and FlushMax: flushes completed while measured.
 	Flushes             int
 	FlushMean, FlushMax time.Duration
@@ -231,7 +233,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err := r.measure(ctx, fl, res); err != nil {
 		return nil, err
 	}
-	res.Buffered, res.ShipFailures = fl.stats()
+	res.Buffered, res.ShipFailures, res.Lost = fl.stats()
 	if res.AnalyzerEnd, err = procMemory(r.pids["analyzer"]); err != nil {
 		return nil, err
 	}
