@@ -54,16 +54,30 @@ func scrape(ctx context.Context, url string) (metrics, error) {
 	return out, sc.Err()
 }
 
-// heapTop is the heap profile at url (a process's /debug/pprof/heap, taken
-// after a collection) as `go tool pprof -top` prints it, live bytes by
+// heapTop is the heap profile at url (a process's /debug/pprof; the heap
+// taken after a collection) as `go tool pprof -top` prints it, live bytes by
 // function, its first lines, and the live bytes in all; on failure, why
 // and 0.
 func heapTop(ctx context.Context, url string) (string, uint64) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	return pprofTop(ctx, "-sample_index=inuse_space", url+"/heap?gc=1")
+}
+
+// cpuTop is a CPU profile of seconds at url (a process's /debug/pprof) as
+// `go tool pprof -top` prints it (cumulative, so that eddy's own functions
+// show where the time goes).
+func cpuTop(ctx context.Context, url string, seconds int) string {
+	top, _ := pprofTop(ctx, "-cum", fmt.Sprintf("%s/profile?seconds=%d", url, seconds))
+	return top
+}
+
+// pprofTop runs `go tool pprof -top` on a profile URL and returns its first
+// lines from the totals on, and the total (for a heap profile, live bytes).
+func pprofTop(ctx context.Context, option, url string) (string, uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=20", "-sample_index=inuse_space", url+"?gc=1").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", option, url).CombinedOutput()
 	if err != nil {
-		return fmt.Sprintf("no heap profile: %v: %s", err, bytes.TrimSpace(out)), 0
+		return fmt.Sprintf("no profile: %v: %s", err, bytes.TrimSpace(out)), 0
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var total uint64

@@ -111,12 +111,16 @@ func Markdown(r *Result, command string) string {
 		}
 		p("| %s | %s | %s |", g.What, g.Measured, met)
 	}
-	for _, h := range []struct{ when, top string }{{"before the first window", r.AnalyzerHeapStart}, {"at the end", r.AnalyzerHeapEnd}} {
+	for _, h := range []struct{ what, top string }{
+		{"live heap before the first window (`go tool pprof -top`, inuse_space)", r.AnalyzerHeapStart},
+		{"live heap at the end (`go tool pprof -top`, inuse_space)", r.AnalyzerHeapEnd},
+		{"CPU over the first half of the measured intervals (`go tool pprof -top -cum`)", r.AnalyzerCPU},
+	} {
 		if h.top == "" {
 			continue
 		}
 		p("")
-		p("## The analyzer's live heap %s (`go tool pprof -top`, inuse_space)", h.when)
+		p("## The analyzer's %s", h.what)
 		p("")
 		p("```")
 		p("%s", h.top)

@@ -80,6 +80,9 @@ type Result struct {
 	AnalyzerHeapStart, AnalyzerHeapEnd string
 	// AnalyzerLiveStart and AnalyzerLiveEnd are its live heap bytes then.
 	AnalyzerLiveStart, AnalyzerLiveEnd uint64
+	// AnalyzerCPU is a CPU profile of the analyzer over the first half of
+	// the measured intervals, as `go tool pprof -top -cum` prints it.
+	AnalyzerCPU string
 	// Webhook memory: caches synced, after the opted-in pods, after the
 	// others.
 	WebhookBase, WebhookOptedIn, WebhookPlain memory
@@ -263,7 +266,7 @@ func (r *run) startEddy(ctx context.Context, certFile, keyFile string) error {
 	r.urls["analyzer"] = "http://" + addr(2) + "/metrics"
 	r.urls["webhook"] = "http://" + addr(4) + "/metrics"
 	r.urls["operator"] = "http://" + addr(5) + "/metrics"
-	r.urls["analyzer-pprof"] = "http://" + addr(7) + "/debug/pprof/heap"
+	r.urls["analyzer-pprof"] = "http://" + addr(7) + "/debug/pprof"
 	if err := r.env.InstallWebhooks(ctx, addr(3)); err != nil {
 		return err
 	}
@@ -352,6 +355,10 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 	r.stage("measuring %d intervals; creating a Prefetch recommendation per workload (Auto policy)", s.Windows)
 	converged := make(chan error, 1)
 	go func() { converged <- r.converge(ctx, res, start) }()
+	cpu := make(chan string, 1)
+	go func() {
+		cpu <- cpuTop(ctx, r.urls["analyzer-pprof"], int((time.Duration(s.Windows) * s.Interval / 2).Seconds()))
+	}()
 
 	prev, prevAt, prevOffered := before, start, offeredBefore
 	nextSample := start.Add(s.Interval)
@@ -389,6 +396,7 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 		}
 	}
 	res.Measured = time.Since(start)
+	res.AnalyzerCPU = <-cpu
 	res.LoadAfter = loadAverage()
 	after := prev
 	res.LeaseMaxAge = max(res.LeaseMaxAge, leaseAge)
