@@ -151,14 +151,16 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 	}
 }
 
-// observeRanges keeps the read ranges of files read at random offsets (a
-// scan's one range per open is of no use to a prefetcher), for the latest
-// run only: a record of a pod that is not among the run's readers, whose
-// reads began after the run's last access, starts a new run; pods reading
-// at the same time (a job's parallel workers) join the run.
+// observeRanges keeps the read ranges of files read at random offsets, or
+// in a single read so far (a random reader's first window may hold one);
+// a scan's one range per open is of no use to a prefetcher. Of each file it
+// keeps those of the latest run that read it: a record of a pod that is
+// not among the run's readers, whose reads began after the run's last
+// access, starts a new run; pods reading at the same time (a job's
+// parallel workers) join the run.
 func (st *keyState) observeRanges(fe *fileEntry, r *accessv1.FileAccess) {
 	st.RangesDropped += r.GetReadRangesDropped()
-	if r.GetRandSteps() == 0 || len(r.GetReadRanges()) == 0 {
+	if len(r.GetReadRanges()) == 0 || r.GetRandSteps() == 0 && r.GetSeqSteps() > 0 {
 		return
 	}
 	pod := r.GetPodUid()

@@ -204,21 +204,32 @@ func TestRangesOfTheLatestRun(t *testing.T) {
 		ranged("big", "run1", 10, 20, [2]uint64{8192, 12288}, [2]uint64{0, 4096}),
 		ranged("big", "run1", 21, 30, [2]uint64{4096, 8192}, [2]uint64{65536, 69632}),
 		ranged("big", "run1-worker2", 15, 30, [2]uint64{131072, 135168}),
-		rec("small"), // read sequentially: no ranges kept
+		ranged("first", "run1", 10, 10, [2]uint64{8192, 12288}), // one read so far: kept
+		func() *accessv1.FileAccess { // read front to back: its one range is not kept
+			r := ranged("scan", "run1", 10, 20, [2]uint64{0, 1 << 20})
+			r.RandSteps, r.SeqSteps = 0, 7
+			return r
+		}(),
 	})
 	got, ok := s.Ranges(k, 0)
 	require.True(t, ok)
-	assert.Equal(t, []manifestv1.FileRanges{{Path: "big", Ranges: []manifestv1.Range{{0, 12288}, {65536, 69632}, {131072, 135168}}}}, got,
-		"touching ranges merge; a pod reading during the run joins it")
+	assert.Equal(t, []manifestv1.FileRanges{
+		{Path: "first", Ranges: []manifestv1.Range{{8192, 12288}}},
+		{Path: "big", Ranges: []manifestv1.Range{{0, 12288}, {65536, 69632}, {131072, 135168}}},
+	}, got, "in access order; touching ranges merge; a pod reading during the run joins it")
 
-	// Run 2 reads elsewhere: its ranges replace run 1's.
+	// Run 2 reads elsewhere in big: its ranges replace run 1's there (a
+	// file run 2 did not read keeps those of the latest run that did).
 	s.Observe([]*accessv1.FileAccess{ranged("big", "run2", 100, 110, [2]uint64{1 << 20, 1<<20 + 4096})})
 	require.NoError(t, s.Flush())
 	s2, err := NewStore(dir, 0)
 	require.NoError(t, err)
 	got, _ = s2.Ranges(k, 0)
-	assert.Equal(t, []manifestv1.FileRanges{{Path: "big", Ranges: []manifestv1.Range{{1 << 20, 1<<20 + 4096}}}}, got)
-	assert.Equal(t, 1, s2.keys[k].ranges, "the count of ranges held is restored with them")
+	assert.Equal(t, []manifestv1.FileRanges{
+		{Path: "first", Ranges: []manifestv1.Range{{8192, 12288}}},
+		{Path: "big", Ranges: []manifestv1.Range{{1 << 20, 1<<20 + 4096}}},
+	}, got)
+	assert.Equal(t, 2, s2.keys[k].ranges, "the count of ranges held is restored with them")
 }
 
 func TestRangesAreBoundedPerKey(t *testing.T) {
