@@ -149,9 +149,8 @@ func TestRandomReads(t *testing.T) {
 	assert.InDelta(t, 4*kib, f.MedianReadBytes, 2*kib)
 	assert.Equal(t, 0.0, f.WholeFileRatio)
 	assert.InDelta(t, 1, f.ReadWaitShare, 0.01)
-	for _, r := range a.Advice.Recommendations {
-		assert.NotEqual(t, v1.ActionPrefetch, r.Action, "no whole-file prefetch for random reads")
-	}
+	assert.Equal(t, v1.StrategyRanges, recommendation(t, a, v1.ActionPrefetch).Prefetch.Strategy,
+		"no whole-file prefetch for random reads: the ranges read")
 	c := recommendation(t, a, v1.ActionScaleCache).Cache
 	assert.Equal(t, f.WorkingSetBytes, c.WorkingSetBytes)
 	w, fc, ft := advice.Workers(f.WorkingSetBytes, advice.DemandedThroughput(&f), advice.DefaultBounds)

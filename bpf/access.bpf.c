@@ -74,13 +74,24 @@ enum counter_index {
 	CNT_STATS_INSERTS = 6,   // entries created in stats_by_file (for occupancy)
 	CNT_BATCH_BUSY = 7,      // a flush found a thread's batch locked: left to a later drain (lost at thread exit)
 	CNT_ALLOW_INHERITED = 8, // cgroups allowed by the kernel as they were created under an allowed tree
-	CNT_MAX = 9,
+	CNT_DROP_RANGE = 9,      // read_ranges full: the range of a read that jumped was not kept
+	CNT_MAX = 10,
 };
 
 struct file_key {
 	__u64 cgroup_id;
 	__u64 dev;
 	__u64 ino;
+};
+
+// A byte range where a read began that did not continue the previous read
+// through its open file (a random step, or the first read of an open): the
+// file and the 4 KiB page the read began in. The value is the furthest end
+// offset of such reads from that page. Sequential reads extend no range, so
+// a scan costs one entry per open, and a random reader one per read.
+struct range_key {
+	struct file_key file;
+	__u64 page;
 };
 
 // Mirrors bpf.Record after its Key (less ReadOps, the sum of read_size_log2);
@@ -254,6 +265,13 @@ struct {
 	__type(key, __u64);
 	__type(value, struct open_file_state);
 } open_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct range_key);
+	__type(value, __u64);
+} read_ranges SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -605,6 +623,21 @@ static __always_inline __u64 batch_limit(void)
 	return n ? *n : 0;
 }
 
+// note_range keeps where a read that jumped began and how far it reached,
+// so a prefetcher can later read exactly those ranges of the file.
+static __always_inline void note_range(struct file_key *k, __u64 off, __u64 end)
+{
+	struct range_key rk = { .file = *k, .page = off >> PAGE_SHIFT_4K };
+	__u64 *e = bpf_map_lookup_elem(&read_ranges, &rk);
+	if (e) {
+		if (end > *e)
+			*e = end; // racy max: a lost update shortens one range
+		return;
+	}
+	if (bpf_map_update_elem(&read_ranges, &rk, &end, BPF_NOEXIST) && !bpf_map_lookup_elem(&read_ranges, &rk))
+		count(CNT_DROP_RANGE);
+}
+
 static __always_inline int exit_read(long ret)
 {
 	if (!maybe_allowed(current_cgroup_id()))
@@ -653,6 +686,8 @@ static __always_inline int exit_read(long ret)
 		if (bpf_map_update_elem(&open_files, &faddr, &st, BPF_ANY))
 			count(CNT_DROP_OPEN_FILE);
 	}
+	if (step != 1 && bytes)
+		note_range(&k, off, end);
 
 	struct read_batch *b = &in->batch;
 	bool own = lock_batch(b, 1);

@@ -89,6 +89,12 @@ type accessOpenFileState struct {
 	FaultSeqRun uint64
 }
 
+type accessRangeKey struct {
+	_    structs.HostLayout
+	File accessFileKey
+	Page uint64
+}
+
 type accessReadBatch struct {
 	_     structs.HostLayout
 	Lock  uint64
@@ -108,6 +114,7 @@ const (
 	accessMapEvents             = "events"
 	accessMapInflight           = "inflight"
 	accessMapOpenFiles          = "open_files"
+	accessMapReadRanges         = "read_ranges"
 	accessMapScratchBatch       = "scratch_batch"
 	accessMapSeenFiles          = "seen_files"
 	accessMapSettings           = "settings"
@@ -206,6 +213,7 @@ type accessMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	OpenFiles      *ebpf.MapSpec `ebpf:"open_files"`
+	ReadRanges     *ebpf.MapSpec `ebpf:"read_ranges"`
 	ScratchBatch   *ebpf.MapSpec `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.MapSpec `ebpf:"seen_files"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
@@ -246,6 +254,7 @@ type accessMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	OpenFiles      *ebpf.Map `ebpf:"open_files"`
+	ReadRanges     *ebpf.Map `ebpf:"read_ranges"`
 	ScratchBatch   *ebpf.Map `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.Map `ebpf:"seen_files"`
 	Settings       *ebpf.Map `ebpf:"settings"`
@@ -260,6 +269,7 @@ func (m *accessMaps) Close() error {
 		m.Events,
 		m.Inflight,
 		m.OpenFiles,
+		m.ReadRanges,
 		m.ScratchBatch,
 		m.SeenFiles,
 		m.Settings,

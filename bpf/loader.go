@@ -10,7 +10,7 @@
 // drain interval, never one event per read.
 package bpf
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type file_key -type file_stats -type file_event access access.bpf.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type file_key -type file_stats -type file_event -type range_key access access.bpf.c
 
 import (
 	"bytes"
@@ -38,6 +38,7 @@ const (
 	DefaultMaxOpenFiles    = 16384
 	DefaultMaxCgroups      = 4096
 	DefaultMaxSeenFiles    = 65536
+	DefaultMaxRanges       = 65536
 	DefaultRingBufferBytes = 256 * 1024
 	DefaultEventBuffer     = 1024
 )
@@ -58,6 +59,11 @@ type Options struct {
 	// tell sequential from random reads; the least recently used is evicted.
 	// Default DefaultMaxOpenFiles.
 	MaxOpenFiles uint32
+	// MaxRanges bounds the read ranges (Record.Ranges) kept between two
+	// drains; further ranges are dropped and counted in
+	// Stats().Drops.RangeMapFull. Each costs about 40 bytes of kernel
+	// memory. Default DefaultMaxRanges.
+	MaxRanges uint32
 	// MaxCgroups bounds the allow-list. Default DefaultMaxCgroups.
 	MaxCgroups uint32
 	// MaxSeenFiles bounds the (cgroup, dev, inode) keys remembered to send
@@ -104,6 +110,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxOpenFiles == 0 {
 		o.MaxOpenFiles = DefaultMaxOpenFiles
+	}
+	if o.MaxRanges == 0 {
+		o.MaxRanges = DefaultMaxRanges
 	}
 	if o.MaxCgroups == 0 {
 		o.MaxCgroups = DefaultMaxCgroups
@@ -240,13 +249,15 @@ type Recorder struct {
 	readerWG  sync.WaitGroup
 	statsStop io.Closer
 
-	drainMu   sync.Mutex
-	batchOK   bool
-	keyBuf    []accessFileKey
-	valBuf    []accessFileStats
-	drained   uint64 // entries removed by Drain, for occupancy
-	closeOnce sync.Once
-	closeErr  error
+	drainMu sync.Mutex
+	batchOK bool
+	keyBuf  []accessFileKey
+	// carriedRanges are ranges drained before their record (drainRanges).
+	carriedRanges map[FileKey][]ReadRange
+	valBuf        []accessFileStats
+	drained       uint64 // entries removed by Drain, for occupancy
+	closeOnce     sync.Once
+	closeErr      error
 }
 
 // Load checks that the kernel and the process can run the programs, loads
@@ -280,6 +291,7 @@ func Load(opts Options) (*Recorder, error) {
 		accessMapAllowedCgroups: opts.MaxCgroups,
 		accessMapStatsByFile:    opts.MaxFiles,
 		accessMapOpenFiles:      opts.MaxOpenFiles,
+		accessMapReadRanges:     opts.MaxRanges,
 		accessMapSeenFiles:      opts.MaxSeenFiles,
 		accessMapEvents:         opts.RingBufferBytes,
 	}
@@ -491,6 +503,7 @@ func (r *Recorder) mapsByName() map[string]*ebpf.Map {
 		accessMapEvents:         r.maps.Events,
 		accessMapInflight:       r.maps.Inflight,
 		accessMapOpenFiles:      r.maps.OpenFiles,
+		accessMapReadRanges:     r.maps.ReadRanges,
 		accessMapSeenFiles:      r.maps.SeenFiles,
 		accessMapStatsByFile:    r.maps.StatsByFile,
 	}
@@ -872,6 +885,9 @@ func (r *Recorder) Drain(dst []Record) ([]Record, error) {
 		dst, err = r.drainIterate(dst)
 	}
 	r.drained += uint64(len(dst) - start)
+	if err == nil {
+		err = r.drainRanges(dst[start:])
+	}
 	r.allowMu.Lock()
 	derr := r.detachIfNothingAllowed()
 	r.allowMu.Unlock()
@@ -892,6 +908,57 @@ func (r *Recorder) drainBatch(dst []Record) ([]Record, error) {
 			return dst, fmt.Errorf("drain file map: %w", err)
 		}
 	}
+}
+
+// drainRanges empties the range map into the records of the same key. A
+// read's range is noted at once while its counts may wait in its thread's
+// batch, so a range whose record is not among recs (its read ended after
+// the file map was drained) is carried to the next drain, once: after that
+// its record was lost, and so is the range.
+func (r *Recorder) drainRanges(recs []Record) error {
+	byKey := make(map[FileKey]*Record, len(recs))
+	for i := range recs {
+		byKey[recs[i].Key] = &recs[i]
+	}
+	carried := r.carriedRanges
+	r.carriedRanges = nil
+	for fk, rs := range carried {
+		if rec := byKey[fk]; rec != nil {
+			rec.Ranges = append(rec.Ranges, rs...)
+		}
+	}
+	var (
+		k    accessRangeKey
+		end  uint64
+		keys []accessRangeKey
+		it   = r.maps.ReadRanges.Iterate()
+	)
+	for it.Next(&k, &end) {
+		keys = append(keys, k)
+		fk := FileKey{CgroupID: k.File.CgroupId, Dev: k.File.Dev, Ino: k.File.Ino}
+		rr := ReadRange{Offset: k.Page << 12, End: end}
+		if rec := byKey[fk]; rec != nil {
+			rec.Ranges = append(rec.Ranges, rr)
+			continue
+		}
+		if r.carriedRanges == nil {
+			r.carriedRanges = map[FileKey][]ReadRange{}
+		}
+		r.carriedRanges[fk] = append(r.carriedRanges[fk], rr)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("drain range map: iterate: %w", err)
+	}
+	for i := range keys {
+		if err := r.maps.ReadRanges.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drain range map: delete: %w", err)
+		}
+	}
+	for i := range recs {
+		rs := recs[i].Ranges
+		sort.Slice(rs, func(a, b int) bool { return rs[a].Offset < rs[b].Offset })
+	}
+	return nil
 }
 
 func (r *Recorder) drainIterate(dst []Record) ([]Record, error) {
@@ -1039,6 +1106,9 @@ type Drops struct {
 	// UnresolvedFD counts syscalls whose file descriptor no longer resolved
 	// to a file at syscall exit (closed concurrently).
 	UnresolvedFD uint64
+	// RangeMapFull counts read ranges not kept because the range map held
+	// MaxRanges entries.
+	RangeMapFull uint64
 }
 
 // ProgramStats is the kernel's accounting for one attached program.
@@ -1092,6 +1162,7 @@ const (
 	cntStatsInserts
 	cntBatchBusy
 	cntAllowInherited
+	cntDropRange
 	cntMax
 )
 
@@ -1118,6 +1189,7 @@ func (r *Recorder) Stats() (Stats, error) {
 			OpenFileState: c[cntDropOpenFile],
 			SeenMap:       c[cntDropSeen],
 			UnresolvedFD:  c[cntDropFD],
+			RangeMapFull:  c[cntDropRange],
 		},
 		FileCapacity: uint64(r.opts.MaxFiles),
 	}

@@ -101,6 +101,18 @@ type Record struct {
 	MaxOffset uint64
 	// FileSize is i_size when the entry was last updated.
 	FileSize uint64
+	// Ranges are where the read syscalls that did not continue the previous
+	// read through their open file began (random steps, and the first read
+	// of each open), each from its 4 KiB page to the furthest end of such a
+	// read from that page, sorted by offset. Sequential reads after them
+	// are not included: a scan has one range per open. Mapped reads are
+	// not recorded.
+	Ranges []ReadRange
+}
+
+// ReadRange is a byte range [Offset, End) of a file.
+type ReadRange struct {
+	Offset, End uint64
 }
 
 // FileEvent is a rare event from the ring buffer: a cgroup opened (or first

@@ -290,6 +290,7 @@ func TestRandomPreads(t *testing.T) {
 	// Replay the workload's offsets to know the exact answer.
 	rng := rand.New(rand.NewSource(seed))
 	var passes, seq, maxEnd uint64
+	ranges := map[uint64]uint64{}
 	prev := int64(-1)
 	for i := 0; i < reads; i++ {
 		off := rng.Int63n(size/pageSize) * pageSize
@@ -298,6 +299,8 @@ func TestRandomPreads(t *testing.T) {
 		}
 		if prev >= 0 && off == prev+pageSize {
 			seq++
+		} else {
+			ranges[uint64(off)] = uint64(off + pageSize)
 		}
 		if uint64(off+pageSize) > maxEnd {
 			maxEnd = uint64(off + pageSize)
@@ -319,6 +322,14 @@ func TestRandomPreads(t *testing.T) {
 	assert.Equal(t, passes, rec.Passes)
 	assert.Equal(t, maxEnd, rec.MaxOffset)
 	assert.EqualValues(t, reads, rec.PagesRequested, "each buffered 4 KiB read asks the cache for one page")
+	got := map[uint64]uint64{}
+	for i, rr := range rec.Ranges {
+		got[rr.Offset] = rr.End
+		if i > 0 {
+			assert.Less(t, rec.Ranges[i-1].Offset, rr.Offset, "ranges are sorted and distinct")
+		}
+	}
+	assert.Equal(t, ranges, got, "every read that jumped is a range, from its page to its end")
 }
 
 func TestSmallFilesReadWholeInShuffledOrder(t *testing.T) {

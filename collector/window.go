@@ -166,6 +166,26 @@ func addRecord(fa *accessv1.FileAccess, r *bpf.Record, off clockOffset) {
 	if fa.FileSize == 0 {
 		fa.FileSize = int64(r.FileSize)
 	}
+	addRanges(fa, r.Ranges)
+}
+
+// addRanges appends a record's read ranges, at most
+// accessv1.MaxReadRanges in all, counting the rest as dropped.
+func addRanges(fa *accessv1.FileAccess, rs []bpf.ReadRange) {
+	if len(rs) == 0 {
+		return
+	}
+	merged := len(fa.ReadRanges) > 0
+	for _, rr := range rs {
+		if len(fa.ReadRanges) >= accessv1.MaxReadRanges {
+			fa.ReadRangesDropped++
+			continue
+		}
+		fa.ReadRanges = append(fa.ReadRanges, &accessv1.ReadRange{Offset: rr.Offset, End: rr.End})
+	}
+	if merged {
+		sort.Slice(fa.ReadRanges, func(i, j int) bool { return fa.ReadRanges[i].Offset < fa.ReadRanges[j].Offset })
+	}
 }
 
 // trimZeros drops trailing empty histogram buckets; the protocol's buckets

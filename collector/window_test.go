@@ -90,11 +90,12 @@ func TestWindowAssembly(t *testing.T) {
 	nopath := bpf.FileKey{CgroupID: 201, Dev: 0x800001, Ino: 78}
 	r1 := bpf.Record{Key: file, ReadOps: 4, ReadBytes: 4 << 20, SeqSteps: 3, RandSteps: 1, ReadWaitNs: 2e6,
 		PagesRequested: 1024, PagesAdded: 1000, Opens: 1, Passes: 1,
-		FirstNs: now - 2e9, LastNs: now - 1e9, LastPassNs: now - 2e9, MaxOffset: 4 << 20, FileSize: 8 << 20}
+		FirstNs: now - 2e9, LastNs: now - 1e9, LastPassNs: now - 2e9, MaxOffset: 4 << 20, FileSize: 8 << 20,
+		Ranges: []bpf.ReadRange{{Offset: 0, End: 1 << 20}, {Offset: 3 << 20, End: 4 << 20}}}
 	r1.ReadSizeLog2[20] = 4
 	r1.ReadLatencyLog2[19] = 4
 	r2 := bpf.Record{Key: nested, ReadOps: 2, ReadBytes: 2 << 20, SeqSteps: 2, FirstNs: now - 3e9, LastNs: now - 5e8,
-		MaxOffset: 6 << 20, FileSize: 9 << 20}
+		MaxOffset: 6 << 20, FileSize: 9 << 20, Ranges: []bpf.ReadRange{{Offset: 2 << 20, End: 6 << 20}}}
 	r2.ReadSizeLog2[20] = 2
 	src.Push([]bpf.Record{
 		r1, r2,
@@ -145,6 +146,10 @@ func TestWindowAssembly(t *testing.T) {
 	assert.Equal(t, uint64(2e6), fa.ReadWaitNano)
 	assert.Equal(t, uint64(1000), fa.PagesAdded)
 	assert.Equal(t, uint64(6<<20), fa.MaxOffset)
+	require.Len(t, fa.ReadRanges, 3, "the read ranges of both records")
+	for i, want := range [][2]uint64{{0, 1 << 20}, {2 << 20, 6 << 20}, {3 << 20, 4 << 20}} {
+		assert.Equal(t, want, [2]uint64{fa.ReadRanges[i].Offset, fa.ReadRanges[i].End}, "sorted by offset")
+	}
 	assert.Equal(t, int64(9<<20), fa.FileSize, "size from the latest record")
 	assert.Len(t, fa.ReadSizeLog2, 21, "trailing empty buckets are trimmed")
 	assert.Equal(t, uint64(6), fa.ReadSizeLog2[20])
@@ -319,4 +324,15 @@ func TestClockOffsetKeepsZero(t *testing.T) {
 func assertProto(t *testing.T, want, got proto.Message, msg ...string) {
 	t.Helper()
 	assert.True(t, proto.Equal(want, got), "%s\nwant %v\ngot  %v", strings.Join(msg, " "), prototext.Format(want), prototext.Format(got))
+}
+
+func TestReadRangesAreBounded(t *testing.T) {
+	fa := &accessv1.FileAccess{}
+	rs := make([]bpf.ReadRange, accessv1.MaxReadRanges+5)
+	for i := range rs {
+		rs[i] = bpf.ReadRange{Offset: uint64(i) << 12, End: uint64(i)<<12 + 4096}
+	}
+	addRanges(fa, rs)
+	assert.Len(t, fa.ReadRanges, accessv1.MaxReadRanges)
+	assert.EqualValues(t, 5, fa.ReadRangesDropped, "ranges beyond the bound are counted")
 }

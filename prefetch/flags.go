@@ -17,7 +17,7 @@ const (
 // BindFlags registers on fs one flag per field of o, spelled exactly as Args
 // renders them, so that parsing Args()[1:] gives back o.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar((*string)(&o.Strategy), "strategy", string(o.Strategy), "WholeDataset, Sequential, Ordered or HotSet")
+	fs.StringVar((*string)(&o.Strategy), "strategy", string(o.Strategy), "WholeDataset, Sequential, Ordered, HotSet or Ranges")
 	fs.StringArrayVar(&o.Roots, "root", o.Roots, "dataset mount to read under (repeatable); nothing outside the roots is read")
 	fs.Int64Var(&o.BlockSize, "block-size", o.BlockSize, "bytes per read-ahead request (0: 8 MiB)")
 	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "starting number of reads in flight; adapts (0: 4)")

@@ -8,8 +8,10 @@
 // order (the manifest's, else lexical) with a window of reads in flight that
 // starts at one block and doubles; Ordered follows the manifest's exact
 // order and, per epoch, the SDK's hints (see Hint); HotSet reads the
-// manifest's hot files, hottest first. Hints reorder the queue of any
-// strategy.
+// manifest's hot files, hottest first; Ranges reads only the byte ranges
+// the manifest lists of each file (what the latest run read at random
+// offsets), as many at a time as the concurrency allows. Hints reorder the
+// queue of any strategy.
 //
 // Whatever the strategy, reads are at most BlockSize bytes, pass through a
 // token bucket (MaxBandwidth), stop at BudgetBytes, and run with a
@@ -50,7 +52,7 @@ const (
 // command-line flags `eddy prefetch` parses, so the webhook and the program
 // cannot disagree on spelling.
 type Options struct {
-	// Strategy is WholeDataset, Sequential, Ordered or HotSet.
+	// Strategy is WholeDataset, Sequential, Ordered, HotSet or Ranges.
 	Strategy v1alpha1.PrefetchStrategy
 	// Roots are the dataset mount points the prefetcher may read under;
 	// nothing outside them is ever read.
@@ -130,9 +132,9 @@ func (o Options) Args() []string {
 // Validate reports the first problem with o, naming the flag.
 func (o Options) Validate() error {
 	switch o.Strategy {
-	case v1alpha1.StrategyWholeDataset, v1alpha1.StrategySequential, v1alpha1.StrategyOrdered, v1alpha1.StrategyHotSet:
+	case v1alpha1.StrategyWholeDataset, v1alpha1.StrategySequential, v1alpha1.StrategyOrdered, v1alpha1.StrategyHotSet, v1alpha1.StrategyRanges:
 	default:
-		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet", o.Strategy)
+		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet, Ranges", o.Strategy)
 	}
 	if len(o.Roots) == 0 {
 		return fmt.Errorf("--root: at least one dataset mount is required")
@@ -165,6 +167,10 @@ func (o Options) Validate() error {
 	case v1alpha1.StrategyHotSet:
 		if o.ManifestURL == "" {
 			return fmt.Errorf("--strategy HotSet needs --manifest-url listing the hot files")
+		}
+	case v1alpha1.StrategyRanges:
+		if o.ManifestURL == "" {
+			return fmt.Errorf("--strategy Ranges needs --manifest-url listing the ranges to read")
 		}
 	}
 	for _, a := range o.PathAliases {

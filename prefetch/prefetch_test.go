@@ -452,10 +452,10 @@ func TestWholeDatasetWithoutItsManifestReadsTheDataset(t *testing.T) {
 func TestParseManifest(t *testing.T) {
 	got, err := parseManifest([]byte(` ["a", "b"] `))
 	require.NoError(t, err)
-	assert.Equal(t, []string{"a", "b"}, got)
+	assert.Equal(t, []string{"a", "b"}, got.Files)
 	got, err = parseManifest([]byte(`{"files": ["c"]}`))
 	require.NoError(t, err)
-	assert.Equal(t, []string{"c"}, got)
+	assert.Equal(t, []string{"c"}, got.Files)
 	_, err = parseManifest([]byte(`{"files": "c"}`))
 	assert.ErrorContains(t, err, "want a JSON array")
 }
@@ -547,4 +547,51 @@ func TestHotSetFirstThenRestWithinBudget(t *testing.T) {
 	assert.Equal(t, int64(450), s.Bytes)
 	assert.Equal(t, int64(200), s.SelectionBytes, "the warm ratio measures the hot set")
 	assert.True(t, s.Warm)
+}
+
+// Ranges reads exactly the manifest's ranges (split into blocks, clipped to
+// the file), many at once, and nothing of files listed without ranges.
+func TestRangesReadOnlyTheRangesInParallel(t *testing.T) {
+	dir := writeTree(t, map[string]int{"big": 1 << 20, "other": 4096})
+	doc := manifestv1.Document{Files: []string{"big", "other"}, Ranges: []manifestv1.FileRanges{
+		{Path: "big", Ranges: []manifestv1.Range{{0, 4096}, {65536, 65536 + 12288}, {200 << 10, 204 << 10}, {1<<20 - 4096, 1<<20 + 8192}}},
+	}}
+	p, _ := newTestPrefetcher(t, Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{dir}, BlockSize: 8192, Concurrency: 4,
+		ManifestURL: serveManifest(t, doc), WarmThresholdPercent: 100})
+	var mu sync.Mutex
+	type span struct {
+		path   string
+		off, n int64
+	}
+	var got []span
+	inflight, peak := 0, 0
+	real := p.read
+	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+		mu.Lock()
+		inflight++
+		peak = max(peak, inflight)
+		got = append(got, span{p.scope.display(ref), off, n})
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		defer func() { mu.Lock(); inflight--; mu.Unlock() }()
+		return real(ctx, ref, off, n)
+	}
+	run(t, p, 10*time.Second)
+	big := filepath.Join(dir, "big")
+	assert.ElementsMatch(t, []span{
+		{big, 0, 4096},
+		{big, 65536, 8192}, {big, 65536 + 8192, 4096},
+		{big, 200 << 10, 4096},
+		{big, 1<<20 - 4096, 4096},
+	}, got, "the ranges in blocks of at most 8 KiB, the last clipped at the end of the file; nothing of other")
+	assert.Equal(t, 4, peak, "ranges of one file are read in parallel")
+	s := p.Status()
+	assert.Equal(t, int64(4096+12288+4096+4096), s.Bytes)
+	assert.Equal(t, s.Bytes, s.SelectionBytes, "the warm ratio measures the ranges")
+	assert.True(t, s.Warm)
+}
+
+func TestRangesNeedAManifest(t *testing.T) {
+	err := Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{"/data"}}.Validate()
+	assert.ErrorContains(t, err, "--strategy Ranges needs --manifest-url")
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 	v1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
 
@@ -38,6 +39,18 @@ type file struct {
 	sizing   bool  // the first block of a file of unknown size is in flight
 	state    fileState
 	selected bool // counts towards the warm ratio
+	// ranges, when set (Ranges), are what is left to read of the file,
+	// instead of everything from next to size: the first range's start
+	// advances as blocks are handed out.
+	ranges []manifestv1.Range
+}
+
+// more reports whether f has bytes left to hand out.
+func (f *file) more() bool {
+	if f.ranges != nil {
+		return len(f.ranges) > 0
+	}
+	return f.size >= 0 && f.next < f.size
 }
 
 // block is one read handed to a worker.
@@ -200,36 +213,47 @@ func (p *Prefetcher) plan(ctx context.Context) {
 		p.cond.Broadcast()
 	}()
 	var entries []string
+	var ranges map[string][]manifestv1.Range
 	if p.opts.ManifestURL != "" {
-		var err error
-		entries, err = p.fetchManifest(ctx)
+		doc, err := p.fetchManifest(ctx)
 		if err != nil && !p.withoutManifest(err) {
 			return
+		}
+		entries = doc.Files
+		if p.opts.Strategy == v1alpha1.StrategyRanges {
+			ranges = map[string][]manifestv1.Range{}
+			for _, f := range doc.Ranges {
+				ranges[f.Path] = append(ranges[f.Path], f.Ranges...)
+			}
 		}
 	}
 	// add queues a file; selected files make up the selection the warm
 	// ratio measures.
-	add := func(ref fileRef, size int64, selected bool) {
+	add := func(ref fileRef, size int64, selected bool, rs []manifestv1.Range) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		k := ref.key()
+		want := size
+		if rs != nil {
+			want = rangeBytes(rs)
+		}
 		if f, dup := p.files[k]; dup {
 			// A hint may have queued the file before the listing reached it.
 			if selected && !f.selected {
 				f.selected = true
-				p.selBytes += size
+				p.selBytes += want
 				p.selFiles++
 				if f.state == fileDone {
-					p.selDone += size
+					p.selDone += want
 				}
 			}
 			return
 		}
-		f := &file{ref: ref, size: size, selected: selected}
+		f := &file{ref: ref, size: size, selected: selected, ranges: rs}
 		p.files[k] = f
 		p.queue = append(p.queue, f)
 		if selected {
-			p.selBytes += size
+			p.selBytes += want
 			p.selFiles++
 			p.metrics.selectionBytes.Set(float64(p.selBytes))
 		}
@@ -244,7 +268,7 @@ func (p *Prefetcher) plan(ctx context.Context) {
 	reject := func(ref fileRef, err error) { p.rejectPath(p.scope.display(ref), err) }
 	walk := func(selected bool) {
 		for i := range p.scope.roots {
-			visit := func(ref fileRef, size int64) { add(ref, size, selected) }
+			visit := func(ref fileRef, size int64) { add(ref, size, selected, nil) }
 			if err := p.scope.walk(ctx, i, visit, reject); err != nil {
 				p.log.Error(err, "listing a dataset root failed", "root", p.scope.paths[i])
 			}
@@ -266,7 +290,15 @@ func (p *Prefetcher) plan(ctx context.Context) {
 				reject(ref, err)
 				continue
 			}
-			add(ref, size, true)
+			var rs []manifestv1.Range
+			if ranges != nil {
+				// Ranges reads only the ranges, and nothing of a file
+				// listed without any.
+				if rs = clipRanges(ranges[e], size); len(rs) == 0 {
+					continue
+				}
+			}
+			add(ref, size, true, rs)
 		}
 		selectionDone()
 		// HotSet: with a budget to bound it, the rest of the dataset follows
@@ -375,8 +407,8 @@ func (p *Prefetcher) nextBlockLocked() (block, bool) {
 		return block{}, false
 	}
 	for _, f := range p.active {
-		if f.state == fileActive && !f.sizing && f.size >= 0 && f.next < f.size {
-			return p.takeLocked(f, min(p.opts.BlockSize, f.size-f.next), false)
+		if f.state == fileActive && !f.sizing && f.more() {
+			return p.takeNextLocked(f)
 		}
 	}
 	for p.qhead < len(p.queue) {
@@ -399,12 +431,30 @@ func (p *Prefetcher) nextBlockLocked() (block, bool) {
 			f.sizing = true
 			return p.takeLocked(f, p.opts.BlockSize, true)
 		}
-		return p.takeLocked(f, min(p.opts.BlockSize, f.size), false)
+		return p.takeNextLocked(f)
 	}
 	if p.qhead > 0 && p.qhead == len(p.queue) {
 		p.queue, p.qhead = p.queue[:0], 0
 	}
 	return block{}, false
+}
+
+// takeNextLocked takes f's next block: the next BlockSize bytes of its
+// first range, or of the file from next.
+func (p *Prefetcher) takeNextLocked(f *file) (block, bool) {
+	if f.ranges == nil {
+		return p.takeLocked(f, min(p.opts.BlockSize, f.size-f.next), false)
+	}
+	r := &f.ranges[0]
+	f.next = r.Offset()
+	b, ok := p.takeLocked(f, min(p.opts.BlockSize, r.End()-r.Offset()), false)
+	if ok {
+		r[0] = f.next
+		if r.Offset() >= r.End() {
+			f.ranges = f.ranges[1:]
+		}
+	}
+	return b, ok
 }
 
 // takeLocked reserves n bytes of f against the budget and returns the block.
@@ -485,7 +535,7 @@ func (p *Prefetcher) complete(b block, n, size int64, busy time.Duration, err er
 			}
 		}
 	}
-	if f.state == fileFailed || (f.size >= 0 && f.next >= f.size) {
+	if f.state == fileFailed || (f.size >= 0 && !f.more()) {
 		if f.pending == 0 && !f.sizing {
 			p.finishLocked(f)
 		}
@@ -594,4 +644,24 @@ func (p *Prefetcher) readFile(ctx context.Context, ref fileRef, off, n int64) (r
 		}
 	}
 	return read, size, 0, nil
+}
+
+// clipRanges returns the parts of rs inside a file of size bytes.
+func clipRanges(rs []manifestv1.Range, size int64) []manifestv1.Range {
+	var out []manifestv1.Range
+	for _, r := range rs {
+		if r.Offset() < size {
+			out = append(out, manifestv1.Range{r.Offset(), min(r.End(), size)})
+		}
+	}
+	return out
+}
+
+// rangeBytes is the bytes rs cover.
+func rangeBytes(rs []manifestv1.Range) int64 {
+	var n int64
+	for _, r := range rs {
+		n += r.End() - r.Offset()
+	}
+	return n
 }

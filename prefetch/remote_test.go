@@ -47,13 +47,14 @@ func startRemote(tb testing.TB, src string, delay time.Duration, bandwidth int64
 	return &remote{Remote: r, tmp: tmp}
 }
 
-// mount mounts the remote with a fresh cache and returns the mount point;
+// mount mounts the remote with a fresh cache (and rclone's args) and
+// returns the mount point;
 // it is unmounted when the test ends, pass or fail.
-func (r *remote) mount(tb testing.TB, name string) string {
+func (r *remote) mount(tb testing.TB, name string, args ...string) string {
 	tb.Helper()
 	dir, err := os.MkdirTemp(r.tmp, name+"-") // a fresh cache every time
 	require.NoError(tb, err)
-	m, err := r.Mount(dir)
+	m, err := r.Mount(dir, args...)
 	require.NoError(tb, err)
 	tb.Cleanup(func() {
 		if err := m.Close(); err != nil {

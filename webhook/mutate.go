@@ -433,8 +433,11 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 	}
 	if cfg.AnalyzerURL != "" && rec.Spec.Evidence.Profile != "" {
 		order := manifestv1.OrderAccess
-		if p.Strategy == eddyv1alpha1.StrategyHotSet {
+		switch p.Strategy {
+		case eddyv1alpha1.StrategyHotSet:
 			order = manifestv1.OrderHot
+		case eddyv1alpha1.StrategyRanges:
+			order = manifestv1.OrderRanges
 		}
 		opts.ManifestURL = manifestv1.URL(cfg.AnalyzerURL, namespace, rec.Spec.Evidence.Profile, order)
 		opts.ServiceAccountDir = ManifestTokenDir

@@ -228,7 +228,7 @@ func Advise(f *features.Features, d *classify.Decision, bounds Bounds) Advice {
 	case v1.ClassHotSet:
 		a.hotSet()
 	case v1.ClassRandomReads:
-		a.cache(f.WorkingSetBytes, "cache sized by the working set; no whole-file prefetch (random reads would waste bandwidth)")
+		a.ranges()
 	case v1.ClassIdle:
 		a.evict()
 	default:
@@ -369,6 +369,29 @@ func (a *advisor) hotSet() {
 		return
 	}
 	a.cache(a.f.WorkingSetBytes, "cache sized at the knee of the miss-ratio curve")
+}
+
+// ranges prefetches what the latest run read of files it read at random
+// offsets — the ranges, not the files: a job over a fixed index (a seeded
+// sampler, a dataset's record offsets) reads the same records each run, so
+// reading those ranges in parallel beside the job, as many at a time as
+// small files, turns its round trips into hits while fetching about what
+// the run fetched. A run that reads elsewhere gets no help and costs the
+// ranges' bytes; the operator judges the change by the runs after it.
+func (a *advisor) ranges() {
+	block := FileBlock(a.f.MedianReadBytes)
+	conc := FileConcurrency(a.bandwidth, a.f.ReadLatencyP90Sec, block, a.b.MaxConcurrency)
+	p := &PrefetchParams{
+		Strategy:             v1.StrategyRanges,
+		BlockBytes:           block,
+		Concurrency:          conc,
+		BandwidthBytesPerSec: int64(a.bandwidth),
+		KeepInCache:          true,
+	}
+	a.recs = append(a.recs, Recommendation{Action: v1.ActionPrefetch, Prefetch: p, Evidence: a.evidence(besideJobHit(1), fmt.Sprintf(
+		"small reads at random offsets: read the byte ranges the latest run read (from the manifest), %d at a time beside the job, and nothing else of the files (a whole-file prefetch would fetch %s)",
+		conc, Bytes(a.f.DatasetBytes)))})
+	a.cache(a.f.WorkingSetBytes, "cache sized by the working set")
 }
 
 func (a *advisor) cache(workingSet float64, why string) {

@@ -107,3 +107,23 @@ func TestBandwidthCapped(t *testing.T) {
 	assert.Equal(t, int64(16*mib), p.BlockBytes)
 	assert.InDelta(t, 0.05, a.Recommendations[0].Evidence.Benefit.ExpectedHitRatio, 1e-9, "B / T_d = 1 GiB/s ÷ 20 GiB/s")
 }
+
+func TestRandomReadsPrefetchTheRangesRead(t *testing.T) {
+	f := features.Features{
+		ThroughputBytesPerSec: 200 << 10, ReadWaitShare: 0.9, ReadLatencyP90Sec: 0.08,
+		DatasetBytes: 256 * mib, WorkingSetBytes: 2 * mib, MedianReadBytes: 4096,
+	}
+	a := Advise(&f, decision(v1.ClassRandomReads, 0.7), Bounds{})
+	require.Len(t, a.Recommendations, 2)
+	r := a.Recommendations[0]
+	require.Equal(t, v1.ActionPrefetch, r.Action)
+	p := r.Prefetch
+	assert.Equal(t, v1.StrategyRanges, p.Strategy, "the ranges read, never the whole file")
+	assert.Equal(t, int64(MinFileBlock), p.BlockBytes, "4 KiB reads: the smallest block")
+	assert.Equal(t, MinFileConcurrency, p.Concurrency, "round trips, like small files")
+	assert.Zero(t, p.BudgetBytes, "bounded by the ranges, capped by the policy")
+	assert.False(t, p.WarmBeforeStart)
+	assert.Contains(t, r.Evidence.Explanation, "256 MiB")
+	assert.Equal(t, v1.ActionScaleCache, a.Recommendations[1].Action)
+	assert.Equal(t, 2.0*mib, a.Recommendations[1].Cache.WorkingSetBytes)
+}

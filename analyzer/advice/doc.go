@@ -22,7 +22,8 @@
 //     ⌈B · L / block⌉ clamped to [1, Bounds.MaxConcurrency]; L is the p90
 //     read latency as the stand-in for a miss's latency (cache hits pull the
 //     median down).
-//   - Byte budget: Sequential keeps a double-buffered window,
+//   - Byte budget: Ranges none of its own (the ranges bound it; the
+//     policy's budget caps it); Sequential keeps a double-buffered window,
 //     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
 //     HotSet D when D fits the cache budget (the hot files first, then the
 //     rest), else min(W, CacheBudget).
@@ -57,7 +58,10 @@
 //     rest once lost 85% of its stall to them in the benchmark); otherwise
 //     Prefetch/HotSet of the working set and ScaleCache at the knee, so
 //     that cold files never push hot ones out.
-//   - RandomReads: ScaleCache by working set only (whole-file prefetch would
-//     waste bandwidth).
+//   - RandomReads: Prefetch/Ranges — the byte ranges the latest run read of
+//     each file, from the manifest, at least MinFileConcurrency at a time
+//     beside the job, blocks of the median read rounded as for files; never
+//     the whole file (it would waste bandwidth) — and ScaleCache by the
+//     working set.
 //   - Idle: EvictDataset and scale cache workers to MinWorkers.
 package advice

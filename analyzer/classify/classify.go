@@ -11,7 +11,8 @@
 //     |value − threshold| / scale clamped to [0,1] (scale is the rule's
 //     "clearly past" distance), so a barely-passing rule halves confidence;
 //   - evidence = (1 − e^(−bytes/EvidenceBytes)) · (1 − e^(−windows/EvidenceWindows)),
-//     with bytes read (or written, for WriteMostly); for ShuffledEpochs it is
+//     with bytes read (or written, for WriteMostly; for RandomReads, whichever
+//     of bytes and reads/EvidenceRandomReads says more); for ShuffledEpochs it is
 //     further multiplied by 1 − e^(−(epochs−1)), since a shuffle needs two
 //     epochs to be seen at all; Idle uses the windows factor only.
 //
@@ -63,6 +64,11 @@ const (
 	// amounts it is 1 − 1/e ≈ 0.63 each.
 	EvidenceBytes   = 16 << 20
 	EvidenceWindows = 1.0
+	// EvidenceRandomReads scales the evidence of RandomReads by reads: small
+	// reads at random offsets are each a sample of the pattern, yet few
+	// bytes (400 reads of 4 KiB are 1.6 MiB, a tenth of EvidenceBytes), so
+	// it counts reads or bytes, whichever says more.
+	EvidenceRandomReads = 256.0
 )
 
 // Options adjust classification. The zero value means the defaults.
@@ -267,7 +273,8 @@ func Classify(f *features.Features, opt Options) Decision {
 	rr.atMost("sequentialRatio", f.SequentialRatio, MaxRandomSequentialRatio, 0.3)
 	rr.atMost("medianReadBytes", f.MedianReadBytes, MaxRandomReadBytes, MaxRandomReadBytes)
 	rr.atMost("wholeFileRatio", f.WholeFileRatio, MaxRandomWholeFileRatio, 0.3)
-	if try(v1.ClassRandomReads, &rr, readEv) {
+	randomEv := math.Max(readEv, saturate(f.ReadOps, EvidenceRandomReads)*windowsEv)
+	if try(v1.ClassRandomReads, &rr, randomEv) {
 		return finish(d)
 	}
 

@@ -72,3 +72,15 @@ func TestIdleAfter(t *testing.T) {
 	assert.Equal(t, v1.ClassSequentialScan, Classify(&f, Options{}).Class)
 	assert.Equal(t, v1.ClassIdle, Classify(&f, Options{IdleAfter: 60}).Class)
 }
+
+// 400 reads of 4 KiB at random offsets (the benchmark's RandomReads job)
+// are 1.6 MiB: by bytes alone the evidence is 0.1 and nothing is advised.
+func TestRandomReadsCountReadsAsEvidence(t *testing.T) {
+	f := features.Features{Windows: 10, BytesRead: 400 * 4096, ReadOps: 400, SequentialRatio: 0, MedianReadBytes: 4096, WholeFileRatio: 0}
+	d := Classify(&f, Options{})
+	assert.Equal(t, v1.ClassRandomReads, d.Class)
+	assert.InDelta(t, 1-0.209, d.Evidence, 0.01, "1 − e^(−400/256)")
+	assert.Greater(t, d.Confidence, 0.5)
+	f.ReadOps = 20
+	assert.Less(t, Classify(&f, Options{}).Confidence, 0.5, "20 reads are not enough")
+}

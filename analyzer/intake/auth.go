@@ -216,6 +216,7 @@ func (p *PodAdmission) Admit(ctx context.Context, peer Peer, rec *accessv1.FileA
 	w := rec.GetWorkload()
 	ns := w.GetNamespace()
 	if ns == "" || rec.GetPod() == "" || rec.GetPodUid() == "" || len(rec.GetPath()) > accessv1.MaxPathBytes ||
+		len(rec.GetReadRanges()) > accessv1.MaxReadRanges ||
 		(rec.GetDataset() != nil && rec.GetDataset().GetNamespace() != ns) {
 		return RejectMalformed
 	}

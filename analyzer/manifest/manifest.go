@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,14 +39,32 @@ type fileEntry struct {
 	Order int64   `json:"o"`
 	Bytes float64 `json:"b"`
 	Size  int64   `json:"s,omitempty"`
+	// Ranges are the byte ranges the latest run read of a file it read at
+	// random offsets, sorted and disjoint; RangePods are the pods of that
+	// run and RangesLast its last access, unix ns (see observeRanges).
+	Ranges     []manifestv1.Range `json:"r,omitempty"`
+	RangePods  []string           `json:"rp,omitempty"`
+	RangesLast int64              `json:"rl,omitempty"`
 }
 
 type keyState struct {
 	Files   map[string]*fileEntry `json:"files"`
 	Dropped uint64                `json:"dropped,omitempty"`
-	// pathBytes is the sum of the lengths of Files' paths.
+	// RangesDropped counts ranges not kept: beyond MaxRangesPerKey, or
+	// left out by the collector.
+	RangesDropped uint64 `json:"rangesDropped,omitempty"`
+	// pathBytes is the sum of the lengths of Files' paths; ranges the
+	// number of ranges held in Files.
 	pathBytes int
+	ranges    int
 }
+
+// MaxRangesPerKey bounds the read ranges remembered per key (16 bytes
+// each): what one manifest may carry.
+const MaxRangesPerKey = manifestv1.MaxRanges
+
+// maxRangePods bounds the pods remembered as one run's readers of a file.
+const maxRangePods = 64
 
 // Store is safe for concurrent use.
 type Store struct {
@@ -126,8 +146,96 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 		if r.GetFileSize() > 0 {
 			fe.Size = r.GetFileSize()
 		}
+		st.observeRanges(fe, r)
 		s.dirty[k] = true
 	}
+}
+
+// observeRanges keeps the read ranges of files read at random offsets, or
+// in a single read so far (a random reader's first window may hold one);
+// a scan's one range per open is of no use to a prefetcher. Of each file it
+// keeps those of the latest run that read it: a record of a pod that is
+// not among the run's readers, whose reads began after the run's last
+// access, starts a new run; pods reading at the same time (a job's
+// parallel workers) join the run.
+func (st *keyState) observeRanges(fe *fileEntry, r *accessv1.FileAccess) {
+	st.RangesDropped += r.GetReadRangesDropped()
+	if len(r.GetReadRanges()) == 0 || r.GetRandSteps() == 0 && r.GetSeqSteps() > 0 {
+		return
+	}
+	pod := r.GetPodUid()
+	if !slices.Contains(fe.RangePods, pod) {
+		if r.GetFirstAccessUnixNano() > fe.RangesLast {
+			st.ranges -= len(fe.Ranges)
+			fe.Ranges, fe.RangePods = nil, nil
+		}
+		if len(fe.RangePods) < maxRangePods {
+			fe.RangePods = append(fe.RangePods, pod)
+		}
+	}
+	fe.RangesLast = max(fe.RangesLast, r.GetLastAccessUnixNano())
+	before := len(fe.Ranges)
+	for _, rr := range r.GetReadRanges() {
+		if st.ranges+len(fe.Ranges)-before >= MaxRangesPerKey {
+			st.RangesDropped++
+			continue
+		}
+		if rr.GetEnd() > rr.GetOffset() && rr.GetEnd() <= math.MaxInt64 {
+			fe.Ranges = append(fe.Ranges, manifestv1.Range{int64(rr.GetOffset()), int64(rr.GetEnd())})
+		}
+	}
+	fe.Ranges = mergeRanges(fe.Ranges)
+	st.ranges += len(fe.Ranges) - before
+}
+
+// mergeRanges sorts rs and joins ranges that overlap or touch.
+func mergeRanges(rs []manifestv1.Range) []manifestv1.Range {
+	sort.Slice(rs, func(i, j int) bool { return rs[i][0] < rs[j][0] })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && r[0] <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Ranges returns the files of k's latest run that were read at random
+// offsets, in access order, with the ranges read of each; at most limit
+// files (0: no limit).
+func (s *Store) Ranges(k analyzer.Key, limit int) ([]manifestv1.FileRanges, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.keys[k]
+	if st == nil {
+		return nil, false
+	}
+	type pf struct {
+		path string
+		e    *fileEntry
+	}
+	var with []pf
+	for p, e := range st.Files {
+		if len(e.Ranges) > 0 {
+			with = append(with, pf{p, e})
+		}
+	}
+	sort.Slice(with, func(i, j int) bool {
+		if with[i].e.Order != with[j].e.Order {
+			return with[i].e.Order < with[j].e.Order
+		}
+		return with[i].path < with[j].path
+	})
+	if limit > 0 && len(with) > limit {
+		with = with[:limit]
+	}
+	out := make([]manifestv1.FileRanges, len(with))
+	for i, f := range with {
+		out[i] = manifestv1.FileRanges{Path: f.path, Ranges: slices.Clone(f.e.Ranges)}
+	}
+	return out, true
 }
 
 // Find returns a key held that match accepts.
@@ -311,7 +419,8 @@ func load(path string) (analyzer.Key, *keyState, error) {
 	if d.State == nil || d.State.Files == nil {
 		d.State = &keyState{Files: map[string]*fileEntry{}}
 	}
-	for p := range d.State.Files {
+	for p, fe := range d.State.Files {
+		d.State.ranges += len(fe.Ranges)
 		d.State.pathBytes += len(p)
 	}
 	return d.Key, d.State, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
+	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 )
 
 func rec(path string) *accessv1.FileAccess {
@@ -180,4 +181,68 @@ func BenchmarkFlush(b *testing.B) {
 		require.NoError(b, s.Flush())
 	}
 	b.ReportMetric(float64(keys*b.N)/b.Elapsed().Seconds(), "manifests/s")
+}
+
+func ranged(path, pod string, first, last int64, rs ...[2]uint64) *accessv1.FileAccess {
+	r := rec(path)
+	r.PodUid, r.FirstAccessUnixNano, r.LastAccessUnixNano = pod, first, last
+	r.RandSteps = uint64(len(rs))
+	for _, x := range rs {
+		r.ReadRanges = append(r.ReadRanges, &accessv1.ReadRange{Offset: x[0], End: x[1]})
+	}
+	return r
+}
+
+// The ranges served are those of the latest run, merged across windows and
+// the run's parallel pods, and survive a restart (the state folder).
+func TestRangesOfTheLatestRun(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir, 0)
+	require.NoError(t, err)
+	k := analyzer.KeyOf(rec("x"))
+	s.Observe([]*accessv1.FileAccess{
+		ranged("big", "run1", 10, 20, [2]uint64{8192, 12288}, [2]uint64{0, 4096}),
+		ranged("big", "run1", 21, 30, [2]uint64{4096, 8192}, [2]uint64{65536, 69632}),
+		ranged("big", "run1-worker2", 15, 30, [2]uint64{131072, 135168}),
+		ranged("first", "run1", 10, 10, [2]uint64{8192, 12288}), // one read so far: kept
+		func() *accessv1.FileAccess { // read front to back: its one range is not kept
+			r := ranged("scan", "run1", 10, 20, [2]uint64{0, 1 << 20})
+			r.RandSteps, r.SeqSteps = 0, 7
+			return r
+		}(),
+	})
+	got, ok := s.Ranges(k, 0)
+	require.True(t, ok)
+	assert.Equal(t, []manifestv1.FileRanges{
+		{Path: "first", Ranges: []manifestv1.Range{{8192, 12288}}},
+		{Path: "big", Ranges: []manifestv1.Range{{0, 12288}, {65536, 69632}, {131072, 135168}}},
+	}, got, "in access order; touching ranges merge; a pod reading during the run joins it")
+
+	// Run 2 reads elsewhere in big: its ranges replace run 1's there (a
+	// file run 2 did not read keeps those of the latest run that did).
+	s.Observe([]*accessv1.FileAccess{ranged("big", "run2", 100, 110, [2]uint64{1 << 20, 1<<20 + 4096})})
+	require.NoError(t, s.Flush())
+	s2, err := NewStore(dir, 0)
+	require.NoError(t, err)
+	got, _ = s2.Ranges(k, 0)
+	assert.Equal(t, []manifestv1.FileRanges{
+		{Path: "first", Ranges: []manifestv1.Range{{8192, 12288}}},
+		{Path: "big", Ranges: []manifestv1.Range{{1 << 20, 1<<20 + 4096}}},
+	}, got)
+	assert.Equal(t, 2, s2.keys[k].ranges, "the count of ranges held is restored with them")
+}
+
+func TestRangesAreBoundedPerKey(t *testing.T) {
+	s, err := NewStore("", 0)
+	require.NoError(t, err)
+	r := ranged("big", "p", 1, 2)
+	for i := range MaxRangesPerKey + 10 {
+		r.ReadRanges = append(r.ReadRanges, &accessv1.ReadRange{Offset: uint64(i) * 8192, End: uint64(i)*8192 + 4096})
+	}
+	r.RandSteps = uint64(len(r.ReadRanges))
+	r.ReadRangesDropped = 3
+	s.Observe([]*accessv1.FileAccess{r})
+	got, _ := s.Ranges(analyzer.KeyOf(r), 0)
+	assert.Len(t, got[0].Ranges, MaxRangesPerKey)
+	assert.EqualValues(t, 13, s.keys[analyzer.KeyOf(r)].RangesDropped, "dropped here and by the collector")
 }

@@ -24,7 +24,8 @@ import (
 // Handler serves the requests of manifestv1 (ParseRequest): a manifest by
 // the AccessProfile's name, as the webhook renders it, or by workload and
 // dataset; order=hot puts the hot set, hottest first, in Files (what a
-// HotSet prefetcher reads). The caller sends a Kubernetes bearer token of
+// HotSet prefetcher reads), and order=ranges the files read at random
+// offsets with the ranges read of each (what a Ranges prefetcher reads). The caller sends a Kubernetes bearer token of
 // audience manifestv1.Audience (the webhook mounts one into the prefetcher): service
 // accounts of the manifest's namespace may read it; anyone else needs `get`
 // on accessprofiles.eddy.io in that namespace.
@@ -97,8 +98,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("no manifest for %s/%s in %s reading %s", key.WorkloadKind, key.WorkloadName, ns, key.DatasetName), http.StatusNotFound)
 		return
 	}
-	if req.Order == manifestv1.OrderHot {
+	switch req.Order {
+	case manifestv1.OrderHot:
 		m.Files = m.Hot
+	case manifestv1.OrderRanges:
+		m.Ranges, _ = h.Store.Ranges(key, req.Limit)
+		m.Files = make([]string, len(m.Ranges))
+		for i, f := range m.Ranges {
+			m.Files[i] = f.Path
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(m)

@@ -65,6 +65,10 @@ func TestManifestEndpoint(t *testing.T) {
 	}
 	svc, stop, done := startSvc()
 	ws := shuffledWindows(t)
+	// One file was also read at two random offsets.
+	ranged := ws[len(ws)-1].Files[0]
+	ranged.RandSteps = 2
+	ranged.ReadRanges = []*accessv1.ReadRange{{Offset: 4096, End: 8192}, {Offset: 65536, End: 69632}}
 	ship(t, svc.Addr(), ws)
 	require.NoError(t, svc.Flush(ctx))
 
@@ -116,6 +120,11 @@ func TestManifestEndpoint(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, m.Hot, m.Files, "order=hot serves the hot set as the file list")
 	assert.InDelta(t, 100, len(m.Files), 2, "half the bytes of 200 equally read files are in ~100 files")
+
+	code, m, _ = get(svc.ManifestAddr(), mlToken, "?order=ranges")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, []string{ranged.GetPath()}, m.Files, "order=ranges lists the files read at random offsets")
+	assert.Equal(t, []manifestv1.FileRanges{{Path: ranged.GetPath(), Ranges: []manifestv1.Range{{4096, 8192}, {65536, 69632}}}}, m.Ranges)
 
 	code, _, body = get(svc.ManifestAddr(), otherToken, "")
 	assert.Equal(t, http.StatusForbidden, code, body)

@@ -6,7 +6,7 @@ import (
 )
 
 // PrefetchStrategy is how an injected prefetcher reads ahead.
-// +kubebuilder:validation:Enum=WholeDataset;Sequential;Ordered;HotSet
+// +kubebuilder:validation:Enum=WholeDataset;Sequential;Ordered;HotSet;Ranges
 type PrefetchStrategy string
 
 const (
@@ -18,6 +18,10 @@ const (
 	StrategyOrdered PrefetchStrategy = "Ordered"
 	// StrategyHotSet warms the hot files at start.
 	StrategyHotSet PrefetchStrategy = "HotSet"
+	// StrategyRanges reads, in parallel, the byte ranges of files that the
+	// latest run read at random offsets (from the manifest), and nothing
+	// else of them.
+	StrategyRanges PrefetchStrategy = "Ranges"
 )
 
 // RecommendationSpec is what the analyzer proposes. It is immutable once

@@ -70,6 +70,9 @@ type Class struct {
 	// CacheMaxSize bounds this class's FUSE cache instead of
 	// Config.CacheMaxSize ("": the Config's).
 	CacheMaxSize string
+	// ReadChunkSize mounts this class's remote with small first requests
+	// (node.RemoteOptions.ReadChunkSize); every arm of the class shares it.
+	ReadChunkSize string
 }
 
 // cacheMaxSize is the FUSE cache bound the class runs with.
@@ -205,7 +208,7 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 	ns := namespaceFor(class)
 	d, err := r.Cluster.AddRemoteDataset(ctx, ns, claimName, func(dir string) error {
 		return workload.WriteSample(dir, class.Files, class.FileSize, class.LargeSize)
-	}, node.RemoteOptions{Delay: r.Config.Latency, Bandwidth: r.Config.Bandwidth, CacheMaxSize: class.cacheMaxSize(r.Config)})
+	}, node.RemoteOptions{Delay: r.Config.Latency, Bandwidth: r.Config.Bandwidth, CacheMaxSize: class.cacheMaxSize(r.Config), ReadChunkSize: class.ReadChunkSize})
 	if err != nil {
 		return nil, err
 	}

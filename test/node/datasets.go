@@ -61,6 +61,13 @@ type RemoteOptions struct {
 	// CacheMaxSize bounds the mount's VFS cache (rclone
 	// --vfs-cache-max-size, e.g. "64M"); empty means unbounded.
 	CacheMaxSize string
+	// ReadChunkSize is the size of the mount's first ranged request at a
+	// new offset (rclone --vfs-read-chunk-size, doubling as a read goes on
+	// sequentially), and sets rclone's --buffer-size (read-ahead beyond
+	// what is asked) to 0. Empty keeps rclone's defaults (128M chunks,
+	// 16M of read-ahead), under which each small read at a random offset
+	// of a large file streams megabytes from the remote.
+	ReadChunkSize string
 }
 
 // AddLocalDataset creates a dataset in a host folder: populate fills it,
@@ -121,6 +128,9 @@ func (c *Cluster) AddRemoteDataset(ctx context.Context, namespace, name string, 
 	d.mountArgs = []string{"--allow-other", "--read-only"}
 	if opts.CacheMaxSize != "" {
 		d.mountArgs = append(d.mountArgs, "--vfs-cache-max-size", opts.CacheMaxSize, "--vfs-cache-poll-interval", "2s")
+	}
+	if opts.ReadChunkSize != "" {
+		d.mountArgs = append(d.mountArgs, "--vfs-read-chunk-size", opts.ReadChunkSize, "--buffer-size", "0")
 	}
 	if d.mount, err = d.Remote.Mount(d.base, d.mountArgs...); err != nil {
 		return nil, err

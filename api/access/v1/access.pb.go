@@ -552,9 +552,17 @@ type FileAccess struct {
 	MappedReadBytes uint64 `protobuf:"varint,30,opt,name=mapped_read_bytes,json=mappedReadBytes,proto3" json:"mapped_read_bytes,omitempty"`
 	// exec_faults counts faults on executable mappings of the file: the
 	// program's own code (binary, libraries, native modules), not data.
-	ExecFaults    uint64 `protobuf:"varint,31,opt,name=exec_faults,json=execFaults,proto3" json:"exec_faults,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExecFaults uint64 `protobuf:"varint,31,opt,name=exec_faults,json=execFaults,proto3" json:"exec_faults,omitempty"`
+	// read_ranges are where reads that jumped (a random step, or an open's
+	// first read) began, from their 4 KiB page to the furthest end of such a
+	// read from it, sorted by offset, at most MaxReadRanges per file and
+	// window; sequential reads after them are not included, so a scan has
+	// one range per open. What a ranged prefetch of a random reader reads.
+	ReadRanges []*ReadRange `protobuf:"bytes,32,rep,name=read_ranges,json=readRanges,proto3" json:"read_ranges,omitempty"`
+	// read_ranges_dropped counts ranges left out beyond MaxReadRanges.
+	ReadRangesDropped uint64 `protobuf:"varint,33,opt,name=read_ranges_dropped,json=readRangesDropped,proto3" json:"read_ranges_dropped,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FileAccess) Reset() {
@@ -804,6 +812,73 @@ func (x *FileAccess) GetExecFaults() uint64 {
 	return 0
 }
 
+func (x *FileAccess) GetReadRanges() []*ReadRange {
+	if x != nil {
+		return x.ReadRanges
+	}
+	return nil
+}
+
+func (x *FileAccess) GetReadRangesDropped() uint64 {
+	if x != nil {
+		return x.ReadRangesDropped
+	}
+	return 0
+}
+
+// ReadRange is the byte range [offset, end) of a file.
+type ReadRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRange) Reset() {
+	*x = ReadRange{}
+	mi := &file_api_access_v1_access_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRange) ProtoMessage() {}
+
+func (x *ReadRange) ProtoReflect() protoreflect.Message {
+	mi := &file_api_access_v1_access_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRange.ProtoReflect.Descriptor instead.
+func (*ReadRange) Descriptor() ([]byte, []int) {
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReadRange) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadRange) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 var File_api_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_api_access_v1_access_proto_rawDesc = "" +
@@ -842,7 +917,7 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x10\n" +
-	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\xae\b\n" +
+	"\x03pvc\x18\x04 \x01(\tR\x03pvc\"\x9a\t\n" +
 	"\n" +
 	"FileAccess\x127\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1b.eddy.access.v1.WorkloadRefR\bworkload\x12\x10\n" +
@@ -883,7 +958,13 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\x0frecommendations\x18\x1d \x03(\tR\x0frecommendations\x12*\n" +
 	"\x11mapped_read_bytes\x18\x1e \x01(\x04R\x0fmappedReadBytes\x12\x1f\n" +
 	"\vexec_faults\x18\x1f \x01(\x04R\n" +
-	"execFaults2N\n" +
+	"execFaults\x12:\n" +
+	"\vread_ranges\x18  \x03(\v2\x19.eddy.access.v1.ReadRangeR\n" +
+	"readRanges\x12.\n" +
+	"\x13read_ranges_dropped\x18! \x01(\x04R\x11readRangesDropped\"5\n" +
+	"\tReadRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end2N\n" +
 	"\fAccessIntake\x12>\n" +
 	"\x04Ship\x12\x1b.eddy.access.v1.ShipRequest\x1a\x19.eddy.access.v1.ShipReplyB6Z4github.com/eddy-autotune/eddy/api/access/v1;accessv1b\x06proto3"
 
@@ -899,7 +980,7 @@ func file_api_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_api_access_v1_access_proto_rawDescData
 }
 
-var file_api_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_api_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_api_access_v1_access_proto_goTypes = []any{
 	(*ShipRequest)(nil),  // 0: eddy.access.v1.ShipRequest
 	(*ShipReply)(nil),    // 1: eddy.access.v1.ShipReply
@@ -908,6 +989,7 @@ var file_api_access_v1_access_proto_goTypes = []any{
 	(*WorkloadRef)(nil),  // 4: eddy.access.v1.WorkloadRef
 	(*DatasetRef)(nil),   // 5: eddy.access.v1.DatasetRef
 	(*FileAccess)(nil),   // 6: eddy.access.v1.FileAccess
+	(*ReadRange)(nil),    // 7: eddy.access.v1.ReadRange
 }
 var file_api_access_v1_access_proto_depIdxs = []int32{
 	2, // 0: eddy.access.v1.ShipRequest.windows:type_name -> eddy.access.v1.AccessWindow
@@ -915,13 +997,14 @@ var file_api_access_v1_access_proto_depIdxs = []int32{
 	3, // 2: eddy.access.v1.AccessWindow.dropped:type_name -> eddy.access.v1.Dropped
 	4, // 3: eddy.access.v1.FileAccess.workload:type_name -> eddy.access.v1.WorkloadRef
 	5, // 4: eddy.access.v1.FileAccess.dataset:type_name -> eddy.access.v1.DatasetRef
-	0, // 5: eddy.access.v1.AccessIntake.Ship:input_type -> eddy.access.v1.ShipRequest
-	1, // 6: eddy.access.v1.AccessIntake.Ship:output_type -> eddy.access.v1.ShipReply
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 5: eddy.access.v1.FileAccess.read_ranges:type_name -> eddy.access.v1.ReadRange
+	0, // 6: eddy.access.v1.AccessIntake.Ship:input_type -> eddy.access.v1.ShipRequest
+	1, // 7: eddy.access.v1.AccessIntake.Ship:output_type -> eddy.access.v1.ShipReply
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_api_access_v1_access_proto_init() }
@@ -935,7 +1018,7 @@ func file_api_access_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_access_v1_access_proto_rawDesc), len(file_api_access_v1_access_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,4 +16,8 @@ const (
 	MaxMessageBytes = 16 << 20
 	// MaxPathBytes bounds a FileAccess path; longer paths are refused.
 	MaxPathBytes = 4096
+	// MaxReadRanges bounds a FileAccess's read_ranges: 64Ki ranges of 16
+	// bytes each fill 1 MiB of a message. Collectors send the first ones
+	// and count the rest in read_ranges_dropped; analyzers refuse more.
+	MaxReadRanges = 1 << 16
 )

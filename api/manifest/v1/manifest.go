@@ -46,7 +46,29 @@ const (
 	// OrderHot lists the hot set, hottest first: what a HotSet prefetcher
 	// reads.
 	OrderHot Order = "hot"
+	// OrderRanges lists, in access order, the files whose latest run read
+	// ranges of them, with those ranges in Ranges: what a Ranges
+	// prefetcher reads.
+	OrderRanges Order = "ranges"
 )
+
+// MaxRanges bounds the ranges one Document carries, all files together.
+const MaxRanges = 1 << 20
+
+// Range is the byte range [Offset, End) of a file, as [offset, end] in JSON.
+type Range [2]int64
+
+// Offset is where the range begins.
+func (r Range) Offset() int64 { return r[0] }
+
+// End is where the range ends (exclusive).
+func (r Range) End() int64 { return r[1] }
+
+// FileRanges are the ranges of one file, sorted and disjoint.
+type FileRanges struct {
+	Path   string  `json:"path"`
+	Ranges []Range `json:"ranges"`
+}
 
 // Document is what the endpoint serves.
 type Document struct {
@@ -59,6 +81,9 @@ type Document struct {
 	// hottest first.
 	Hot      []string `json:"hot,omitempty"`
 	HotShare float64  `json:"hotShare,omitempty"`
+	// Ranges are set for OrderRanges: per file of Files, in the same order,
+	// the byte ranges the latest run read at random offsets.
+	Ranges []FileRanges `json:"ranges,omitempty"`
 	// Truncated is set when Files was cut to the request's limit or the
 	// analyzer's per-workload bound.
 	Truncated bool `json:"truncated,omitempty"`
@@ -78,6 +103,18 @@ func Decode(body []byte, maxFiles int) (Document, error) {
 	}
 	if len(d.Files) > maxFiles {
 		return Document{}, fmt.Errorf("manifest lists %d files, more than the limit of %d", len(d.Files), maxFiles)
+	}
+	n := 0
+	for _, f := range d.Ranges {
+		n += len(f.Ranges)
+		for _, r := range f.Ranges {
+			if r.Offset() < 0 || r.End() <= r.Offset() {
+				return Document{}, fmt.Errorf("manifest: range %v of %s is empty or negative", r, f.Path)
+			}
+		}
+	}
+	if n > MaxRanges {
+		return Document{}, fmt.Errorf("manifest lists %d ranges, more than the limit of %d", n, MaxRanges)
 	}
 	if d.Files == nil {
 		d.Files = []string{}
@@ -142,10 +179,10 @@ func ParseRequest(u *url.URL) (Request, error) {
 	}
 	switch o := Order(q.Get("order")); o {
 	case "", OrderAccess:
-	case OrderHot:
+	case OrderHot, OrderRanges:
 		r.Order = o
 	default:
-		return Request{}, fmt.Errorf("order %q: want %s (default) or %s", o, OrderAccess, OrderHot)
+		return Request{}, fmt.Errorf("order %q: want %s (default), %s or %s", o, OrderAccess, OrderHot, OrderRanges)
 	}
 	return r, nil
 }

@@ -11,7 +11,7 @@ import (
 
 // The webhook builds the URL a prefetcher fetches; the analyzer parses it.
 func TestURLRoundTrips(t *testing.T) {
-	for _, order := range []Order{OrderAccess, OrderHot} {
+	for _, order := range []Order{OrderAccess, OrderHot, OrderRanges} {
 		u, err := url.Parse(URL("https://eddy-analyzer.eddy-system.svc:9471/", "ml", "job-train.imagenet", order))
 		require.NoError(t, err)
 		r, err := ParseRequest(u)
@@ -50,4 +50,13 @@ func TestDecode(t *testing.T) {
 	assert.ErrorContains(t, err, "more than the limit")
 	_, err = Decode([]byte(`{"files": 3}`), 2)
 	assert.Error(t, err)
+
+	d, err = Decode([]byte(`{"files":["big"],"ranges":[{"path":"big","ranges":[[0,4096],[81920,86016]]}]}`), 10)
+	require.NoError(t, err)
+	assert.Equal(t, []FileRanges{{Path: "big", Ranges: []Range{{0, 4096}, {81920, 86016}}}}, d.Ranges)
+	assert.EqualValues(t, 81920, d.Ranges[0].Ranges[1].Offset())
+	for _, bad := range []string{`[[4096,4096]]`, `[[-1,10]]`, `[[10,5]]`} {
+		_, err = Decode([]byte(`{"files":["big"],"ranges":[{"path":"big","ranges":`+bad+`}]}`), 10)
+		assert.ErrorContains(t, err, "empty or negative", bad)
+	}
 }
