@@ -354,6 +354,14 @@ func (s *Service) Flush(ctx context.Context) error {
 	s.Intake.Lock(func(map[string]uint64) {
 		entries, err = s.Store.TakeDirty(time.Now().UnixNano())
 	})
+	if err == nil {
+		// Outside the intake's lock: windows keep coming meanwhile.
+		if err = store.EncodeCheckpoints(entries); err != nil {
+			for _, e := range entries {
+				s.Store.MarkDirty(e.Key)
+			}
+		}
+	}
 	if err != nil {
 		s.flushes.WithLabelValues("error").Inc()
 		return err

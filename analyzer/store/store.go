@@ -7,14 +7,17 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
@@ -259,13 +262,20 @@ type Entry struct {
 	Assessment analyzer.Assessment
 	// Runs are the key's recent runs, oldest first.
 	Runs []history.Run
-	// Checkpoint is the compressed, versioned state of the key.
+	// Checkpoint is the compressed, versioned state of the key, set by
+	// EncodeCheckpoints.
 	Checkpoint []byte
+
+	// pending is the state TakeDirty took, until EncodeCheckpoints
+	// compresses it.
+	pending *checkpoint
 }
 
 // TakeDirty assesses every key changed since the last call at now (unix
-// ns), encodes its checkpoint, and clears the dirty set. On error the keys
-// stay dirty.
+// ns), takes a copy of its state, and clears the dirty set; on error the
+// keys stay dirty. It holds the store's lock (and its caller the intake's)
+// only while copying: EncodeCheckpoints, called after, compresses the
+// copies into each entry's Checkpoint.
 func (s *Store) TakeDirty(now int64) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -319,15 +329,48 @@ func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	for p := range m.Pods {
 		snap.PodList = append(snap.PodList, p)
 	}
-	data, err := encode(checkpoint{Version: CheckpointVersion, History: hist, Meta: snap})
-	if err != nil {
-		return Entry{}, fmt.Errorf("checkpoint %s: %w", k, err)
-	}
 	var runs []history.Run
 	if h := s.tracker.History(k); h != nil {
 		runs = slices.Clone(h.Runs)
 	}
-	return Entry{Key: k, Meta: snap, Assessment: a, Runs: runs, Checkpoint: data}, nil
+	// The checkpoint's Meta is its own copy: the entry's is the caller's.
+	cp := snap
+	cp.Applied, cp.Seen = maps.Clone(snap.Applied), maps.Clone(snap.Seen)
+	return Entry{Key: k, Meta: snap, Assessment: a, Runs: runs, pending: &checkpoint{Version: CheckpointVersion, History: hist, Meta: cp}}, nil
+}
+
+// EncodeCheckpoints compresses the state TakeDirty took of each entry into
+// its Checkpoint, on every CPU, without any lock: a flush of thousands of
+// keys spent most of the time it held the intake's lock compressing them.
+func EncodeCheckpoints(entries []Entry) error {
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	for range min(runtime.GOMAXPROCS(0), len(entries)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(entries); i = int(next.Add(1) - 1) {
+				e := &entries[i]
+				if e.pending == nil {
+					continue
+				}
+				data, err := encode(*e.pending)
+				if err != nil {
+					errMu.Lock()
+					first = cmp.Or(first, fmt.Errorf("checkpoint %s: %w", e.Key, err))
+					errMu.Unlock()
+					continue
+				}
+				e.Checkpoint, e.pending = data, nil
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 // Restore loads a checkpoint written by TakeDirty for k. Restoring replaces
