@@ -433,6 +433,28 @@ func (p *PodIndex) Observed() (observed, pending int) {
 	return len(p.allowed), p.pending
 }
 
+// ObservedPods implements Attributor: the pods with their own cgroup or a
+// container's on the allow-list.
+func (p *PodIndex) ObservedPods() []*corev1.Pod {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	seen := map[types.UID]bool{}
+	var out []*corev1.Pod
+	add := func(pod *corev1.Pod) {
+		if !seen[pod.UID] {
+			seen[pod.UID] = true
+			out = append(out, pod)
+		}
+	}
+	for _, t := range p.trees {
+		add(t.pod)
+	}
+	for _, pc := range p.allowed {
+		add(pc.Pod)
+	}
+	return out
+}
+
 // NamespaceOptedIn reports whether the namespace asks for autotuning.
 func NamespaceOptedIn(ns *corev1.Namespace) bool {
 	return ns.Labels[eddyv1alpha1.AutotuneLabel] == eddyv1alpha1.AutotuneEnabled
