@@ -574,6 +574,16 @@ func (p *Publisher) remember(prof *v1.AccessProfile, sum [sha256.Size]byte) {
 	p.known[client.ObjectKeyFromObject(prof)] = k
 }
 
+// Resting returns the profile of key as last written or read, when the
+// publisher knows it and its Learning condition is False.
+func (p *Publisher) Resting(key client.ObjectKey) (*v1.AccessProfile, bool) {
+	k, ok := p.lookup(key)
+	if !ok || !meta.IsStatusConditionFalse(k.obj.Status.Conditions, v1.ConditionLearning) {
+		return nil, false
+	}
+	return k.obj, true
+}
+
 // lookup returns a copy of what the publisher knows of a profile.
 func (p *Publisher) lookup(key client.ObjectKey) (knownProfile, bool) {
 	p.mu.Lock()
