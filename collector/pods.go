@@ -397,6 +397,12 @@ func (p *PodIndex) decide(pods []*corev1.Pod, enabled map[string]bool) map[types
 		out[pod.UID] = d
 	}
 	p.mu.Lock()
+	for uid := range out {
+		// A Sync running at the same time decided first: keep its decision.
+		if d, ok := p.decided[uid]; ok {
+			out[uid] = d
+		}
+	}
 	p.decided, p.synced = out, true
 	p.mu.Unlock()
 	return out
