@@ -46,7 +46,7 @@ func learning(st *v1.AccessProfileStatus, in learnInputs, now time.Time) (metav1
 		return learn(v1.ReasonNotConfident, "no access pattern recognised yet")
 	case st.Confidence < in.pol.minConfidence:
 		return learn(v1.ReasonNotConfident, fmt.Sprintf("confidence %.2f in %s is below the policy's minConfidence %.2f", st.Confidence, st.Class, in.pol.minConfidence))
-	case !v1.RunSeenWhole(st.RecentRuns, in.longRunAfter):
+	case !runsWhole(st, st.RecentRuns, in.longRunAfter):
 		return learn(v1.ReasonNotConfident, fmt.Sprintf("no run has ended or been read for %s yet", in.longRunAfter))
 	}
 	if in.verifying != nil {
@@ -78,7 +78,7 @@ func learning(st *v1.AccessProfileStatus, in learnInputs, now time.Time) (metav1
 					since = append(since, r)
 				}
 			}
-			if !v1.RunSeenWhole(since, in.longRunAfter) {
+			if !runsWhole(st, since, in.longRunAfter) {
 				return refreshing()
 			}
 		}
@@ -87,6 +87,18 @@ func learning(st *v1.AccessProfileStatus, in learnInputs, now time.Time) (metav1
 	return metav1.Condition{Type: v1.ConditionLearning, Status: metav1.ConditionFalse, Reason: v1.ReasonResting,
 		Message: fmt.Sprintf("%s with confidence %.2f from a whole run: runs that start before %s are not observed (not observed is unknown, never idle)",
 			st.Class, st.Confidence, until.UTC().Format(time.RFC3339))}, &until, nil
+}
+
+// runsWhole reports whether runs let the profile be judged
+// (v1.RunSeenWhole). A WriteMostly profile has no runs — runs are made of
+// reads — and nothing more to learn once classified: without this, the
+// profile of a workload's output volume would keep the workload learning
+// for ever.
+func runsWhole(st *v1.AccessProfileStatus, runs []v1.RunSummary, longRunAfter time.Duration) bool {
+	if st.Class == v1.ClassWriteMostly && len(st.RecentRuns) == 0 {
+		return true
+	}
+	return v1.RunSeenWhole(runs, longRunAfter)
 }
 
 // awaitsVerification reports whether one of a profile's recommendations is

@@ -99,3 +99,26 @@ func TestAwaitsVerification(t *testing.T) {
 	assert.False(t, awaitsVerification([]v1.Recommendation{rec(v1.PhaseProposed), rec(v1.PhaseVerified), rec(v1.PhaseRolledBack)}))
 	assert.True(t, awaitsVerification([]v1.Recommendation{rec(v1.PhaseVerified), rec(v1.PhaseApplied)}))
 }
+
+// TestAWriteOnlyProfileRests: a workload's output volume (writes only: no
+// runs, which are made of reads) rests once classified WriteMostly, and its
+// refresh ends at once; otherwise it would keep the workload learning.
+func TestAWriteOnlyProfileRests(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	st := &v1.AccessProfileStatus{Class: v1.ClassWriteMostly, Confidence: 0.9}
+	in := learnInputs{pol: policyBounds{minConfidence: 0.7, refreshAfter: time.Hour}, longRunAfter: 10 * time.Minute}
+	cond, next, err := learning(st, in, now)
+	require.NoError(t, err)
+	assert.Equal(t, v1.ReasonResting, cond.Reason, cond.Message)
+	require.NotNil(t, next)
+	meta.SetStatusCondition(&st.Conditions, cond)
+	st.NextRefresh = next
+	cond, next, err = learning(st, in, now.Add(2*time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, v1.ReasonRefreshing, cond.Reason)
+	meta.SetStatusCondition(&st.Conditions, cond)
+	st.NextRefresh = next
+	cond, _, err = learning(st, in, now.Add(2*time.Hour+time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, v1.ReasonResting, cond.Reason, "a refresh of a write-only profile waits for a run that never comes")
+}
