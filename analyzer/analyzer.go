@@ -33,6 +33,27 @@ func (k Key) String() string {
 	return fmt.Sprintf("%s/%s/%s@%s/%s", k.WorkloadNamespace, k.WorkloadKind, k.WorkloadName, k.DatasetNamespace, k.DatasetName)
 }
 
+// WorkloadKey is the workload part of a Key.
+type WorkloadKey struct{ Namespace, Kind, Name string }
+
+// Workload is k's workload.
+func (k Key) Workload() WorkloadKey {
+	return WorkloadKey{k.WorkloadNamespace, k.WorkloadKind, k.WorkloadName}
+}
+
+// WorkloadKeyOf is the WorkloadKey of a collector's workload reference.
+func WorkloadKeyOf(w *accessv1.WorkloadRef) WorkloadKey {
+	return WorkloadKey{w.GetNamespace(), w.GetKind(), w.GetName()}
+}
+
+// Watched records that k's workload was observed through a window ending at
+// end (history.History.Watched); it does nothing for a key not tracked.
+func (t *Tracker) Watched(k Key, end int64) {
+	if h := t.hist[k]; h != nil {
+		h.Watched(end)
+	}
+}
+
 // KeyOf returns the key a record is attributed to.
 func KeyOf(r *accessv1.FileAccess) Key {
 	var k Key
@@ -91,8 +112,20 @@ func (t *Tracker) Keys() []Key {
 func (t *Tracker) History(k Key) *history.History { return t.hist[k] }
 
 // Observe folds a window into the histories of the keys its records are
-// attributed to.
+// attributed to, and records every key of a workload whose pod it says was
+// observed through it as watched until its end.
 func (t *Tracker) Observe(w *accessv1.AccessWindow) {
+	if obs := w.GetObserved(); len(obs) > 0 {
+		watched := map[WorkloadKey]bool{}
+		for _, o := range obs {
+			watched[WorkloadKeyOf(o.GetWorkload())] = true
+		}
+		for k, h := range t.hist {
+			if watched[k.Workload()] {
+				h.Watched(w.GetEndUnixNano())
+			}
+		}
+	}
 	for k, g := range t.groups {
 		t.groups[k] = g[:0]
 	}

@@ -206,6 +206,10 @@ func TestWriteMostly(t *testing.T) {
 	assert.Empty(t, a.Advice.Recommendations)
 }
 
+// TestIdleAfterReadsStop: reads stop; the workload is Idle 30 minutes later
+// only if collectors watched it through those minutes (windows that name
+// its pod as observed and carry no record of it). Minutes nobody watched —
+// it rested, or had no pod on an observing node — are unknown, never idle.
 func TestIdleAfterReadsStop(t *testing.T) {
 	files := simulate.Files(50, 4*mib)
 	sim := simulate.New(files)
@@ -214,7 +218,25 @@ func TestIdleAfterReadsStop(t *testing.T) {
 	busy := run(t, sim, ops, time.Minute)
 	assert.NotEqual(t, v1.ClassIdle, busy.Decision.Class)
 
-	idle := run(t, sim, ops, 30*time.Minute)
+	unwatched := run(t, sim, ops, 30*time.Minute)
+	assert.NotEqual(t, v1.ClassIdle, unwatched.Decision.Class, "30 minutes nobody watched made the workload idle")
+	assert.Less(t, unwatched.Features.IdleSeconds, 60.0)
+	for _, r := range unwatched.Advice.Recommendations {
+		assert.NotEqual(t, v1.ActionEvictDataset, r.Action, "eviction advised after a time nobody watched")
+	}
+
+	tr := NewTracker(Options{})
+	wins, end := sim.Run(ops)
+	for _, w := range wins {
+		tr.Observe(w)
+	}
+	for m := 1; m <= 30; m++ {
+		e := end.Add(time.Duration(m) * time.Minute)
+		tr.Observe(&accessv1.AccessWindow{StartUnixNano: e.Add(-time.Minute).UnixNano(), EndUnixNano: e.UnixNano(),
+			Observed: []*accessv1.ObservedPod{{Workload: sim.Workload, Pod: sim.Pod, PodUid: "uid-" + sim.Pod}}})
+	}
+	idle, ok := tr.Assess(tr.Keys()[0], end.Add(30*time.Minute).UnixNano())
+	require.True(t, ok)
 	assert.Equal(t, v1.ClassIdle, idle.Decision.Class)
 	assert.GreaterOrEqual(t, idle.Decision.Confidence, 0.5)
 	ev := recommendation(t, idle, v1.ActionEvictDataset)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -23,6 +24,9 @@ type Attributor interface {
 	// Observed reports the containers on the allow-list and the opted-in
 	// containers whose cgroup was not found.
 	Observed() (observed, pending int)
+	// ObservedPods are the pods whose reads are recorded now (their own
+	// cgroup or a container's is on the allow-list).
+	ObservedPods() []*corev1.Pod
 }
 
 // Options configure a Collector. Source, Pods, Workloads, Datasets and Sink
@@ -91,6 +95,8 @@ type Collector struct {
 	holdFor   int // drains a record may be held
 	// closing is set for the last drain, at shutdown.
 	closing bool
+	// watching are the pods observed at the previous drain, by UID.
+	watching map[types.UID]bool
 	// Stats of the whole run, for logs and tests.
 	windows, unattributed uint64
 }
@@ -257,6 +263,7 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 	}
 	c.lastStats = stats
 	w, outside := buildWindow(c.opts.Node, c.lastEnd, end, off, recs, dropped)
+	w.Observed = c.watched(workloadOf)
 	c.lastEnd = end
 	c.windows++
 	c.unattributed += unattributed
@@ -283,6 +290,27 @@ func (c *Collector) Tick(ctx context.Context) (*accessv1.AccessWindow, error) {
 		return w, errors.Join(err, fmt.Errorf("store window: %w", serr))
 	}
 	return w, err
+}
+
+// watched returns the pods observed at this drain and the previous one —
+// watched through the whole window, so that a workload of theirs without a
+// record in it read nothing — and remembers this drain's.
+func (c *Collector) watched(workloadOf func(*corev1.Pod) *accessv1.WorkloadRef) []*accessv1.ObservedPod {
+	pods := c.opts.Pods.ObservedPods()
+	now := make(map[types.UID]bool, len(pods))
+	var out []*accessv1.ObservedPod
+	for _, pod := range pods {
+		if now[pod.UID] {
+			continue
+		}
+		now[pod.UID] = true
+		if c.watching[pod.UID] {
+			out = append(out, &accessv1.ObservedPod{Workload: workloadOf(pod), Pod: pod.Name, PodUid: string(pod.UID)})
+		}
+	}
+	c.watching = now
+	sort.Slice(out, func(i, j int) bool { return out[i].PodUid < out[j].PodUid })
+	return out
 }
 
 // delta is how far a cumulative counter moved; a counter that went back

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -130,11 +131,21 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
 
+	dyn, err := dynamic.NewForConfig(cfg.Kube)
+	if err != nil {
+		return fmt.Errorf("collector: API dynamic client: %w", err)
+	}
+	workloads := NewWorkloadResolver(md, mapper)
+	learner, err := NewProfileLearner(dyn, workloads, log.WithName("learning"))
+	if err != nil {
+		return err
+	}
+
 	resolver := cgroups.NewResolver(cfg.CgroupRoot, cgroups.ResolverOptions{})
 	if err := resolver.Rescan(); err != nil {
 		return fmt.Errorf("collector: read cgroups: %w", err)
 	}
-	pods, err := NewPodIndex(cs, src, resolver, PodIndexOptions{Node: cfg.Node, Retain: 2 * max(cfg.Interval, time.Minute), Log: log.WithName("pods")})
+	pods, err := NewPodIndex(cs, src, resolver, PodIndexOptions{Node: cfg.Node, Retain: 2 * max(cfg.Interval, time.Minute), Learner: learner, Log: log.WithName("pods")})
 	if err != nil {
 		return err
 	}
@@ -144,7 +155,7 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	}
 	c, err := New(Options{
 		Node: cfg.Node, Source: src, Pods: pods, Sink: shipper, Metrics: cfg.Metrics,
-		Workloads: NewWorkloadResolver(md, mapper),
+		Workloads: workloads,
 		Datasets:  datasets,
 		Interval:  cfg.Interval, ProcRoot: cfg.ProcRoot, Log: log.WithName("drain"),
 	})
@@ -155,9 +166,12 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 		"interval", c.opts.Interval, "stateDir", cfg.StateDir, "cgroupRoot", cfg.CgroupRoot, "bufferedWindows", shipper.Stats().Buffered)
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { learner.Run(gctx); return nil })
 	g.Go(func() error { return pods.Run(gctx) })
 	g.Go(func() error {
-		// Draining starts once the allow-list reflects the node's pods.
+		// Draining starts once the allow-list reflects the node's pods. It
+		// does not wait for the profiles: until they are listed every pod
+		// is observed.
 		for !pods.Synced() {
 			select {
 			case <-gctx.Done():

@@ -67,6 +67,15 @@ type PodIndex struct {
 	// starting counts opted-in pods whose containers are not all named in
 	// their status yet; while there are any, Run syncs every startingRescan.
 	starting int
+	// learner decides whether an opted-in pod is observed; decided holds
+	// each pod's decision for its life (see Learner); synced is set after
+	// the first Sync: pods found running then are observed, since whether
+	// they were before the collector (re)started is not known.
+	learner Learner
+	decided map[types.UID]bool
+	synced  bool
+	// resting counts opted-in pods not observed because their workload rests.
+	resting int
 }
 
 // startingRescan is how often the allow-list is synced, walking the cgroup
@@ -95,7 +104,9 @@ type PodIndexOptions struct {
 	// the API (default 5s): container cgroups appear after pod status says
 	// the container exists, and the cgroup walk is rate-limited.
 	Resync time.Duration
-	Log    logr.Logger
+	// Learner decides which opted-in pods are observed (nil: all are).
+	Learner Learner
+	Log     logr.Logger
 }
 
 // NewPodIndex returns a PodIndex for the node's pods. Call Run to start it.
@@ -117,6 +128,8 @@ func NewPodIndex(cs kubernetes.Interface, source Source, resolver *cgroups.Resol
 		trees:    map[types.UID]podTree{},
 		silenced: map[uint64]bool{},
 		retired:  map[uint64]retiredContainer{},
+		learner:  opts.Learner,
+		decided:  map[types.UID]bool{},
 	}
 	p.factory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -218,9 +231,14 @@ func (p *PodIndex) Sync() {
 		known[uid] = t.cgroupID
 	}
 	p.mu.RUnlock()
-	pending, starting := 0, 0
+	pending, starting, resting := 0, 0, 0
+	decided := p.decide(pods, enabled)
 	for _, pod := range pods {
 		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
+			continue
+		}
+		if !decided[pod.UID] {
+			resting++
 			continue
 		}
 		for _, st := range statuses(pod) {
@@ -284,7 +302,7 @@ func (p *PodIndex) Sync() {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pending, p.starting = pending, starting
+	p.pending, p.starting, p.resting = pending, starting, resting
 	for uid, t := range wantTrees {
 		if _, ok := p.trees[uid]; !ok {
 			if err := p.source.AllowTree(t.cgroupID); err != nil {
@@ -352,6 +370,52 @@ func (p *PodIndex) Sync() {
 	}
 }
 
+// learnerTimeout bounds the owner lookups behind one pod's decision.
+const learnerTimeout = 2 * time.Second
+
+// decide returns, for every opted-in pod of the node, whether it is
+// observed, deciding for pods not seen before (and forgetting pods gone).
+func (p *PodIndex) decide(pods []*corev1.Pod, enabled map[string]bool) map[types.UID]bool {
+	p.mu.RLock()
+	prev, first := p.decided, !p.synced
+	p.mu.RUnlock()
+	out := make(map[types.UID]bool, len(prev))
+	for _, pod := range pods {
+		if pod.Spec.NodeName != p.node || !enabled[pod.Namespace] || !PodOptedIn(pod) {
+			continue
+		}
+		d, ok := prev[pod.UID]
+		switch {
+		case ok:
+		case p.learner == nil || first:
+			d = true
+		default:
+			ctx, cancel := context.WithTimeout(context.Background(), learnerTimeout)
+			d = p.learner.Learning(ctx, pod)
+			cancel()
+		}
+		out[pod.UID] = d
+	}
+	p.mu.Lock()
+	for uid := range out {
+		// A Sync running at the same time decided first: keep its decision.
+		if d, ok := p.decided[uid]; ok {
+			out[uid] = d
+		}
+	}
+	p.decided, p.synced = out, true
+	p.mu.Unlock()
+	return out
+}
+
+// Resting is how many opted-in pods of the node are not observed because
+// their workload rests.
+func (p *PodIndex) Resting() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.resting
+}
+
 // Lookup returns the container whose cgroup has the given id, including
 // containers that left the allow-list less than Retain ago.
 func (p *PodIndex) Lookup(cgroupID uint64) (*PodContainer, bool) {
@@ -373,6 +437,28 @@ func (p *PodIndex) Observed() (observed, pending int) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return len(p.allowed), p.pending
+}
+
+// ObservedPods implements Attributor: the pods with their own cgroup or a
+// container's on the allow-list.
+func (p *PodIndex) ObservedPods() []*corev1.Pod {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	seen := map[types.UID]bool{}
+	var out []*corev1.Pod
+	add := func(pod *corev1.Pod) {
+		if !seen[pod.UID] {
+			seen[pod.UID] = true
+			out = append(out, pod)
+		}
+	}
+	for _, t := range p.trees {
+		add(t.pod)
+	}
+	for _, pc := range p.allowed {
+		add(pc.Pod)
+	}
+	return out
 }
 
 // NamespaceOptedIn reports whether the namespace asks for autotuning.

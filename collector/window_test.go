@@ -31,6 +31,14 @@ func (s staticPods) Lookup(id uint64) (*PodContainer, bool) { pc, ok := s[id]; r
 
 func (s staticPods) Observed() (int, int) { return len(s), 0 }
 
+func (s staticPods) ObservedPods() []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, pc := range s {
+		out = append(out, pc.Pod)
+	}
+	return out
+}
+
 func openShipper(t testing.TB) *ship.Shipper {
 	s, err := ship.Open(ship.Options{Dir: t.TempDir(), Node: "node-1", MaxBuffered: 4})
 	require.NoError(t, err)
@@ -335,4 +343,43 @@ func TestReadRangesAreBounded(t *testing.T) {
 	addRanges(fa, rs)
 	assert.Len(t, fa.ReadRanges, accessv1.MaxReadRanges)
 	assert.EqualValues(t, 5, fa.ReadRangesDropped, "ranges beyond the bound are counted")
+}
+
+// TestWindowsSayWhichPodsWereWatched: a window names the pods observed at
+// its drain and the one before (watched through all of it), with their
+// workloads, whether or not they read: a pod that starts being observed
+// mid-window, or is no longer observed, is not named, so the analyzer counts
+// no quiet for a time nobody watched.
+func TestWindowsSayWhichPodsWereWatched(t *testing.T) {
+	ctx := context.Background()
+	quiet := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "train-1", UID: types.UID("uid-1")}}
+	late := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "eval-7", UID: types.UID("uid-7")}}
+	pods := staticPods{301: {Pod: quiet, Container: "main", CgroupID: 301}}
+	c, err := New(Options{
+		Node: "node-1", Source: NewReplaySource(), Pods: pods, Sink: openShipper(t),
+		Workloads: owners{}.resolver(new(int)), Datasets: NewDatasetResolver(nil, nil, 0),
+	})
+	require.NoError(t, err)
+	names := func(w *accessv1.AccessWindow) []string {
+		var out []string
+		for _, o := range w.Observed {
+			out = append(out, o.Workload.GetKind()+"/"+o.Workload.GetName()+" "+o.Pod+" "+o.PodUid)
+		}
+		return out
+	}
+	w, err := c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, names(w), "the first window: watched since when is not known")
+	pods[302] = &PodContainer{Pod: late, Container: "main", CgroupID: 302}
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Pod/train train-1 uid-1"}, names(w), "the quiet pod is watched; the late one only from its first drain")
+	assert.Empty(t, w.Files)
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Pod/train train-1 uid-1", "Pod/eval eval-7 uid-7"}, names(w))
+	delete(pods, 301)
+	w, err = c.Tick(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Pod/eval eval-7 uid-7"}, names(w), "a pod no longer observed is not named")
 }

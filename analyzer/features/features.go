@@ -113,8 +113,10 @@ type Features struct {
 	// mappings (page faults) rather than read syscalls.
 	MmapShare   float64 `json:"mmapShare"`
 	DirectShare float64 `json:"directShare"`
-	// IdleSeconds is the time since the last read or write (since the first
-	// window when there was none).
+	// IdleSeconds is the time from the last read or write (the first
+	// window when there was none) to the end of the last window in which
+	// the workload was watched (History.ObservedUntil), or now if sooner:
+	// time nobody watched is not idle.
 	IdleSeconds float64 `json:"idleSeconds"`
 }
 
@@ -207,11 +209,14 @@ func (e *Extractor) Extract(h *history.History, now int64, f *Features) {
 	f.WriteShare = ratio(t.WriteBytes, t.WriteBytes+t.ReadBytes)
 	f.MmapShare = ratio(t.MappedReadBytes, t.ReadBytes)
 	f.DirectShare = ratio(t.DirectReads, t.ReadOps)
+	// Idle time is counted only while the workload was watched: a rest,
+	// or a time with no pod on an observing node, is unknown, never idle.
+	watched := min(now, h.ObservedUntil())
 	switch last := max(h.LastRead, h.LastWrite); {
 	case last > 0:
-		f.IdleSeconds = max(float64(now-last)/1e9, 0)
+		f.IdleSeconds = max(float64(watched-last)/1e9, 0)
 	case h.FirstSeen > 0:
-		f.IdleSeconds = max(float64(now-h.FirstSeen)/1e9, 0)
+		f.IdleSeconds = max(float64(watched-h.FirstSeen)/1e9, 0)
 	}
 
 	e.files(h, d, f)

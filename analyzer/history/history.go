@@ -153,6 +153,11 @@ type History struct {
 	ActiveEnd int64 `json:"activeEnd"`
 	// WindowCount counts windows that carried records (not decayed).
 	WindowCount uint64 `json:"windowCount"`
+	// WatchedUntil is the end of the latest window in which a pod of the
+	// workload was observed, whether it read or not (see Watched). Past
+	// max(LastSeen, WatchedUntil) nobody watched: what the workload read
+	// there is unknown, never none.
+	WatchedUntil int64 `json:"watchedUntil,omitempty"`
 
 	Totals      Totals                   `json:"totals"`
 	ReadSize    [ReadSizeBuckets]float64 `json:"readSize"`
@@ -268,6 +273,15 @@ func (h *History) rebase(t int64) {
 	}
 	h.Reuse.scale(f)
 }
+
+// Watched records that a pod of the workload was observed through a window
+// ending at end, whether or not it read anything.
+func (h *History) Watched(end int64) { h.WatchedUntil = max(h.WatchedUntil, end) }
+
+// ObservedUntil is the end of the latest window in which the workload was
+// watched: one that carried its records, or one a collector said it
+// observed its pod through.
+func (h *History) ObservedUntil() int64 { return max(h.LastSeen, h.WatchedUntil) }
 
 // Observe folds one window's records for this (workload, dataset) into the
 // history. start and end bound the window (unix ns). Records may be in any

@@ -115,7 +115,7 @@ func NewServer(sink Sink, reg prometheus.Registerer, opts Options) *Server {
 		podKeys:  map[string]map[string]struct{}{},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_rejected_records_total",
-			Help: "Records not taken from collectors, by reason: a pod of another node, an unknown pod, a namespace not opted in or excluded, malformed, a quarantined key.",
+			Help: "Records (and observed pods) not taken from collectors, by reason: a pod of another node, an unknown pod, a namespace not opted in or excluded, malformed, a quarantined key.",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_refused_calls_total",
@@ -304,8 +304,27 @@ func (s *Server) admit(ctx context.Context, peer Peer, ws []*accessv1.AccessWind
 			}
 			kept = append(kept, r)
 		}
+		// Observed pods pass the same checks as records: a collector may
+		// only say it watched pods of its node in opted-in namespaces.
+		var observed []*accessv1.ObservedPod
+		for _, o := range w.GetObserved() {
+			if o == nil {
+				continue
+			}
+			key := o.GetWorkload().GetNamespace() + "/" + o.GetPod() + "/" + o.GetPodUid()
+			why, ok := decided[key]
+			if !ok || why == RejectMalformed {
+				why = s.opts.Admission.Admit(ctx, peer, &accessv1.FileAccess{Workload: o.GetWorkload(), Pod: o.GetPod(), PodUid: o.GetPodUid()})
+				decided[key] = why
+			}
+			if why != "" {
+				s.rejected.WithLabelValues(why).Inc()
+				continue
+			}
+			observed = append(observed, o)
+		}
 		cp := &accessv1.AccessWindow{Sequence: w.GetSequence(), Node: peer.Node, StartUnixNano: w.GetStartUnixNano(), EndUnixNano: w.GetEndUnixNano(),
-			Files: kept, Dropped: w.GetDropped()}
+			Files: kept, Dropped: w.GetDropped(), Observed: observed}
 		out[i] = cp
 	}
 	return out

@@ -92,6 +92,7 @@ type pendingRec struct {
 type policyBounds struct {
 	mode          v1.PolicyMode
 	coolOff       time.Duration
+	refreshAfter  time.Duration
 	minConfidence float64
 	minWorkers    int32
 	maxWorkers    int32
@@ -213,7 +214,16 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 	if ns == "" {
 		return Permanent(fmt.Errorf("no workload namespace; the collector did not attribute these reads"))
 	}
-	prof, err := p.writeProfile(ctx, e, res)
+	pol, err := p.policyOf(ctx, pols, ns)
+	if err != nil {
+		return err
+	}
+	name := ProfileName(e.Key)
+	verifying := func() (bool, error) {
+		recs, err := p.recommendationsOf(ctx, pols, &v1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+		return awaitsVerification(recs), err
+	}
+	prof, err := p.writeProfile(ctx, e, learnInputs{pol: pol, longRunAfter: p.longRunAfter(), verifying: verifying}, res)
 	if err != nil {
 		return err
 	}
@@ -228,10 +238,6 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 		}
 	}
 
-	pol, err := p.policyOf(ctx, pols, ns)
-	if err != nil {
-		return err
-	}
 	if pol.mode == v1.ModeOff {
 		return nil
 	}
@@ -361,12 +367,12 @@ func datasetRef(e *store.Entry) v1.DatasetReference {
 // profile if needed. A profile the publisher knows is patched without being
 // read first (its resourceVersion guards the patch); one changed or deleted
 // by someone else since is read afresh and patched once more.
-func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, res *Result) (*v1.AccessProfile, error) {
+func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, in learnInputs, res *Result) (*v1.AccessProfile, error) {
 	key := client.ObjectKey{Namespace: e.Key.WorkloadNamespace, Name: ProfileName(e.Key)}
 	sum := sha256.Sum256(e.Checkpoint)
 	getFirst := false
 	if k, ok := p.lookup(key); ok {
-		prof, err := p.patchStatus(ctx, e, k.obj, sum, k.checkpoint == sum, res)
+		prof, err := p.patchStatus(ctx, e, k.obj, sum, k.checkpoint == sum, in, res)
 		if err == nil {
 			return prof, nil
 		}
@@ -380,7 +386,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, res *Resul
 	if err != nil {
 		return nil, err
 	}
-	return p.patchStatus(ctx, e, prof, sum, false, res)
+	return p.patchStatus(ctx, e, prof, sum, false, in, res)
 }
 
 // readOrCreate returns the profile of key as the API server has it,
@@ -418,11 +424,12 @@ func (p *Publisher) readOrCreate(ctx context.Context, e *store.Entry, key client
 	return prof, nil
 }
 
-// patchStatus sets prof's status from e and patches it, unless
+// patchStatus sets prof's status from e (its Learning condition from in)
+// and patches it, unless
 // sameCheckpoint (e's checkpoint is the one written) and nothing else
 // changed materially (see MaterialChange).
 // prof is the publisher's to change; sum is the hash of e's checkpoint.
-func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.AccessProfile, sum [sha256.Size]byte, sameCheckpoint bool, res *Result) (*v1.AccessProfile, error) {
+func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.AccessProfile, sum [sha256.Size]byte, sameCheckpoint bool, in learnInputs, res *Result) (*v1.AccessProfile, error) {
 	base := prof.DeepCopy()
 	a := &e.Assessment
 	st := &prof.Status
@@ -455,6 +462,12 @@ func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.Ac
 		Reason:  string(a.Decision.Class),
 		Message: truncate(a.Decision.Reason, 1024),
 	})
+	cond, next, err := learning(st, in, p.now())
+	if err != nil {
+		return nil, err
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+	st.NextRefresh = next
 	if sameCheckpoint && !materialChange(&base.Status, st) {
 		res.Unchanged++
 		return prof, nil
@@ -559,6 +572,16 @@ func (p *Publisher) remember(prof *v1.AccessProfile, sum [sha256.Size]byte) {
 		p.known = map[client.ObjectKey]knownProfile{}
 	}
 	p.known[client.ObjectKeyFromObject(prof)] = k
+}
+
+// Resting returns the profile of key as last written or read, when the
+// publisher knows it and its Learning condition is False.
+func (p *Publisher) Resting(key client.ObjectKey) (*v1.AccessProfile, bool) {
+	k, ok := p.lookup(key)
+	if !ok || !meta.IsStatusConditionFalse(k.obj.Status.Conditions, v1.ConditionLearning) {
+		return nil, false
+	}
+	return k.obj, true
 }
 
 // lookup returns a copy of what the publisher knows of a profile.
@@ -732,7 +755,7 @@ func (p *Publisher) policyOf(ctx context.Context, pols *policies, ns string) (po
 // policy reads the namespace's AutotunePolicy in force (v1.PolicyInForce); a
 // namespace without one gets mode Recommend and the API defaults.
 func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error) {
-	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7, coolOff: DefaultCoolOff}
+	b := policyBounds{mode: v1.ModeRecommend, minConfidence: 0.7, coolOff: DefaultCoolOff, refreshAfter: v1.DefaultRefreshAfter}
 	var list v1.AutotunePolicyList
 	if err := p.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return b, fmt.Errorf("list AutotunePolicies in %s: %w", ns, err)
@@ -749,6 +772,9 @@ func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error)
 	}
 	if s.CoolOff != nil {
 		b.coolOff = s.CoolOff.Duration
+	}
+	if s.RefreshAfter != nil {
+		b.refreshAfter = s.RefreshAfter.Duration
 	}
 	if c := s.CacheWorkers; c != nil {
 		b.minWorkers, b.maxWorkers = c.Min, c.Max

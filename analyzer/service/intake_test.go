@@ -317,3 +317,20 @@ func FuzzIntake(f *testing.F) {
 		require.LessOrEqual(t, len(profiles.Items), intake.MaxKeysPerPod, "keys are bounded by the pod of node-a in ml")
 	})
 }
+
+// TestIntakeTakesOnlyObservedPodsACollectorMayReport: a window's observed
+// pods (what makes a workload's quiet count as idle) pass the same checks
+// as records: a collector may not say it watched another node's pod.
+func TestIntakeTakesOnlyObservedPodsACollectorMayReport(t *testing.T) {
+	ic := newIntakeCluster(t)
+	svc, reg := ic.start(t)
+	observed := func(name string) *accessv1.ObservedPod {
+		r := ic.record(name)
+		return &accessv1.ObservedPod{Workload: r.Workload, Pod: r.Pod, PodUid: r.PodUid}
+	}
+	w := window(1)
+	w.Observed = []*accessv1.ObservedPod{observed("train-a"), observed("train-b")}
+	_, err := ic.ship(t, svc.Addr(), ic.token(t, "collector-a", accessv1.Audience), "node-a-1", w)
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, testutil.ToFloat64(mustCounter(t, reg, "eddy_analyzer_rejected_records_total", intake.RejectOtherNode)), "train-b runs on node-b")
+}

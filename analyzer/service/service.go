@@ -92,7 +92,14 @@ type Options struct {
 	PublishWorkers int
 	// ShutdownFlushTimeout: see DefaultShutdownFlushTimeout (0 means default).
 	ShutdownFlushTimeout time.Duration
+	// VerifySweep is how often a flush looks for resting profiles with an
+	// Applied recommendation, to make them learn again (default
+	// DefaultVerifySweep).
+	VerifySweep time.Duration
 }
+
+// DefaultVerifySweep: see Options.VerifySweep.
+const DefaultVerifySweep = time.Minute
 
 // sinks fans a window out to the learned state and the manifests.
 type sinks struct {
@@ -132,6 +139,8 @@ type Service struct {
 	// something (lastWriteOK).
 	progress    atomic.Int64
 	lastWriteOK bool
+	// lastSweep is when wakeVerifying last ran.
+	lastSweep time.Time
 }
 
 // New restores state from the API server and listens on GRPCAddr; Run serves.
@@ -156,6 +165,9 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	}
 	if opt.ShutdownFlushTimeout <= 0 {
 		opt.ShutdownFlushTimeout = DefaultShutdownFlushTimeout
+	}
+	if opt.VerifySweep <= 0 {
+		opt.VerifySweep = DefaultVerifySweep
 	}
 	s := &Service{
 		opt:     opt,
@@ -262,11 +274,7 @@ func (s *Service) restore(ctx context.Context) (int, error) {
 		if cp == nil || len(cp.Data) == 0 {
 			continue
 		}
-		k := analyzer.Key{
-			WorkloadNamespace: p.Namespace, WorkloadKind: p.Spec.WorkloadRef.Kind, WorkloadName: p.Spec.WorkloadRef.Name,
-			DatasetNamespace: p.Namespace, DatasetName: p.Spec.Dataset.Name,
-		}
-		if err := s.Store.Restore(k, cp.Data); err != nil {
+		if err := s.Store.Restore(profileKey(p), cp.Data); err != nil {
 			// A bad checkpoint costs that profile its history, not the analyzer its start.
 			s.opt.Log.Error(err, "skipping unreadable checkpoint", "profile", client.ObjectKeyFromObject(p))
 			continue
@@ -274,6 +282,36 @@ func (s *Service) restore(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// profileKey is the key whose state a profile holds.
+func profileKey(p *v1.AccessProfile) analyzer.Key {
+	return analyzer.Key{
+		WorkloadNamespace: p.Namespace, WorkloadKind: p.Spec.WorkloadRef.Kind, WorkloadName: p.Spec.WorkloadRef.Name,
+		DatasetNamespace: p.Namespace, DatasetName: p.Spec.Dataset.Name,
+	}
+}
+
+// wakeVerifying makes the next flush assess every resting profile with an
+// Applied recommendation: its workload must learn again (Verifying) for the
+// recommendation to be verified, and a resting workload sends no window that
+// would make its profile assessed (a pod-level recommendation's pods are
+// observed anyway, by their annotation; a ScaleCache one's are not).
+func (s *Service) wakeVerifying(ctx context.Context) error {
+	var list v1.RecommendationList
+	if err := s.opt.Client.List(ctx, &list, client.HasLabels{v1.ProfileLabel}); err != nil {
+		return fmt.Errorf("list Recommendations to find those awaiting verification: %w", err)
+	}
+	for i := range list.Items {
+		r := &list.Items[i]
+		if r.Status.Phase != v1.PhaseApplied || r.Spec.Evidence.Profile == "" {
+			continue
+		}
+		if p, ok := s.publisher.Resting(client.ObjectKey{Namespace: r.Namespace, Name: r.Spec.Evidence.Profile}); ok {
+			s.Store.MarkDirty(profileKey(p))
+		}
+	}
+	return nil
 }
 
 // Run serves collectors and flushes until ctx ends, then flushes once more.
@@ -348,6 +386,12 @@ func (s *Service) Stop() {
 func (s *Service) Flush(ctx context.Context) error {
 	start := time.Now()
 	defer func() { s.flushTime.Observe(time.Since(start).Seconds()) }()
+	if now := time.Now(); now.Sub(s.lastSweep) >= s.opt.VerifySweep {
+		s.lastSweep = now
+		if err := s.wakeVerifying(ctx); err != nil {
+			s.opt.Log.Error(err, "looking for resting profiles to verify")
+		}
+	}
 	var entries []store.Entry
 	var err error
 	// Taken under the intake's lock: no window is half-applied.

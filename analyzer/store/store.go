@@ -75,6 +75,9 @@ type Store struct {
 
 	groups  map[analyzer.Key][]*accessv1.FileAccess
 	scratch accessv1.AccessWindow
+	// byWorkload indexes the keys of meta by workload, for windows that
+	// say which workloads' pods were observed.
+	byWorkload map[analyzer.WorkloadKey]map[analyzer.Key]struct{}
 }
 
 // New returns an empty Store.
@@ -86,6 +89,24 @@ func New(opt analyzer.Options) *Store {
 		quarantined: map[analyzer.Key]time.Time{},
 		now:         time.Now,
 		groups:      map[analyzer.Key][]*accessv1.FileAccess{},
+		byWorkload:  map[analyzer.WorkloadKey]map[analyzer.Key]struct{}{},
+	}
+}
+
+// index adds k to byWorkload; unindex removes it.
+func (s *Store) index(k analyzer.Key) {
+	w := k.Workload()
+	if s.byWorkload[w] == nil {
+		s.byWorkload[w] = map[analyzer.Key]struct{}{}
+	}
+	s.byWorkload[w][k] = struct{}{}
+}
+
+func (s *Store) unindex(k analyzer.Key) {
+	w := k.Workload()
+	delete(s.byWorkload[w], k)
+	if len(s.byWorkload[w]) == 0 {
+		delete(s.byWorkload, w)
 	}
 }
 
@@ -127,6 +148,7 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 		if m == nil {
 			m = &Meta{Applied: map[string]uint64{}, Seen: map[string]int64{}, Unwritten: map[string]uint64{}, Pods: map[string]struct{}{}, FirstSeen: w.GetStartUnixNano()}
 			s.meta[k] = m
+			s.index(k)
 		}
 		if m.Applied[collector] >= seq {
 			continue
@@ -155,6 +177,14 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	}
 	if len(s.scratch.Files) > 0 {
 		s.tracker.Observe(&s.scratch)
+	}
+	// Keys of workloads watched through the window: their quiet is real.
+	// This changes no profile by itself (the key is not made dirty): the
+	// next assessment of the key counts it.
+	for _, o := range w.GetObserved() {
+		for k := range s.byWorkload[analyzer.WorkloadKeyOf(o.GetWorkload())] {
+			s.tracker.Watched(k, w.GetEndUnixNano())
+		}
 	}
 	return quarantined
 }
@@ -237,6 +267,7 @@ func (s *Store) Quarantine(k analyzer.Key, until time.Time) {
 	defer s.mu.Unlock()
 	s.quarantined[k] = until
 	delete(s.meta, k)
+	s.unindex(k)
 	delete(s.dirty, k)
 	s.tracker.Forget(k)
 }
@@ -407,6 +438,7 @@ func (s *Store) Restore(k analyzer.Key, data []byte) error {
 	}
 	m.PodList = nil
 	s.meta[k] = &m
+	s.index(k)
 	return nil
 }
 

@@ -81,3 +81,45 @@ func mustTake(t *testing.T, s *Store) []Entry {
 	require.NoError(t, err)
 	return e
 }
+
+// TestNotWatchedIsNotIdle: a workload's key assessed two hours after its
+// last read is idle for those hours only as far as collectors said they
+// watched its pods (windows naming them as observed, with no record of
+// theirs); hours nobody watched — it rested — count for nothing, also
+// after a restart from the checkpoint.
+func TestNotWatchedIsNotIdle(t *testing.T) {
+	const hour = int64(time.Hour)
+	s := New(analyzer.Options{})
+	a := rec("ml", "a")
+	s.Apply("c1", win(1, a))
+	later := 2e9 + 2*hour
+	idle := func(s *Store) float64 {
+		t.Helper()
+		s.MarkDirty(analyzer.KeyOf(a))
+		entries, err := s.TakeDirty(later)
+		require.NoError(t, err)
+		require.Len(t, entries, 1)
+		return entries[0].Assessment.Features.IdleSeconds
+	}
+	assert.Zero(t, idle(s), "two hours nobody watched made the workload idle")
+
+	// Its pod is watched for the first hour (another workload's observed
+	// pod changes nothing for it).
+	other := &accessv1.WorkloadRef{Namespace: "ml", Kind: "Job", ApiVersion: "batch/v1", Name: "b"}
+	s.Apply("c1", &accessv1.AccessWindow{Sequence: 2, StartUnixNano: 2e9, EndUnixNano: 2e9 + 2*hour,
+		Observed: []*accessv1.ObservedPod{{Workload: other, Pod: "b-0", PodUid: "u-b"}}})
+	assert.Zero(t, idle(s))
+	s.Apply("c1", &accessv1.AccessWindow{Sequence: 3, StartUnixNano: 2e9, EndUnixNano: 2e9 + hour,
+		Observed: []*accessv1.ObservedPod{{Workload: a.Workload, Pod: a.Pod, PodUid: a.PodUid}}})
+	assert.InDelta(t, 3600, idle(s), 1)
+
+	entries, err := s.TakeDirty(later)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+	s.MarkDirty(analyzer.KeyOf(a))
+	entries, err = s.TakeDirty(later)
+	require.NoError(t, err)
+	restored := New(analyzer.Options{})
+	require.NoError(t, restored.Restore(analyzer.KeyOf(a), entries[0].Checkpoint))
+	assert.InDelta(t, 3600, idle(restored), 1, "the watched hour survives a restart; the hour after it is still unknown")
+}

@@ -138,7 +138,12 @@ type AccessProfileStatus struct {
 	// analyzer resumes where it stopped.
 	// +optional
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
-	// Conditions: Classified.
+	// NextRefresh is when a resting workload's runs are observed again, to
+	// refresh what was learned (see ConditionLearning and Learning). Unset
+	// while the workload is learning, and when its policy never rests it.
+	// +optional
+	NextRefresh *metav1.Time `json:"nextRefresh,omitempty"`
+	// Conditions: Classified, ClassChanged, Learning.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -165,6 +170,7 @@ type Checkpoint struct {
 // +kubebuilder:printcolumn:name="Dataset",type=string,JSONPath=`.spec.dataset.name`
 // +kubebuilder:printcolumn:name="Class",type=string,JSONPath=`.status.class`
 // +kubebuilder:printcolumn:name="Confidence",type=number,format=float,JSONPath=`.status.confidence`
+// +kubebuilder:printcolumn:name="Learning",type=string,JSONPath=`.status.conditions[?(@.type=="Learning")].reason`
 // +kubebuilder:printcolumn:name="Read-Wait",type=number,format=float,JSONPath=`.status.features.readWaitShare`
 // +kubebuilder:printcolumn:name="Last-Seen",type=date,JSONPath=`.status.lastSeen`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -65,6 +65,17 @@ type AutotunePolicySpec struct {
 	// +optional
 	CoolOff *metav1.Duration `json:"coolOff,omitempty"`
 
+	// RefreshAfter is how long a workload whose profile is confident rests —
+	// its new pods are not observed, so the collector's hooks cost them
+	// nothing — before the runs that start next are observed again to
+	// refresh the profile (each such refresh lasts until one observed run
+	// has ended). A workload also learns again, without waiting, while a
+	// recommendation applied to it awaits its verifying runs. 0 never rests:
+	// every run is observed.
+	// +kubebuilder:default="12h"
+	// +optional
+	RefreshAfter *metav1.Duration `json:"refreshAfter,omitempty"`
+
 	// ChangeBudget caps how many changes eddy applies automatically per interval.
 	// +optional
 	ChangeBudget *ChangeBudget `json:"changeBudget,omitempty"`

@@ -96,6 +96,10 @@ const (
 	// differently from what it was classified as before.
 	ConditionClassified   = "Classified"
 	ConditionClassChanged = "ClassChanged"
+	// ConditionLearning on an AccessProfile says whether the workload's new
+	// runs are observed (True) or it rests (False): see Learning, which every
+	// component reads it through, and the Reason* constants below.
+	ConditionLearning = "Learning"
 
 	// ConditionReady on an AutotunePolicy says whether it is the one in
 	// force in its namespace; ConditionBudgetExhausted whether its change
@@ -111,6 +115,27 @@ const (
 	ReasonHelped = "Helped"
 	// ReasonIneffective: they did not.
 	ReasonIneffective = "Ineffective"
+)
+
+// Reasons of an AccessProfile's Learning condition, set by the analyzer.
+const (
+	// ReasonNotConfident (True): no run was seen whole yet, or the class is
+	// unknown or below the policy's minConfidence.
+	ReasonNotConfident = "NotConfident"
+	// ReasonVerifying (True): a recommendation made from the profile is
+	// Applied and awaits the runs it is verified on.
+	ReasonVerifying = "Verifying"
+	// ReasonRefreshing (True): the profile rested for the policy's
+	// refreshAfter; runs are observed until one that started after the
+	// refresh was due has been seen whole.
+	ReasonRefreshing = "Refreshing"
+	// ReasonNeverRests (True): the policy's refreshAfter is 0.
+	ReasonNeverRests = "NeverRests"
+	// ReasonResting (False): the profile is confident and nothing awaits
+	// verification; runs that start before status.nextRefresh are not
+	// observed. Not observed is not idle: a resting workload's reads are
+	// unknown, never counted as none.
+	ReasonResting = "Resting"
 )
 
 // ProposedByEddy reports whether eddy's analyzer or operator wrote the

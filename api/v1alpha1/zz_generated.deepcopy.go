@@ -144,6 +144,10 @@ func (in *AccessProfileStatus) DeepCopyInto(out *AccessProfileStatus) {
 		*out = new(Checkpoint)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.NextRefresh != nil {
+		in, out := &in.NextRefresh, &out.NextRefresh
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))
@@ -252,6 +256,11 @@ func (in *AutotunePolicySpec) DeepCopyInto(out *AutotunePolicySpec) {
 	}
 	if in.CoolOff != nil {
 		in, out := &in.CoolOff, &out.CoolOff
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.RefreshAfter != nil {
+		in, out := &in.RefreshAfter, &out.RefreshAfter
 		*out = new(v1.Duration)
 		**out = **in
 	}

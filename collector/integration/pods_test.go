@@ -37,7 +37,12 @@ type indexEnv struct {
 
 func startIndexEnv(t *testing.T) *indexEnv {
 	t.Helper()
-	env := controlplane.StartForTest(t, controlplane.Options{})
+	return startIndexEnvOn(t, controlplane.StartForTest(t, controlplane.Options{}))
+}
+
+// startIndexEnvOn is startIndexEnv on a control plane already started.
+func startIndexEnvOn(t *testing.T, env *controlplane.Env) *indexEnv {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cs, err := kubernetes.NewForConfig(env.Config)

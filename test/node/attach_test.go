@@ -13,8 +13,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
@@ -47,7 +49,7 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 		}
 	}()
 	if _, err := c.DeployEddy(ctx, node.EddyOptions{Args: map[string][]string{
-		"analyzer":  {"--flush-interval=2s"},
+		"analyzer":  {"--flush-interval=2s", "--run-ended-after=5s"},
 		"collector": {"--interval=1s"},
 	}}); err != nil {
 		t.Fatalf("deploy eddy: %v", err)
@@ -72,22 +74,30 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 	if err := c.Env.Client.Update(ctx, &ns); err != nil {
 		t.Fatal(err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "reader"},
-		Spec: corev1.PodSpec{
-			NodeSelector: map[string]string{node.NodeLabel: "real"},
-			Containers: []corev1.Container{{
-				Name: "reader", Image: node.WorkloadImage, ImagePullPolicy: corev1.PullNever,
-				Command:      []string{"eddy-workload", "read", "--dir", "/data", "--pattern", "smallfiles", "--report", "/out/report.json", "--hold"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data", ReadOnly: true}, {Name: "out", MountPath: "/out"}},
-			}},
-			Volumes: []corev1.Volume{
-				{Name: "data", VolumeSource: corev1.VolumeSource{
-					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: d.Claim, ReadOnly: true}}},
-				{Name: "out", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			},
-		},
+	// Any class recognised from one whole run is confident enough to rest.
+	if err := c.Env.Client.Create(ctx, &v1.AutotunePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "default"},
+		Spec: v1.AutotunePolicySpec{MinConfidence: ptr.To(0.0)}}); err != nil {
+		t.Fatal(err)
 	}
+	readerPod := func(name string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{node.NodeLabel: "real"},
+				Containers: []corev1.Container{{
+					Name: "reader", Image: node.WorkloadImage, ImagePullPolicy: corev1.PullNever,
+					Command:      []string{"eddy-workload", "read", "--dir", "/data", "--pattern", "smallfiles", "--report", "/out/report.json", "--hold"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data", ReadOnly: true}, {Name: "out", MountPath: "/out"}},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "data", VolumeSource: corev1.VolumeSource{
+						PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: d.Claim, ReadOnly: true}}},
+					{Name: "out", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				},
+			},
+		}
+	}
+	pod := readerPod("reader")
 	created := time.Now()
 	if err := c.Env.Client.Create(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -140,6 +150,80 @@ func TestCollectorAttachesOnlyWhileObserving(t *testing.T) {
 	deleted := time.Now()
 	waitLinks(ctx, t, "the pod deleted", func(n int) bool { return n == rest })
 	t.Logf("programs detached %.1fs after the pod was deleted", time.Since(deleted).Seconds())
+
+	// Learn, then rest: once its run ended the profile is confident and
+	// rests; the family's next run (reader-2, workload "reader") reads the
+	// same files without the programs attaching, and a rest is not idleness.
+	var prof v1.AccessProfile
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		var list v1.AccessProfileList
+		if err := c.Env.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+			t.Fatal(err)
+		}
+		resting, found := 0, false
+		for _, p := range list.Items {
+			if meta.IsStatusConditionFalse(p.Status.Conditions, v1.ConditionLearning) {
+				resting++
+			}
+			if p.Spec.Dataset.Name == d.Claim {
+				prof, found = p, true
+			}
+		}
+		// The pod is observed unless every profile of its workload rests.
+		if found && resting == len(list.Items) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the profile did not rest after its run ended: %+v", list.Items)
+		}
+	}
+	t.Logf("profile %s rests: %s", prof.Name, meta.FindStatusCondition(prof.Status.Conditions, v1.ConditionLearning).Message)
+	again := readerPod("reader-2")
+	if err := c.Env.Client.Create(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	var report string
+	for deadline := time.Now().Add(2 * time.Minute); report == ""; time.Sleep(200 * time.Millisecond) {
+		if n := collectorLinks(t); n != rest {
+			t.Fatalf("the collector holds %d BPF links while the only pod on the node rests; want %d", n, rest)
+		}
+		if err := c.Env.Client.Get(ctx, client.ObjectKeyFromObject(again), again); err != nil {
+			t.Fatal(err)
+		}
+		if again.UID != "" {
+			p := filepath.Join(c.KubeletRootDir(), "pods", string(again.UID), "volumes", "kubernetes.io~empty-dir", "out", "report.json")
+			if _, err := os.Stat(p); err == nil {
+				report = p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the resting workload's pod did not finish its reads")
+		}
+	}
+	time.Sleep(6 * time.Second) // three flushes of the analyzer
+	if n := collectorLinks(t); n != rest {
+		t.Fatalf("the collector holds %d BPF links after the resting pod read; want %d", n, rest)
+	}
+	var now v1.AccessProfile
+	if err := c.Env.Client.Get(ctx, client.ObjectKeyFromObject(&prof), &now); err != nil {
+		t.Fatal(err)
+	}
+	if !meta.IsStatusConditionFalse(now.Status.Conditions, v1.ConditionLearning) || now.Status.Class == v1.ClassIdle {
+		t.Errorf("after a run at rest the profile is %s, Learning %+v; want it resting, not idle", now.Status.Class, meta.FindStatusCondition(now.Status.Conditions, v1.ConditionLearning))
+	}
+	if now.Status.Features.BytesRead > prof.Status.Features.BytesRead {
+		t.Errorf("the resting pod's reads were recorded: %d bytes, %d before it", now.Status.Features.BytesRead, prof.Status.Features.BytesRead)
+	}
+	var recs v1.RecommendationList
+	if err := c.Env.Client.List(ctx, &recs, client.InNamespace(namespace)); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs.Items {
+		if r.Spec.Action == v1.ActionEvictDataset {
+			t.Errorf("eviction proposed while the workload rests: %s", r.Name)
+		}
+	}
+	t.Logf("a run at rest: the programs stayed detached, the profile rests as %s (%d bytes, unchanged)", now.Status.Class, now.Status.Features.BytesRead)
 }
 
 // logAttachTiming logs when, after the pod was created, the collector

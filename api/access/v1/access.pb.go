@@ -180,7 +180,13 @@ type AccessWindow struct {
 	Files         []*FileAccess `protobuf:"bytes,5,rep,name=files,proto3" json:"files,omitempty"`
 	// dropped counts what the collector or kernel could not record for this
 	// window (ring buffer losses, full maps, records without attribution).
-	Dropped       *Dropped `protobuf:"bytes,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Dropped *Dropped `protobuf:"bytes,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// observed are the pods that were on the collector's allow-list at this
+	// window's drain and at the one before: watched through the whole window.
+	// A workload with an observed pod and no record in the window read
+	// nothing; one without was not watched (it rests, or had no pod on the
+	// node), and what it read is unknown — never counted as nothing.
+	Observed      []*ObservedPod `protobuf:"bytes,7,rep,name=observed,proto3" json:"observed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -257,6 +263,74 @@ func (x *AccessWindow) GetDropped() *Dropped {
 	return nil
 }
 
+func (x *AccessWindow) GetObserved() []*ObservedPod {
+	if x != nil {
+		return x.Observed
+	}
+	return nil
+}
+
+// ObservedPod is a pod whose reads the collector recorded.
+type ObservedPod struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      *WorkloadRef           `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Pod           string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	PodUid        string                 `protobuf:"bytes,3,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObservedPod) Reset() {
+	*x = ObservedPod{}
+	mi := &file_api_access_v1_access_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObservedPod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObservedPod) ProtoMessage() {}
+
+func (x *ObservedPod) ProtoReflect() protoreflect.Message {
+	mi := &file_api_access_v1_access_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObservedPod.ProtoReflect.Descriptor instead.
+func (*ObservedPod) Descriptor() ([]byte, []int) {
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ObservedPod) GetWorkload() *WorkloadRef {
+	if x != nil {
+		return x.Workload
+	}
+	return nil
+}
+
+func (x *ObservedPod) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *ObservedPod) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
 type Dropped struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	RingbufEvents       uint64                 `protobuf:"varint,1,opt,name=ringbuf_events,json=ringbufEvents,proto3" json:"ringbuf_events,omitempty"`
@@ -271,7 +345,7 @@ type Dropped struct {
 
 func (x *Dropped) Reset() {
 	*x = Dropped{}
-	mi := &file_api_access_v1_access_proto_msgTypes[3]
+	mi := &file_api_access_v1_access_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +357,7 @@ func (x *Dropped) String() string {
 func (*Dropped) ProtoMessage() {}
 
 func (x *Dropped) ProtoReflect() protoreflect.Message {
-	mi := &file_api_access_v1_access_proto_msgTypes[3]
+	mi := &file_api_access_v1_access_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +370,7 @@ func (x *Dropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dropped.ProtoReflect.Descriptor instead.
 func (*Dropped) Descriptor() ([]byte, []int) {
-	return file_api_access_v1_access_proto_rawDescGZIP(), []int{3}
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Dropped) GetRingbufEvents() uint64 {
@@ -348,7 +422,7 @@ type WorkloadRef struct {
 
 func (x *WorkloadRef) Reset() {
 	*x = WorkloadRef{}
-	mi := &file_api_access_v1_access_proto_msgTypes[4]
+	mi := &file_api_access_v1_access_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +434,7 @@ func (x *WorkloadRef) String() string {
 func (*WorkloadRef) ProtoMessage() {}
 
 func (x *WorkloadRef) ProtoReflect() protoreflect.Message {
-	mi := &file_api_access_v1_access_proto_msgTypes[4]
+	mi := &file_api_access_v1_access_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +447,7 @@ func (x *WorkloadRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadRef.ProtoReflect.Descriptor instead.
 func (*WorkloadRef) Descriptor() ([]byte, []int) {
-	return file_api_access_v1_access_proto_rawDescGZIP(), []int{4}
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WorkloadRef) GetNamespace() string {
@@ -435,7 +509,7 @@ type DatasetRef struct {
 
 func (x *DatasetRef) Reset() {
 	*x = DatasetRef{}
-	mi := &file_api_access_v1_access_proto_msgTypes[5]
+	mi := &file_api_access_v1_access_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +521,7 @@ func (x *DatasetRef) String() string {
 func (*DatasetRef) ProtoMessage() {}
 
 func (x *DatasetRef) ProtoReflect() protoreflect.Message {
-	mi := &file_api_access_v1_access_proto_msgTypes[5]
+	mi := &file_api_access_v1_access_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +534,7 @@ func (x *DatasetRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetRef.ProtoReflect.Descriptor instead.
 func (*DatasetRef) Descriptor() ([]byte, []int) {
-	return file_api_access_v1_access_proto_rawDescGZIP(), []int{5}
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DatasetRef) GetNamespace() string {
@@ -567,7 +641,7 @@ type FileAccess struct {
 
 func (x *FileAccess) Reset() {
 	*x = FileAccess{}
-	mi := &file_api_access_v1_access_proto_msgTypes[6]
+	mi := &file_api_access_v1_access_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +653,7 @@ func (x *FileAccess) String() string {
 func (*FileAccess) ProtoMessage() {}
 
 func (x *FileAccess) ProtoReflect() protoreflect.Message {
-	mi := &file_api_access_v1_access_proto_msgTypes[6]
+	mi := &file_api_access_v1_access_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +666,7 @@ func (x *FileAccess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAccess.ProtoReflect.Descriptor instead.
 func (*FileAccess) Descriptor() ([]byte, []int) {
-	return file_api_access_v1_access_proto_rawDescGZIP(), []int{6}
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FileAccess) GetWorkload() *WorkloadRef {
@@ -837,7 +911,7 @@ type ReadRange struct {
 
 func (x *ReadRange) Reset() {
 	*x = ReadRange{}
-	mi := &file_api_access_v1_access_proto_msgTypes[7]
+	mi := &file_api_access_v1_access_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +923,7 @@ func (x *ReadRange) String() string {
 func (*ReadRange) ProtoMessage() {}
 
 func (x *ReadRange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_access_v1_access_proto_msgTypes[7]
+	mi := &file_api_access_v1_access_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +936,7 @@ func (x *ReadRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRange.ProtoReflect.Descriptor instead.
 func (*ReadRange) Descriptor() ([]byte, []int) {
-	return file_api_access_v1_access_proto_rawDescGZIP(), []int{7}
+	return file_api_access_v1_access_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadRange) GetOffset() uint64 {
@@ -891,14 +965,19 @@ const file_api_access_v1_access_proto_rawDesc = "" +
 	"\tShipReply\x12%\n" +
 	"\x0eacked_sequence\x18\x01 \x01(\x04R\rackedSequence\x12+\n" +
 	"\x11received_sequence\x18\x02 \x01(\x04R\x10receivedSequence\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance\"\xef\x01\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\"\xa8\x02\n" +
 	"\fAccessWindow\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
 	"\x0fstart_unix_nano\x18\x03 \x01(\x03R\rstartUnixNano\x12\"\n" +
 	"\rend_unix_nano\x18\x04 \x01(\x03R\vendUnixNano\x120\n" +
 	"\x05files\x18\x05 \x03(\v2\x1a.eddy.access.v1.FileAccessR\x05files\x121\n" +
-	"\adropped\x18\x06 \x01(\v2\x17.eddy.access.v1.DroppedR\adropped\"\x98\x01\n" +
+	"\adropped\x18\x06 \x01(\v2\x17.eddy.access.v1.DroppedR\adropped\x127\n" +
+	"\bobserved\x18\a \x03(\v2\x1b.eddy.access.v1.ObservedPodR\bobserved\"q\n" +
+	"\vObservedPod\x127\n" +
+	"\bworkload\x18\x01 \x01(\v2\x1b.eddy.access.v1.WorkloadRefR\bworkload\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x17\n" +
+	"\apod_uid\x18\x03 \x01(\tR\x06podUid\"\x98\x01\n" +
 	"\aDropped\x12%\n" +
 	"\x0eringbuf_events\x18\x01 \x01(\x04R\rringbufEvents\x12\x19\n" +
 	"\bmap_full\x18\x02 \x01(\x04R\amapFull\x121\n" +
@@ -980,31 +1059,34 @@ func file_api_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_api_access_v1_access_proto_rawDescData
 }
 
-var file_api_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_api_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_api_access_v1_access_proto_goTypes = []any{
 	(*ShipRequest)(nil),  // 0: eddy.access.v1.ShipRequest
 	(*ShipReply)(nil),    // 1: eddy.access.v1.ShipReply
 	(*AccessWindow)(nil), // 2: eddy.access.v1.AccessWindow
-	(*Dropped)(nil),      // 3: eddy.access.v1.Dropped
-	(*WorkloadRef)(nil),  // 4: eddy.access.v1.WorkloadRef
-	(*DatasetRef)(nil),   // 5: eddy.access.v1.DatasetRef
-	(*FileAccess)(nil),   // 6: eddy.access.v1.FileAccess
-	(*ReadRange)(nil),    // 7: eddy.access.v1.ReadRange
+	(*ObservedPod)(nil),  // 3: eddy.access.v1.ObservedPod
+	(*Dropped)(nil),      // 4: eddy.access.v1.Dropped
+	(*WorkloadRef)(nil),  // 5: eddy.access.v1.WorkloadRef
+	(*DatasetRef)(nil),   // 6: eddy.access.v1.DatasetRef
+	(*FileAccess)(nil),   // 7: eddy.access.v1.FileAccess
+	(*ReadRange)(nil),    // 8: eddy.access.v1.ReadRange
 }
 var file_api_access_v1_access_proto_depIdxs = []int32{
 	2, // 0: eddy.access.v1.ShipRequest.windows:type_name -> eddy.access.v1.AccessWindow
-	6, // 1: eddy.access.v1.AccessWindow.files:type_name -> eddy.access.v1.FileAccess
-	3, // 2: eddy.access.v1.AccessWindow.dropped:type_name -> eddy.access.v1.Dropped
-	4, // 3: eddy.access.v1.FileAccess.workload:type_name -> eddy.access.v1.WorkloadRef
-	5, // 4: eddy.access.v1.FileAccess.dataset:type_name -> eddy.access.v1.DatasetRef
-	7, // 5: eddy.access.v1.FileAccess.read_ranges:type_name -> eddy.access.v1.ReadRange
-	0, // 6: eddy.access.v1.AccessIntake.Ship:input_type -> eddy.access.v1.ShipRequest
-	1, // 7: eddy.access.v1.AccessIntake.Ship:output_type -> eddy.access.v1.ShipReply
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 1: eddy.access.v1.AccessWindow.files:type_name -> eddy.access.v1.FileAccess
+	4, // 2: eddy.access.v1.AccessWindow.dropped:type_name -> eddy.access.v1.Dropped
+	3, // 3: eddy.access.v1.AccessWindow.observed:type_name -> eddy.access.v1.ObservedPod
+	5, // 4: eddy.access.v1.ObservedPod.workload:type_name -> eddy.access.v1.WorkloadRef
+	5, // 5: eddy.access.v1.FileAccess.workload:type_name -> eddy.access.v1.WorkloadRef
+	6, // 6: eddy.access.v1.FileAccess.dataset:type_name -> eddy.access.v1.DatasetRef
+	8, // 7: eddy.access.v1.FileAccess.read_ranges:type_name -> eddy.access.v1.ReadRange
+	0, // 8: eddy.access.v1.AccessIntake.Ship:input_type -> eddy.access.v1.ShipRequest
+	1, // 9: eddy.access.v1.AccessIntake.Ship:output_type -> eddy.access.v1.ShipReply
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_access_v1_access_proto_init() }
@@ -1018,7 +1100,7 @@ func file_api_access_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_access_v1_access_proto_rawDesc), len(file_api_access_v1_access_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
