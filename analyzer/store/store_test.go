@@ -119,6 +119,7 @@ func TestNotWatchedIsNotIdle(t *testing.T) {
 	s.MarkDirty(analyzer.KeyOf(a))
 	entries, err = s.TakeDirty(later)
 	require.NoError(t, err)
+	require.NoError(t, EncodeCheckpoints(entries))
 	restored := New(analyzer.Options{})
 	require.NoError(t, restored.Restore(analyzer.KeyOf(a), entries[0].Checkpoint))
 	assert.InDelta(t, 3600, idle(restored), 1, "the watched hour survives a restart; the hour after it is still unknown")
