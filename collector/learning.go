@@ -28,7 +28,8 @@ type Learner interface {
 
 // ProfileLearner is the Learner of a node's collector: a pod is observed
 // unless every AccessProfile of its workload (one per dataset it read)
-// rests, by v1alpha1.Learning. A workload without a profile, a pod whose
+// rests, by v1alpha1.Learning, and each PersistentVolumeClaim it mounts is
+// the dataset of one of them. A workload without a profile, a pod whose
 // workload could not be resolved, and any pod before the profiles are
 // listed are observed: what is not known is learned.
 type ProfileLearner struct {
@@ -115,8 +116,21 @@ func (l *ProfileLearner) Learning(ctx context.Context, pod *corev1.Pod) bool {
 		return true
 	}
 	now := l.now()
+	resting := map[string]bool{}
 	for _, o := range objs {
-		if p, ok := o.(*eddyv1alpha1.AccessProfile); !ok || eddyv1alpha1.Learning(p, now) {
+		p, ok := o.(*eddyv1alpha1.AccessProfile)
+		if !ok || eddyv1alpha1.Learning(p, now) {
+			return true
+		}
+		resting[p.Spec.Dataset.VolumeKey()] = true
+	}
+	// A claim the workload has no profile of is data it has not read yet:
+	// learned, though every profile it has rests. (Other volumes — config,
+	// secrets, scratch — would keep every workload learning for ever.)
+	for i := range pod.Spec.Volumes {
+		claim := claimName(pod, &pod.Spec.Volumes[i])
+		if claim != "" && !resting[eddyv1alpha1.DatasetReference{Name: claim}.VolumeKey()] {
+			l.log.V(1).Info("observing: a dataset the workload has no profile of", "pod", pod.Namespace+"/"+pod.Name, "workload", id.Key(), "claim", claim)
 			return true
 		}
 	}

@@ -71,10 +71,14 @@ func TestRestingWorkloadsPodsStayOffTheAllowList(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // past the first sync: pods from now on are decided
 
 	// mkPod creates a running pod whose pod and container cgroups exist.
-	mkPod := func(name string, ann map[string]string) (pod, container uint64) {
+	mkPod := func(name string, ann map[string]string, claims ...string) (pod, container uint64) {
 		t.Helper()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.nsOn.Name, Name: name, Annotations: ann},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "x"}}}}
+		for _, claim := range claims {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: claim, VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
+		}
 		require.NoError(t, c.Create(ctx, p))
 		podDir := filepath.Join(root, "kubepods", "besteffort", "pod"+string(p.UID))
 		id := randomHex(t, 32)
@@ -101,9 +105,18 @@ func TestRestingWorkloadsPodsStayOffTheAllowList(t *testing.T) {
 	allowed(otherPod, otherCg)
 	verifyPod, verifyCg := mkPod("train-2", map[string]string{eddyv1alpha1.RecommendationAnnotation: "pod-train.data.prefetch-1a2b3c"})
 	allowed(otherPod, otherCg, verifyPod, verifyCg)
+	// The resting workload reading the dataset it rests on stays off; the
+	// same workload mounting a claim it has no profile of is learned.
+	sameData, sameDataCg := mkPod("train-4", nil, "data")
+	newData, newDataCg := mkPod("train-5", nil, "data", "small")
+	allowed(otherPod, otherCg, verifyPod, verifyCg, newData, newDataCg)
 	time.Sleep(300 * time.Millisecond) // several syncs
-	allowed(otherPod, otherCg, verifyPod, verifyCg)
-	assert.Equal(t, 1, idx.Resting())
+	allowed(otherPod, otherCg, verifyPod, verifyCg, newData, newDataCg)
+	assert.Equal(t, 2, idx.Resting())
+	for _, id := range []uint64{sameData, sameDataCg} {
+		_, ok := idx.Lookup(id)
+		assert.False(t, ok, "a resting pod's cgroup is attributed")
+	}
 	for _, id := range []uint64{restPod, restCg} {
 		_, ok := idx.Lookup(id)
 		assert.False(t, ok, "a resting pod's cgroup is attributed")
@@ -114,6 +127,6 @@ func TestRestingWorkloadsPodsStayOffTheAllowList(t *testing.T) {
 	setLearning(metav1.ConditionTrue, eddyv1alpha1.ReasonRefreshing, nil)
 	time.Sleep(200 * time.Millisecond) // the learner's watch delivers it
 	nextPod, nextCg := mkPod("train-3", nil)
-	allowed(otherPod, otherCg, verifyPod, verifyCg, nextPod, nextCg)
-	assert.Equal(t, 1, idx.Resting())
+	allowed(otherPod, otherCg, verifyPod, verifyCg, newData, newDataCg, nextPod, nextCg)
+	assert.Equal(t, 2, idx.Resting())
 }
