@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
@@ -46,13 +47,18 @@ var profileResource = eddyv1alpha1.GroupVersion.WithResource("accessprofiles")
 // as workload.Identity.Key spells a pod's workload.
 const indexProfileWorkload = "workload"
 
-// NewProfileLearner watches every AccessProfile through dyn, keeping of each
+// NewProfileLearner watches the AccessProfiles labelled v1alpha1.RestingLabel
+// through dyn (a profile without it learns), keeping of each
 // only what the decision reads (its workload and its Learning condition and
 // nextRefresh: checkpoints and features are dropped as they arrive), and
 // resolves pods with workloads, the resolver that attributes reads. Call
 // Run to start it.
 func NewProfileLearner(dyn dynamic.Interface, workloads *workload.Resolver, log logr.Logger) (*ProfileLearner, error) {
-	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	// Only resting profiles: the others are written at every flush, and
+	// every node receiving each write would not scale.
+	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = eddyv1alpha1.RestingLabel + "=true"
+	})
 	inf := f.ForResource(profileResource).Informer()
 	if err := inf.SetTransform(slimProfile); err != nil {
 		return nil, fmt.Errorf("profile learner: %w", err)

@@ -470,13 +470,35 @@ func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.Ac
 	st.NextRefresh = next
 	if sameCheckpoint && !materialChange(&base.Status, st) {
 		res.Unchanged++
-		return prof, nil
+		return prof, p.labelResting(ctx, prof, sum)
 	}
 	if err := p.Client.Status().Patch(ctx, prof, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("update AccessProfile %s/%s status: %w", prof.Namespace, prof.Name, err)
 	}
 	p.remember(prof, sum)
-	return prof, nil
+	return prof, p.labelResting(ctx, prof, sum)
+}
+
+// labelResting puts v1.RestingLabel on prof while its Learning condition is
+// False and takes it off otherwise, after the status says so: a collector
+// that sees the label sees the status too.
+func (p *Publisher) labelResting(ctx context.Context, prof *v1.AccessProfile, sum [sha256.Size]byte) error {
+	c := meta.FindStatusCondition(prof.Status.Conditions, v1.ConditionLearning)
+	rests := c != nil && c.Status == metav1.ConditionFalse
+	if _, has := prof.Labels[v1.RestingLabel]; has == rests {
+		return nil
+	}
+	base := prof.DeepCopy()
+	if rests {
+		metav1.SetMetaDataLabel(&prof.ObjectMeta, v1.RestingLabel, "true")
+	} else {
+		delete(prof.Labels, v1.RestingLabel)
+	}
+	if err := p.Client.Patch(ctx, prof, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("label AccessProfile %s/%s %s=%t: %w", prof.Namespace, prof.Name, v1.RestingLabel, rests, err)
+	}
+	p.remember(prof, sum)
+	return nil
 }
 
 // MaterialChange is how far, relative, a number in a profile's status must

@@ -59,6 +59,7 @@ func TestAProfileRestsAndWakesToVerify(t *testing.T) {
 	require.NotNil(t, prof.Status.NextRefresh)
 	assert.WithinDuration(t, time.Now().Add(refresh), prof.Status.NextRefresh.Time, time.Minute)
 	assert.False(t, v1.Learning(&prof, time.Now()), "a resting workload's next pod would be observed")
+	assert.Equal(t, "true", prof.Labels[v1.RestingLabel], "collectors watch resting profiles by their label")
 
 	var recs v1.RecommendationList
 	require.NoError(t, env.Client.List(ctx, &recs, client.InNamespace("ml")))
@@ -75,5 +76,6 @@ func TestAProfileRestsAndWakesToVerify(t *testing.T) {
 	assert.Equal(t, v1.ReasonVerifying, c.Reason)
 	assert.Nil(t, prof.Status.NextRefresh)
 	assert.True(t, v1.Learning(&prof, time.Now()))
+	assert.NotContains(t, prof.Labels, v1.RestingLabel)
 	assert.NotEqual(t, v1.ClassIdle, prof.Status.Class, "assessed after a rest, the workload read as idle")
 }

@@ -42,7 +42,13 @@ const (
 	// create Recommendations wrote: only the former may be applied without a
 	// person, and the latter only with the approval of a person who could
 	// make the change directly.
-	ManagedByLabel  = "app.kubernetes.io/managed-by"
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// RestingLabel ("true") is on an AccessProfile exactly while its
+	// Learning condition is False, set by the analyzer. Collectors watch
+	// only profiles carrying it: a profile that learns is written at every
+	// flush, and a thousand nodes each receiving every write would be a
+	// fan-out the API server cannot carry; resting profiles seldom change.
+	RestingLabel    = "eddy.io/resting"
 	ManagerAnalyzer = "eddy-analyzer"
 	ManagerOperator = "eddy-operator"
 

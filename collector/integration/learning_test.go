@@ -48,9 +48,28 @@ func TestRestingWorkloadsPodsStayOffTheAllowList(t *testing.T) {
 		meta.SetStatusCondition(&prof.Status.Conditions, metav1.Condition{Type: eddyv1alpha1.ConditionLearning, Status: status, Reason: reason, Message: "set by the test"})
 		prof.Status.NextRefresh = next
 		require.NoError(t, c.Status().Update(ctx, prof))
+		// As the analyzer labels it (collectors watch resting profiles only).
+		if status == metav1.ConditionFalse {
+			metav1.SetMetaDataLabel(&prof.ObjectMeta, eddyv1alpha1.RestingLabel, "true")
+		} else {
+			delete(prof.Labels, eddyv1alpha1.RestingLabel)
+		}
+		require.NoError(t, c.Update(ctx, prof))
 	}
 	later := metav1.NewTime(time.Now().Add(time.Hour))
 	setLearning(metav1.ConditionFalse, eddyv1alpha1.ReasonResting, &later)
+	// Between the analyzer's status write and its label, a profile says
+	// Resting without the label: the collector does not see it (it watches
+	// labelled profiles only) and observes the workload — the safe side.
+	unlabelled := &eddyv1alpha1.AccessProfile{ObjectMeta: metav1.ObjectMeta{Namespace: e.nsOn.Name, Name: "pod-eval.data"},
+		Spec: eddyv1alpha1.AccessProfileSpec{
+			WorkloadRef: eddyv1alpha1.WorkloadReference{APIVersion: "v1", Kind: "Pod", Name: "eval", Rule: eddyv1alpha1.RuleNameSuffix},
+			Dataset:     eddyv1alpha1.DatasetReference{Name: "data", Source: eddyv1alpha1.DatasetSourcePVC},
+		}}
+	require.NoError(t, c.Create(ctx, unlabelled))
+	meta.SetStatusCondition(&unlabelled.Status.Conditions, metav1.Condition{Type: eddyv1alpha1.ConditionLearning, Status: metav1.ConditionFalse, Reason: eddyv1alpha1.ReasonResting, Message: "set by the test"})
+	unlabelled.Status.NextRefresh = &later
+	require.NoError(t, c.Status().Update(ctx, unlabelled))
 
 	md, err := metadata.NewForConfig(env.Config)
 	require.NoError(t, err)
