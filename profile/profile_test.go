@@ -189,9 +189,8 @@ func TestFioRandomRead(t *testing.T) {
 	ft := rep.Features
 	assert.Equal(t, 4096.0, ft.MedianReadBytes)
 	assert.Less(t, ft.SequentialRatio, 0.1)
-	for _, r := range rep.Recommendations {
-		assert.NotEqual(t, v1.ActionPrefetch, r.Action)
-	}
+	// Only the ranges it read, never the 512 MiB file whole.
+	assert.Equal(t, v1.StrategyRanges, recommendation(t, rep, v1.ActionPrefetch).Prefetch.Strategy)
 	c := recommendation(t, rep, v1.ActionScaleCache).Cache
 	w, _, _ := advice.Workers(ft.WorkingSetBytes, advice.DemandedThroughput(&ft), advice.DefaultBounds)
 	assert.Equal(t, w, c.Workers)
