@@ -145,7 +145,7 @@ cluster-down: $(BIN)/eddy-cluster ## Stop `make cluster` and check nothing is le
 	$(BIN)/eddy-cluster down --dir $(CLUSTER_DIR)
 
 bench: deps tools node-binaries build ## eddy against no prefetch, Fluid's prefetcher, a 16-reader warm-up and an oracle, on real pods (root); report in docs/bench.
-	flock /tmp/eddy-realnode.lock $(BIN)/eddy-dev bench --out docs/bench
+	flock /tmp/eddy-realnode.lock $(BIN)/eddy-dev bench --components --out docs/bench
 
 bench-scale: tools build ## Scale benchmark (issue 19): kwok nodes, a real API server, eddy's analyzer, webhook and operator binaries, a collector identity per node; report in docs/bench/scale. EDDY_SCALE=full for 2,000 workloads × 1,000 nodes.
 	flock /tmp/eddy-realnode.lock env EDDY_SCALE_REPORT=$(CURDIR)/docs/bench/scale go test -count=1 -run '^$$' -bench Scale -benchtime 1x -timeout 120m ./test/scale/

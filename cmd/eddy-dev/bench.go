@@ -14,7 +14,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	var o bench.Options
-	var short bool
+	var short, components bool
 	var repeats int
 	var classes []string
 	cmd := &cobra.Command{
@@ -30,7 +30,10 @@ arm, from cold: no prefetch; Fluid's file prefetcher script as a native
 sidecar, sync and async ($EDDY_FLUID_PREFETCHER or Fluid's folder under
 /work/shared); 16 parallel readers before the job; eddy (run 1 observed
 through the real loop, run 2 measured); and an oracle (data already warm).
-It writes report.md, results.json and chart.png into --out.`,
+It writes report.md, results.json and chart.png into --out. With
+--components it first runs eddy's own component benchmarks (go test, from the
+checkout) and adds their figures to the report (components.json, and go
+test's output in components.txt).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -51,6 +54,9 @@ It writes report.md, results.json and chart.png into --out.`,
 				}
 				o.Config.Classes = keep
 			}
+			if components {
+				o.Components = bench.Components
+			}
 			if repeats > 0 {
 				o.Config.Repeats = repeats
 			}
@@ -64,6 +70,7 @@ It writes report.md, results.json and chart.png into --out.`,
 	f.StringVar(&o.Out, "out", "docs/bench", "folder for report.md, results.json and chart.png")
 	f.BoolVar(&short, "short", false, "the CI version: two small classes, one run per arm")
 	f.IntVar(&repeats, "repeats", 0, "runs per arm (0: the preset's)")
+	f.BoolVar(&components, "components", false, "first run eddy's component benchmarks (collector overhead, analyzer intake, webhook latency, operator convergence) with go test from this checkout, and report them beside the classes (make bench sets it; about 15 minutes more)")
 	f.StringSliceVar(&classes, "classes", nil, "run only these classes (default: all of the preset's)")
 	return cmd
 }

@@ -1,12 +1,18 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/eddy-autotune/eddy/test/node"
 )
@@ -31,7 +37,7 @@ func TestReportOffline(t *testing.T) {
 		t.Errorf("a class with its own cache bound does not say so:\n%s", md)
 	}
 	dir := t.TempDir()
-	if err := Write(cfg, results, dir); err != nil {
+	if err := Write(cfg, results, nil, dir); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"report.md", "results.json", "chart.png"} {
@@ -99,5 +105,51 @@ func TestBenchShort(t *testing.T) {
 				t.Errorf("%s: eddy %.2fs counting warm-up, slower than %s (%.2fs)", class.Name, e, r.Arm, p)
 			}
 		}
+	}
+}
+
+// BenchmarkComponentProbe is TestComponents' benchmark: it reports one
+// figure per sub-benchmark.
+func BenchmarkComponentProbe(b *testing.B) {
+	for _, n := range []int{3, 5} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			b.ReportMetric(float64(n)*1.5, "widgets/s")
+		})
+	}
+}
+
+// TestComponents runs a component benchmark through go test as make bench
+// does (this package's BenchmarkComponentProbe), reads its figures back by
+// sub-benchmark, and reports a figure it never printed as missing, in the
+// report too.
+func TestComponents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go test")
+	}
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	root, err := ModuleRoot(wd)
+	require.NoError(t, err)
+	probe := Component{Name: "probe", Package: "./test/bench", Benchmark: "^BenchmarkComponentProbe$", Benchtime: "1x",
+		Figures: []Figure{
+			{"ComponentProbe/n=3", "widgets/s", "three"},
+			{"ComponentProbe/n=5", "widgets/s", "five"},
+		}}
+	absent := probe
+	absent.Name = "absent"
+	absent.Figures = []Figure{{"ComponentProbe/n=7", "widgets/s", "seven"}}
+	var raw bytes.Buffer
+	got := RunComponents(context.Background(), Config{Log: io.Discard}, root, []Component{probe, absent}, &raw)
+	require.Len(t, got, 2)
+	assert.Empty(t, got[0].Err)
+	assert.Equal(t, 4.5, got[0].Values["ComponentProbe/n=3 widgets/s"])
+	assert.Equal(t, 7.5, got[0].Values["ComponentProbe/n=5 widgets/s"])
+	assert.Contains(t, got[1].Err, "ComponentProbe/n=7 widgets/s")
+	assert.Contains(t, raw.String(), "BenchmarkComponentProbe/n=3")
+	md := componentsMarkdown(got)
+	assert.Contains(t, md, "| three | 4.50 |")
+	assert.Contains(t, md, "**failed**: not reported")
+	if _, err := ModuleRoot("/"); err == nil {
+		t.Error("/ is taken for a checkout")
 	}
 }

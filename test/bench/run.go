@@ -57,6 +57,9 @@ type Options struct {
 	// Dir holds the cluster; Out receives report.md, results.json and
 	// chart.png.
 	Dir, Out string
+	// Components are run first, from the checkout (ModuleRoot of the
+	// working folder), and reported beside the classes; none when empty.
+	Components []Component
 }
 
 // Main starts a cluster with a real node and eddy deployed from config/,
@@ -64,6 +67,31 @@ type Options struct {
 // the results even when a later step failed.
 func Main(ctx context.Context, o Options) ([]Result, error) {
 	start := time.Now()
+	var comps []ComponentResult
+	if len(o.Components) > 0 {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		root, err := ModuleRoot(wd)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(o.Out, 0o755); err != nil {
+			return nil, err
+		}
+		raw, err := os.Create(filepath.Join(o.Out, "components.txt"))
+		if err != nil {
+			return nil, err
+		}
+		comps = RunComponents(ctx, o.Config, root, o.Components, raw)
+		if err := raw.Close(); err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 	images := []string{"pause", "workload", "eddy"}
 	arms := o.Config.Arms
 	o.Config.Arms = nil
@@ -97,19 +125,26 @@ func Main(ctx context.Context, o Options) ([]Result, error) {
 	logf(o.Config, "cluster and eddy up in %.0fs", time.Since(start).Seconds())
 	r := &Runner{Cluster: c, Config: o.Config}
 	results, runErr := r.Run(ctx)
-	if err := Write(o.Config, results, o.Out); err != nil {
+	if err := Write(o.Config, results, comps, o.Out); err != nil {
 		return results, err
 	}
 	logf(o.Config, "report in %s after %.0fs", o.Out, time.Since(start).Seconds())
 	return results, runErr
 }
 
-// Write writes report.md, results.json and chart.png into dir.
-func Write(cfg Config, results []Result, dir string) error {
+// Write writes report.md, results.json and chart.png into dir, and
+// components.json when component benchmarks ran.
+func Write(cfg Config, results []Result, comps []ComponentResult, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	md := "# eddy benchmark\n\n" + time.Now().UTC().Format(time.RFC3339) + "\n\n![chart](chart.png)\n\n" + Markdown(cfg, results)
+	md := "# eddy benchmark\n\n" + time.Now().UTC().Format(time.RFC3339) + "\n\n![chart](chart.png)\n\n" + Markdown(cfg, results) + componentsMarkdown(comps)
+	if len(comps) > 0 {
+		data, _ := json.MarshalIndent(comps, "", "  ")
+		if err := os.WriteFile(filepath.Join(dir, "components.json"), data, 0o644); err != nil {
+			return err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644); err != nil {
 		return err
 	}
