@@ -6,7 +6,6 @@
 package manifest
 
 import (
-	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/internal/gz"
 )
 
 // DefaultMaxFiles bounds the files remembered per key.
@@ -384,22 +384,10 @@ type onDisk struct {
 	State *keyState    `json:"state"`
 }
 
-// gzipWriters are reused across manifests: a flush of thousands of small
-// manifests would otherwise spend most of its time allocating compressors.
-var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
-
 func encode(k analyzer.Key, st *keyState) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := gzipWriters.Get().(*gzip.Writer)
-	defer gzipWriters.Put(zw)
-	zw.Reset(&buf)
-	if err := json.NewEncoder(zw).Encode(onDisk{k, st}); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return gz.Compress(gzip.DefaultCompression, func(w io.Writer) error {
+		return json.NewEncoder(w).Encode(onDisk{k, st})
+	})
 }
 
 func load(path string) (analyzer.Key, *keyState, error) {
