@@ -26,6 +26,7 @@ Start with 'eddy profile -- CMD' on any Linux machine (root, no cluster).`,
 }
 
 func main() {
+	setMemoryLimit()
 	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-eddy") {
 		rootCmd.Use = "kubectl eddy"
 	}
