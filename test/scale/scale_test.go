@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +42,14 @@ func BenchmarkScale(b *testing.B) {
 	require.NoError(b, err, "logs in %s", dir)
 	command := map[string]string{"small": "make bench-scale", "full": "EDDY_SCALE=full make bench-scale"}[size.Name]
 	if command == "" {
-		command = "make bench-scale with EDDY_SCALE_* overrides"
+		var env []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "EDDY_SCALE") && !strings.HasPrefix(kv, "EDDY_SCALE_REPORT=") {
+				env = append(env, kv)
+			}
+		}
+		sort.Strings(env)
+		command = strings.Join(append(env, "make bench-scale"), " ")
 	}
 	report := scale.Markdown(res, command)
 	os.Stdout.WriteString("\n" + report)
