@@ -3,6 +3,8 @@ package operator_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +102,16 @@ func TestRecommendVersusAuto(t *testing.T) {
 	waitPhase(t, auto, "grow", eddyv1alpha1.PhaseApplied, 30*time.Second)
 	require.EqualValues(t, 2, stsReplicas(t, auto, "cache"))
 	require.Equal(t, "AutoApproved", condition(getRec(t, auto, "grow"), eddyv1alpha1.ConditionApproved).Reason)
+	// One event says it was proposed and auto-approved; one asking for
+	// approval where a person must give it.
+	eventually(t, 5*time.Second, "events of auto/grow", func() (bool, string) {
+		got := eventReasons(t, auto, "grow")
+		return slices.Contains(got, "AutoApproved") && slices.Contains(got, "Scaled") && !slices.Contains(got, "Proposed"), strings.Join(got, " ")
+	})
+	eventually(t, 5*time.Second, "events of recommend/grow", func() (bool, string) {
+		got := eventReasons(t, rec, "grow")
+		return slices.Equal(got, []string{"Proposed"}), strings.Join(got, " ")
+	})
 
 	holdPhase(t, rec, "grow", eddyv1alpha1.PhaseProposed, 2*time.Second)
 	holdPhase(t, auto, "unsure", eddyv1alpha1.PhaseProposed, time.Second)
@@ -432,6 +444,22 @@ func findPolicyCondition(p *eddyv1alpha1.AutotunePolicy, typ string) metav1.Cond
 		}
 	}
 	return metav1.Condition{}
+}
+
+// eventReasons lists the reasons of the events regarding recommendation
+// name in ns, oldest first.
+func eventReasons(t *testing.T, ns, name string) []string {
+	t.Helper()
+	var evs eventsv1.EventList
+	require.NoError(t, env.Client.List(context.Background(), &evs, client.InNamespace(ns)))
+	sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].CreationTimestamp.Before(&evs.Items[j].CreationTimestamp) })
+	var out []string
+	for _, e := range evs.Items {
+		if e.Regarding.Kind == "Recommendation" && e.Regarding.Name == name {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
 }
 
 func hasEvent(t *testing.T, ns, reason string) bool {

@@ -100,6 +100,14 @@ func (p effectivePolicy) mayAutoApply(rec *eddyv1alpha1.Recommendation) (bool, s
 	return true, ""
 }
 
+// autoApprovesNow says whether rec goes on to auto-approval without a
+// person (it may still wait for the change budget or a fresh analyzer,
+// which say so in their own events).
+func (p effectivePolicy) autoApprovesNow(rec *eddyv1alpha1.Recommendation) bool {
+	ok, _ := p.mayAutoApply(rec)
+	return ok && !p.dryRun
+}
+
 // DefaultMaxCacheWorkers bounds cache workers when the policy sets no
 // cacheWorkers bounds: no recommendation scales a cache beyond it unless the
 // namespace's owner allowed more.

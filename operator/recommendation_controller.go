@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -161,6 +162,13 @@ func (r *RecommendationReconciler) step(ctx context.Context, req ctrl.Request) (
 		if err := r.Status().Update(ctx, rec); err != nil {
 			return ctrl.Result{}, fmt.Errorf("mark recommendation %s Proposed: %w", req, err)
 		}
+		// Under a policy that applies it at once, the AutoApproved event
+		// that follows says what was proposed: one event, not two (events
+		// were a third of the operator's writes at scale, issue 19).
+		if pol, err := policyFor(ctx, r.Client, rec.Namespace, r.Options.DryRun); err == nil && pol.autoApprovesNow(rec) {
+			countAction(rec, corev1.EventTypeNormal, "Proposed", "Propose")
+			return ctrl.Result{}, nil
+		}
 		r.Recorder.normal(rec, "Proposed", "Propose", "%s for dataset %s proposed (class %s, confidence %.2f)",
 			rec.Spec.Action, rec.Spec.Dataset.Name, rec.Spec.Evidence.Class, rec.Spec.Evidence.Confidence)
 		return ctrl.Result{}, nil
@@ -308,7 +316,8 @@ func (r *RecommendationReconciler) approve(ctx context.Context, rec *eddyv1alpha
 		// waste a slot but never exceed the budget.
 		return ctrl.Result{}, fmt.Errorf("mark recommendation %s/%s auto-approved: %w", rec.Namespace, rec.Name, err)
 	}
-	r.Recorder.normal(rec, "AutoApproved", "Approve", "auto-approved by policy %s (change %d of %d per %s)", pol.obj.Name, used, pol.maxChanges, pol.per)
+	r.Recorder.normal(rec, "AutoApproved", "Approve", "%s for dataset %s (class %s, confidence %.2f) auto-approved by policy %s (change %d of %d per %s)",
+		rec.Spec.Action, rec.Spec.Dataset.Name, rec.Spec.Evidence.Class, rec.Spec.Evidence.Confidence, pol.obj.Name, used, pol.maxChanges, pol.per)
 	return ctrl.Result{}, nil
 }
 
