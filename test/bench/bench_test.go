@@ -153,3 +153,23 @@ func TestComponents(t *testing.T) {
 		t.Error("/ is taken for a checkout")
 	}
 }
+
+// TestComponentBenchmarks runs make bench's component benchmarks as it does
+// and checks each reports every figure the report shows (a renamed metric
+// would otherwise show up only as "failed" in the next full report). About
+// 15 minutes on the real node: set EDDY_BENCH_COMPONENTS=1, under flock
+// /tmp/eddy-realnode.lock.
+func TestComponentBenchmarks(t *testing.T) {
+	if os.Getenv("EDDY_BENCH_COMPONENTS") == "" {
+		t.Skip("set EDDY_BENCH_COMPONENTS=1 to run the component benchmarks (about 15 minutes)")
+	}
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	root, err := ModuleRoot(wd)
+	require.NoError(t, err)
+	got := RunComponents(context.Background(), Config{Log: node.TestLog(t)}, root, Components, io.Discard)
+	for _, c := range got {
+		assert.Empty(t, c.Err, c.Name)
+	}
+	t.Logf("\n%s", componentsMarkdown(got))
+}
