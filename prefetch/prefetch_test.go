@@ -615,6 +615,31 @@ func TestRangesReadHighestFirst(t *testing.T) {
 		"highest range first; a range longer than a block still front to back")
 }
 
+// Ranges closer together than a block are read as one block, gap included:
+// one request to the remote instead of several.
+func TestRangesCloserThanABlockAreOneRead(t *testing.T) {
+	dir := writeTree(t, map[string]int{"big": 1 << 20})
+	doc := manifestv1.Document{Files: []string{"big"}, Ranges: []manifestv1.FileRanges{
+		{Path: "big", Ranges: []manifestv1.Range{{8192, 12288}, {40960, 45056}, {65536, 69632}, {512 << 10, 516 << 10}}},
+	}}
+	p, _ := newTestPrefetcher(t, Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{dir}, BlockSize: 64 << 10, Concurrency: 1,
+		MaxConcurrency: 1, ManifestURL: serveManifest(t, doc), WarmThresholdPercent: 100})
+	type span struct{ off, n int64 }
+	var mu sync.Mutex
+	var got []span
+	real := p.read
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
+		mu.Lock()
+		got = append(got, span{off, n})
+		mu.Unlock()
+		return real(ctx, f, off, n)
+	}
+	run(t, p, 10*time.Second)
+	assert.Equal(t, []span{{512 << 10, 4096}, {8192, 69632 - 8192}}, got,
+		"the three ranges within 64 KiB of the first are one read; the far one alone")
+	assert.True(t, p.Status().Warm)
+}
+
 func TestRangesNeedAManifest(t *testing.T) {
 	err := Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{"/data"}}.Validate()
 	assert.ErrorContains(t, err, "--strategy Ranges needs --manifest-url")

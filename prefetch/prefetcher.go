@@ -334,6 +334,7 @@ func (p *Prefetcher) plan(ctx context.Context) {
 				if rs = clipRanges(ranges[e], size); len(rs) == 0 {
 					continue
 				}
+				rs = coalesce(rs, p.opts.BlockSize)
 				descending(rs)
 			}
 			add(ref, size, true, rs)
@@ -715,6 +716,27 @@ func clipRanges(rs []manifestv1.Range, size int64) []manifestv1.Range {
 		if r.Offset() < size {
 			out = append(out, manifestv1.Range{r.Offset(), min(r.End(), size)})
 		}
+	}
+	return out
+}
+
+// coalesce joins ranges that fit in one block of block bytes together with
+// the gap between them, so that they cost one read (one request to the
+// remote) instead of several: a remote fetches at least a chunk per request
+// anyway. rs comes back sorted by offset.
+func coalesce(rs []manifestv1.Range, block int64) []manifestv1.Range {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b manifestv1.Range) int { return cmp.Compare(a.Offset(), b.Offset()) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if r.Offset() <= last.End() || max(r.End(), last.End())-last.Offset() <= block {
+				last[1] = max(last.End(), r.End())
+				continue
+			}
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -302,7 +302,7 @@ func TestRangesOverSlowRemote(t *testing.T) {
 	prefetched := r.Meter.Counts().Sub(before)
 	s := p.Status()
 	require.Zero(t, s.Errors)
-	assert.LessOrEqual(t, s.Bytes, int64(reads*4096), "the ranges and nothing else")
+	assert.LessOrEqual(t, s.Bytes, int64(reads*64<<10), "the ranges, and gaps between ranges less than a block apart")
 	resident := residentPages(t, jobFile, size)
 	missing := 0
 	for _, off := range offsets {
