@@ -32,7 +32,7 @@ func TestConcurrencyAdapts(t *testing.T) {
 	const base = 10 * time.Millisecond
 	var inflight atomic.Int64
 	var saturated atomic.Bool
-	p.read = func(ctx context.Context, _ fileRef, _, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, _ *file, _, n int64) (int64, int64, time.Duration, error) {
 		k := inflight.Add(1)
 		defer inflight.Add(-1)
 		lat := base

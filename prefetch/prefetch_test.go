@@ -173,7 +173,7 @@ func TestSequentialWindowGrows(t *testing.T) {
 	var mu sync.Mutex
 	inflight, peakEarly, peak, reads := 0, 0, 0, 0
 	real := p.read
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
 		mu.Lock()
 		inflight++
 		reads++
@@ -184,7 +184,7 @@ func TestSequentialWindowGrows(t *testing.T) {
 		mu.Unlock()
 		time.Sleep(2 * time.Millisecond)
 		defer func() { mu.Lock(); inflight--; mu.Unlock() }()
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	run(t, p, 10*time.Second)
 	assert.Equal(t, 1, peakEarly, "the window starts at one block")
@@ -310,9 +310,9 @@ func TestHintsReorderQueue(t *testing.T) {
 	gate, started := make(chan struct{}), make(chan struct{})
 	real := p.read
 	var once sync.Once
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
 		once.Do(func() { close(started); <-gate }) // hold the first read until the hint is in
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -346,13 +346,13 @@ func TestWarmFlips(t *testing.T) {
 		MaxConcurrency: 1, WarmThresholdPercent: 50})
 	step := make(chan struct{})
 	real := p.read
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
 		select {
 		case <-step:
 		case <-ctx.Done():
 			return 0, 0, 0, ctx.Err()
 		}
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	srv := httptest.NewServer(p.Handler())
 	defer srv.Close()
@@ -466,12 +466,12 @@ func TestReadErrorSkipsTheFile(t *testing.T) {
 		Concurrency: 1, MaxConcurrency: 1})
 	var badReads int
 	real := p.read
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
-		if ref.rel == "bad" {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
+		if f.ref.rel == "bad" {
 			badReads++
 			return 0, 1000, 0, fmt.Errorf("injected I/O error")
 		}
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	run(t, p, 10*time.Second)
 	s := p.Status()
@@ -489,9 +489,9 @@ func TestRunEndsWithSDKConnected(t *testing.T) {
 	p, _ := newTestPrefetcher(t, Options{Strategy: "WholeDataset", Roots: []string{dir}, HintSocket: sock, BudgetBytes: 100})
 	connected := make(chan struct{})
 	real := p.read
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
 		<-connected
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	done := make(chan error)
 	go func() { done <- p.Run(context.Background()) }()
@@ -566,15 +566,15 @@ func TestRangesReadOnlyTheRangesInParallel(t *testing.T) {
 	var got []span
 	inflight, peak := 0, 0
 	real := p.read
-	p.read = func(ctx context.Context, ref fileRef, off, n int64) (int64, int64, time.Duration, error) {
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
 		mu.Lock()
 		inflight++
 		peak = max(peak, inflight)
-		got = append(got, span{p.scope.display(ref), off, n})
+		got = append(got, span{p.scope.display(f.ref), off, n})
 		mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 		defer func() { mu.Lock(); inflight--; mu.Unlock() }()
-		return real(ctx, ref, off, n)
+		return real(ctx, f, off, n)
 	}
 	run(t, p, 10*time.Second)
 	big := filepath.Join(dir, "big")
@@ -589,6 +589,55 @@ func TestRangesReadOnlyTheRangesInParallel(t *testing.T) {
 	assert.Equal(t, int64(4096+12288+4096+4096), s.Bytes)
 	assert.Equal(t, s.Bytes, s.SelectionBytes, "the warm ratio measures the ranges")
 	assert.True(t, s.Warm)
+}
+
+// Ranges hands out a file's ranges from the highest offset down, so that no
+// read lands just past an earlier one, where a FUSE client streaming from
+// the earlier read's position would read the gap through.
+func TestRangesReadHighestFirst(t *testing.T) {
+	dir := writeTree(t, map[string]int{"big": 1 << 20})
+	doc := manifestv1.Document{Files: []string{"big"}, Ranges: []manifestv1.FileRanges{
+		{Path: "big", Ranges: []manifestv1.Range{{0, 4096}, {65536, 65536 + 12288}, {200 << 10, 204 << 10}, {900 << 10, 904 << 10}}},
+	}}
+	p, _ := newTestPrefetcher(t, Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{dir}, BlockSize: 8192, Concurrency: 1,
+		MaxConcurrency: 1, ManifestURL: serveManifest(t, doc)})
+	var mu sync.Mutex
+	var offsets []int64
+	real := p.read
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
+		mu.Lock()
+		offsets = append(offsets, off)
+		mu.Unlock()
+		return real(ctx, f, off, n)
+	}
+	run(t, p, 10*time.Second)
+	assert.Equal(t, []int64{900 << 10, 200 << 10, 65536, 65536 + 8192, 0}, offsets,
+		"highest range first; a range longer than a block still front to back")
+}
+
+// Ranges closer together than a block are read as one block, gap included:
+// one request to the remote instead of several.
+func TestRangesCloserThanABlockAreOneRead(t *testing.T) {
+	dir := writeTree(t, map[string]int{"big": 1 << 20})
+	doc := manifestv1.Document{Files: []string{"big"}, Ranges: []manifestv1.FileRanges{
+		{Path: "big", Ranges: []manifestv1.Range{{8192, 12288}, {40960, 45056}, {65536, 69632}, {512 << 10, 516 << 10}}},
+	}}
+	p, _ := newTestPrefetcher(t, Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{dir}, BlockSize: 64 << 10, Concurrency: 1,
+		MaxConcurrency: 1, ManifestURL: serveManifest(t, doc), WarmThresholdPercent: 100})
+	type span struct{ off, n int64 }
+	var mu sync.Mutex
+	var got []span
+	real := p.read
+	p.read = func(ctx context.Context, f *file, off, n int64) (int64, int64, time.Duration, error) {
+		mu.Lock()
+		got = append(got, span{off, n})
+		mu.Unlock()
+		return real(ctx, f, off, n)
+	}
+	run(t, p, 10*time.Second)
+	assert.Equal(t, []span{{512 << 10, 4096}, {8192, 69632 - 8192}}, got,
+		"the three ranges within 64 KiB of the first are one read; the far one alone")
+	assert.True(t, p.Status().Warm)
 }
 
 func TestRangesNeedAManifest(t *testing.T) {

@@ -1,11 +1,14 @@
 package prefetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +46,39 @@ type file struct {
 	// instead of everything from next to size: the first range's start
 	// advances as blocks are handed out.
 	ranges []manifestv1.Range
+
+	// fh is the file's one open descriptor, which all its blocks read
+	// through; it is closed when the file is finished. Opening a file
+	// again is not free: a FUSE mount without keep_cache (rclone's)
+	// drops the file's pages from the page cache at every open — what
+	// this prefetcher and the application already read — and waits for
+	// the reads in flight to do so, which serialises the readers.
+	openMu sync.Mutex
+	fh     *os.File
+}
+
+// handle returns f's open descriptor, opening it with open the first time.
+func (f *file) handle(open func() (*os.File, error)) (*os.File, error) {
+	f.openMu.Lock()
+	defer f.openMu.Unlock()
+	if f.fh == nil {
+		fh, err := open()
+		if err != nil {
+			return nil, err
+		}
+		f.fh = fh
+	}
+	return f.fh, nil
+}
+
+// release takes f's descriptor for the caller to close (nil if f was
+// never opened). Call it only once no block of f is in flight.
+func (f *file) release() *os.File {
+	f.openMu.Lock()
+	defer f.openMu.Unlock()
+	fh := f.fh
+	f.fh = nil
+	return fh
 }
 
 // more reports whether f has bytes left to hand out.
@@ -60,9 +96,9 @@ type block struct {
 	sizing bool
 }
 
-// readFunc reads [off, off+n) of ref and returns the bytes read, the file's
+// readFunc reads [off, off+n) of f and returns the bytes read, the file's
 // size, and the time spent reading (rate-limit waits excluded).
-type readFunc func(ctx context.Context, ref fileRef, off, n int64) (read, size int64, busy time.Duration, err error)
+type readFunc func(ctx context.Context, f *file, off, n int64) (read, size int64, busy time.Duration, err error)
 
 // Prefetcher reads a dataset ahead of the application, in the order its
 // strategy (and SDK hints) give, within a bandwidth cap and a byte budget.
@@ -194,6 +230,7 @@ func (p *Prefetcher) Run(ctx context.Context) error {
 	p.dispatch(ctx)
 	cancel() // the budget may end the work before the listing ends
 	<-planned
+	p.closeFiles()
 	p.logProgress("prefetch finished")
 	return nil
 }
@@ -297,6 +334,8 @@ func (p *Prefetcher) plan(ctx context.Context) {
 				if rs = clipRanges(ranges[e], size); len(rs) == 0 {
 					continue
 				}
+				rs = coalesce(rs, p.opts.BlockSize)
+				descending(rs)
 			}
 			add(ref, size, true, rs)
 		}
@@ -477,12 +516,18 @@ func (p *Prefetcher) takeLocked(f *file, n int64, sizing bool) (block, bool) {
 }
 
 func (p *Prefetcher) work(ctx context.Context, b block) {
-	n, size, busy, err := p.read(ctx, b.f.ref, b.off, b.n)
-	p.complete(b, n, size, busy, err)
+	n, size, busy, err := p.read(ctx, b.f, b.off, b.n)
+	if p.complete(b, n, size, busy, err) {
+		if fh := b.f.release(); fh != nil {
+			_ = fh.Close() // read-only: nothing to lose
+		}
+	}
 }
 
-// complete records the outcome of one read and wakes the dispatcher.
-func (p *Prefetcher) complete(b block, n, size int64, busy time.Duration, err error) {
+// complete records the outcome of one read and wakes the dispatcher. It
+// reports whether the read finished its file, whose descriptor the caller
+// then closes (outside the lock: closing a FUSE file waits for the daemon).
+func (p *Prefetcher) complete(b block, n, size int64, busy time.Duration, err error) (finished bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.cond.Broadcast()
@@ -538,9 +583,27 @@ func (p *Prefetcher) complete(b block, n, size int64, busy time.Duration, err er
 	if f.state == fileFailed || (f.size >= 0 && !f.more()) {
 		if f.pending == 0 && !f.sizing {
 			p.finishLocked(f)
+			finished = true
 		}
 	}
 	p.updateWarmLocked()
+	return finished
+}
+
+// closeFiles closes the descriptors of files left unfinished when the run
+// ended (the budget was spent, or ctx ended), once no read is in flight.
+func (p *Prefetcher) closeFiles() {
+	p.mu.Lock()
+	files := make([]*file, 0, len(p.files))
+	for _, f := range p.files {
+		files = append(files, f)
+	}
+	p.mu.Unlock()
+	for _, f := range files {
+		if fh := f.release(); fh != nil {
+			_ = fh.Close()
+		}
+	}
 }
 
 func isCanceled(err error) bool {
@@ -597,18 +660,18 @@ func (p *Prefetcher) updateWarmLocked() {
 	}
 }
 
-// readFile reads [off, off+n) of ref in large chunks, after advising the
-// kernel to start reading the whole range, so that the page cache (and any
-// cache below the mount) holds it.
-func (p *Prefetcher) readFile(ctx context.Context, ref fileRef, off, n int64) (read, size int64, busy time.Duration, err error) {
+// readFile reads [off, off+n) of f in large chunks through f's one
+// descriptor, after advising the kernel to start reading the whole range,
+// so that the page cache (and any cache below the mount) holds it.
+func (p *Prefetcher) readFile(ctx context.Context, f *file, off, n int64) (read, size int64, busy time.Duration, err error) {
 	start := time.Now()
 	var waited time.Duration
 	defer func() { busy = time.Since(start) - waited }()
-	fh, err := p.scope.open(ref)
+	ref := f.ref
+	fh, err := f.handle(func() (*os.File, error) { return p.scope.open(ref) })
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer fh.Close()
 	fi, err := fh.Stat()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("stat %s: %w", p.scope.display(ref), err)
@@ -655,6 +718,37 @@ func clipRanges(rs []manifestv1.Range, size int64) []manifestv1.Range {
 		}
 	}
 	return out
+}
+
+// coalesce joins ranges that fit in one block of block bytes together with
+// the gap between them, so that they cost one read (one request to the
+// remote) instead of several: a remote fetches at least a chunk per request
+// anyway. rs comes back sorted by offset.
+func coalesce(rs []manifestv1.Range, block int64) []manifestv1.Range {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b manifestv1.Range) int { return cmp.Compare(a.Offset(), b.Offset()) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if r.Offset() <= last.End() || max(r.End(), last.End())-last.Offset() <= block {
+				last[1] = max(last.End(), r.End())
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// descending orders rs from the highest offset down. A ranged prefetch
+// reads them in that order so that no read lands just ahead of an earlier
+// one: a FUSE client that serves a read from a stream it already has open
+// a little before it (rclone reuses a download for reads up to 1 MiB past
+// its position, and reads the gap through) would turn ascending ranges a
+// few hundred KiB apart into one download of most of the file.
+func descending(rs []manifestv1.Range) {
+	slices.SortFunc(rs, func(a, b manifestv1.Range) int { return cmp.Compare(b.Offset(), a.Offset()) })
 }
 
 // rangeBytes is the bytes rs cover.
