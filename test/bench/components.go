@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -162,19 +160,6 @@ func ParseBench(r io.Reader) (map[string]float64, error) {
 		}
 	}
 	return values, br.Err()
-}
-
-// ModuleRoot is the folder of the go.mod above dir: the components run
-// from the checkout.
-func ModuleRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if data, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.Contains(data, []byte("module github.com/eddy-autotune/eddy\n")) {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("%s is not in an eddy checkout: the component benchmarks run with go test from one (or leave them out)", dir)
-		}
-	}
 }
 
 // componentsMarkdown is the report's section of component figures.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/eddy-autotune/eddy/test/controlplane"
 	"github.com/eddy-autotune/eddy/test/node"
 	"github.com/eddy-autotune/eddy/test/node/workload"
 )
@@ -67,30 +68,9 @@ type Options struct {
 // the results even when a later step failed.
 func Main(ctx context.Context, o Options) ([]Result, error) {
 	start := time.Now()
-	var comps []ComponentResult
-	if len(o.Components) > 0 {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		root, err := ModuleRoot(wd)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(o.Out, 0o755); err != nil {
-			return nil, err
-		}
-		raw, err := os.Create(filepath.Join(o.Out, "components.txt"))
-		if err != nil {
-			return nil, err
-		}
-		comps = RunComponents(ctx, o.Config, root, o.Components, raw)
-		if err := raw.Close(); err != nil {
-			return nil, err
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
+	comps, err := runComponents(ctx, o)
+	if err != nil {
+		return nil, err
 	}
 	images := []string{"pause", "workload", "eddy"}
 	arms := o.Config.Arms
@@ -130,6 +110,30 @@ func Main(ctx context.Context, o Options) ([]Result, error) {
 	}
 	logf(o.Config, "report in %s after %.0fs", o.Out, time.Since(start).Seconds())
 	return results, runErr
+}
+
+// runComponents runs o.Components from the checkout, go test's output into
+// components.txt in o.Out.
+func runComponents(ctx context.Context, o Options) ([]ComponentResult, error) {
+	if len(o.Components) == 0 {
+		return nil, nil
+	}
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return nil, fmt.Errorf("the component benchmarks run with go test from an eddy checkout: %w", err)
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	raw, err := os.Create(filepath.Join(o.Out, "components.txt"))
+	if err != nil {
+		return nil, err
+	}
+	comps := RunComponents(ctx, o.Config, root, o.Components, raw)
+	if err := raw.Close(); err != nil {
+		return nil, err
+	}
+	return comps, ctx.Err()
 }
 
 // Write writes report.md, results.json and chart.png into dir, and
