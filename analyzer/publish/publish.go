@@ -27,6 +27,7 @@ import (
 	v1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 
 	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/advice"
 	"github.com/eddy-autotune/eddy/analyzer/store"
 )
 
@@ -66,6 +67,10 @@ type Publisher struct {
 	Written func(analyzer.Key)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Bounds are those the assessments were advised with (the analyzer's
+	// options); a namespace whose policy states its cache's capacity is
+	// advised again within them with that capacity.
+	Bounds advice.Bounds
 
 	mu      sync.Mutex
 	pending map[pendingKey]pendingRec
@@ -79,9 +84,11 @@ type knownProfile struct {
 	checkpoint [sha256.Size]byte
 }
 
+// pendingKey is a profile (namespace and name: two namespaces may each
+// have a profile of the same name) and an action.
 type pendingKey struct {
-	profile string
-	action  v1.Action
+	namespace, profile string
+	action             v1.Action
 }
 
 type pendingRec struct {
@@ -98,6 +105,8 @@ type policyBounds struct {
 	maxWorkers    int32
 	maxBandwidth  int64
 	budgetBytes   int64
+	// cacheCapacity is the policy's cacheCapacity (0: not stated).
+	cacheCapacity int64
 }
 
 // Result counts what one Publish call did.
@@ -246,9 +255,17 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 		return nil
 	}
 	a := &e.Assessment
+	recs := a.Advice.Recommendations
+	if pol.cacheCapacity > 0 {
+		// The cache's capacity is the namespace's to state: advise again
+		// with it (the assessment itself stays the analyzer's).
+		b := p.Bounds
+		b.CacheBudgetBytes = float64(pol.cacheCapacity)
+		recs = advice.Advise(&a.Features, &a.Decision, b).Recommendations
+	}
 	var existing []v1.Recommendation
-	for i := range a.Advice.Recommendations {
-		r := &a.Advice.Recommendations[i]
+	for i := range recs {
+		r := &recs[i]
 		if r.Evidence.Confidence < pol.minConfidence {
 			continue
 		}
@@ -256,7 +273,7 @@ func (p *Publisher) publishOne(ctx context.Context, e *store.Entry, pols *polici
 		if !ok {
 			continue
 		}
-		pk := pendingKey{prof.Name, spec.Action}
+		pk := pendingKey{prof.Namespace, prof.Name, spec.Action}
 		p.mu.Lock()
 		pr := p.pending[pk]
 		if pr.identity == identity {
@@ -800,6 +817,9 @@ func (p *Publisher) policy(ctx context.Context, ns string) (policyBounds, error)
 	}
 	if c := s.CacheWorkers; c != nil {
 		b.minWorkers, b.maxWorkers = c.Min, c.Max
+	}
+	if s.CacheCapacity != nil {
+		b.cacheCapacity = s.CacheCapacity.Value()
 	}
 	if pf := s.Prefetch; pf != nil {
 		if pf.MaxBandwidth != nil {
