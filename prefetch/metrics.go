@@ -19,6 +19,7 @@ type metrics struct {
 	warmRatio      prometheus.Gauge
 	selectionBytes prometheus.Gauge
 	readLatency    prometheus.Histogram
+	touches        prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -51,6 +52,9 @@ func newMetrics() *metrics {
 		selectionBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "eddy_prefetch_selection_bytes", Help: "Bytes the warm ratio is measured against.",
 		}),
+		touches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eddy_prefetch_resident_touches_total", Help: "Resident: opens of a kept file (its first byte read) to keep it in the cache.",
+		}),
 		readLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "eddy_prefetch_read_duration_seconds",
 			Help:    "Time to read one block (rate-limit waits excluded).",
@@ -58,7 +62,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.registry.MustRegister(m.bytes, m.files, m.errors, m.rejected, m.hints, m.inflight, m.concurrency,
-		m.warmRatio, m.selectionBytes, m.readLatency,
+		m.warmRatio, m.selectionBytes, m.readLatency, m.touches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

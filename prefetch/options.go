@@ -10,8 +10,11 @@
 // order and, per epoch, the SDK's hints (see Hint); HotSet reads the
 // manifest's hot files, hottest first; Ranges reads only the byte ranges
 // the manifest lists of each file (what the latest run read at random
-// offsets), as many at a time as the concurrency allows. Hints reorder the
-// queue of any strategy.
+// offsets), as many at a time as the concurrency allows; Resident reads
+// whole files in the manifest's (else lexical) order while they fit the
+// budget, then keeps them in a least-recently-used cache by opening each and
+// reading its first byte every ResidentInterval until stopped. Hints reorder
+// the queue of any strategy.
 //
 // Whatever the strategy, reads are at most BlockSize bytes, pass through a
 // token bucket (MaxBandwidth), stop at BudgetBytes, and run with a
@@ -52,7 +55,7 @@ const (
 // command-line flags `eddy prefetch` parses, so the webhook and the program
 // cannot disagree on spelling.
 type Options struct {
-	// Strategy is WholeDataset, Sequential, Ordered, HotSet or Ranges.
+	// Strategy is WholeDataset, Sequential, Ordered, HotSet, Ranges or Resident.
 	Strategy v1alpha1.PrefetchStrategy
 	// Roots are the dataset mount points the prefetcher may read under;
 	// nothing outside them is ever read.
@@ -84,6 +87,10 @@ type Options struct {
 	// "/data/train=/eddy/data/train"), so SDK hints, which carry the
 	// application's paths, can be followed. ROOT must be one of Roots.
 	PathAliases []string
+	// ResidentInterval is how often Resident touches the files it keeps (0:
+	// DefaultResidentInterval). It must be shorter than the interval at
+	// which the cache evicts (rclone's --vfs-cache-poll-interval).
+	ResidentInterval time.Duration
 	// ServiceAccountDir holds the token and ca.crt sent and trusted when
 	// fetching the manifest ("": where Kubernetes mounts the pod's service
 	// account). Set it only to run the prefetcher outside a pod, as the
@@ -119,6 +126,9 @@ func (o Options) Args() []string {
 	if o.ReportInterval != 0 {
 		args = append(args, "--report-interval="+o.ReportInterval.String())
 	}
+	if o.ResidentInterval != 0 {
+		args = append(args, "--resident-interval="+o.ResidentInterval.String())
+	}
 	add("max-concurrency", int64(o.MaxConcurrency))
 	for _, a := range o.PathAliases {
 		args = append(args, "--path-alias="+a)
@@ -132,9 +142,9 @@ func (o Options) Args() []string {
 // Validate reports the first problem with o, naming the flag.
 func (o Options) Validate() error {
 	switch o.Strategy {
-	case v1alpha1.StrategyWholeDataset, v1alpha1.StrategySequential, v1alpha1.StrategyOrdered, v1alpha1.StrategyHotSet, v1alpha1.StrategyRanges:
+	case v1alpha1.StrategyWholeDataset, v1alpha1.StrategySequential, v1alpha1.StrategyOrdered, v1alpha1.StrategyHotSet, v1alpha1.StrategyRanges, v1alpha1.StrategyResident:
 	default:
-		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet, Ranges", o.Strategy)
+		return fmt.Errorf("--strategy %q: want one of WholeDataset, Sequential, Ordered, HotSet, Ranges, Resident", o.Strategy)
 	}
 	if len(o.Roots) == 0 {
 		return fmt.Errorf("--root: at least one dataset mount is required")
@@ -159,6 +169,9 @@ func (o Options) Validate() error {
 	if o.ReportInterval < 0 {
 		return fmt.Errorf("--report-interval %s: must not be negative", o.ReportInterval)
 	}
+	if o.ResidentInterval < 0 {
+		return fmt.Errorf("--resident-interval %s: must not be negative", o.ResidentInterval)
+	}
 	switch o.Strategy {
 	case v1alpha1.StrategyOrdered:
 		if o.ManifestURL == "" && o.HintSocket == "" {
@@ -171,6 +184,10 @@ func (o Options) Validate() error {
 	case v1alpha1.StrategyRanges:
 		if o.ManifestURL == "" {
 			return fmt.Errorf("--strategy Ranges needs --manifest-url listing the ranges to read")
+		}
+	case v1alpha1.StrategyResident:
+		if o.BudgetBytes <= 0 {
+			return fmt.Errorf("--strategy Resident needs --budget: the bytes to keep resident, under the cache's capacity")
 		}
 	}
 	for _, a := range o.PathAliases {

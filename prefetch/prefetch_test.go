@@ -19,6 +19,7 @@ import (
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,6 +99,7 @@ func TestArgsRoundTrip(t *testing.T) {
 		WarmThresholdPercent: 80, ManifestURL: "https://analyzer.eddy-system.svc:8443/manifest?w=a&d=b",
 		HintSocket: "/eddy/sdk/prefetch.sock", StatusAddr: ":9471", ReportInterval: 10 * time.Second,
 		MaxConcurrency: 32, PathAliases: []string{"/data/a=/eddy/data/a"}, ServiceAccountDir: "/run/eddy/sa",
+		ResidentInterval: 3 * time.Second,
 	}
 	for _, o := range []Options{want, {Strategy: "WholeDataset", Roots: []string{"/x"}}} {
 		args := o.Args()
@@ -119,6 +121,12 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		"--hint-socket":     {Strategy: "Ordered", Roots: []string{"/d"}},
 		"--path-alias":      func() Options { o := base; o.PathAliases = []string{"/app=/not-a-root"}; return o }(),
 		"--max-concurrency": func() Options { o := base; o.Concurrency, o.MaxConcurrency = 8, 4; return o }(),
+		"--budget":          {Strategy: v1alpha1.StrategyResident, Roots: []string{"/d"}},
+		"--resident-interval": func() Options {
+			o := base
+			o.ResidentInterval = -time.Second
+			return o
+		}(),
 	}
 	for flag, o := range cases {
 		err := o.Validate()
@@ -643,4 +651,30 @@ func TestRangesCloserThanABlockAreOneRead(t *testing.T) {
 func TestRangesNeedAManifest(t *testing.T) {
 	err := Options{Strategy: v1alpha1.StrategyRanges, Roots: []string{"/data"}}.Validate()
 	assert.ErrorContains(t, err, "--strategy Ranges needs --manifest-url")
+}
+
+// Resident reads whole files, in the manifest's order, while they fit the
+// budget (a file that does not fit is skipped, not cut), then opens each of
+// them again every interval, and nothing else, until stopped.
+func TestResidentKeepsWholeFilesWithinBudgetAndTouchesThem(t *testing.T) {
+	dir := writeTree(t, map[string]int{"a": 100, "b": 150, "c": 100, "d": 100, "e": 100})
+	p, rec := newTestPrefetcher(t, Options{Strategy: v1alpha1.StrategyResident, Roots: []string{dir}, BudgetBytes: 350,
+		ManifestURL: serveManifest(t, []string{"c", "b", "a", "e", "d"}), Concurrency: 2, ResidentInterval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	require.Eventually(t, func() bool { return testutil.ToFloat64(p.metrics.touches) >= 9 }, 5*time.Second, 5*time.Millisecond,
+		"the kept files are opened again every interval")
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return once stopped")
+	}
+	assert.ElementsMatch(t, []string{"c", "b", "a"}, rec.get()[:3], "whole files in manifest order while they fit")
+	assert.Len(t, rec.get(), 3, "e and d do not fit the 350-byte budget after c, b and a")
+	s := p.Status()
+	assert.Equal(t, int64(350), s.Bytes)
+	assert.Zero(t, int(testutil.ToFloat64(p.metrics.touches))%3, "every round touches the three kept files, and only them")
 }

@@ -197,10 +197,12 @@ func (p *Prefetcher) Close() { p.scope.close() }
 
 // Run plans the selection, reads it ahead, and returns when everything is
 // read, the budget is spent, or ctx ends. Call it once. With a hint socket it keeps
-// following hints until ctx ends. Failures to plan (an unreachable manifest)
+// following hints until ctx ends; Resident keeps what it read in the cache
+// until ctx ends (see keepResident). Failures to plan (an unreachable manifest)
 // are logged and reported in Status, and the prefetcher counts as warm so it
 // never holds the application back.
 func (p *Prefetcher) Run(ctx context.Context) error {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.mu.Lock()
@@ -232,7 +234,62 @@ func (p *Prefetcher) Run(ctx context.Context) error {
 	<-planned
 	p.closeFiles()
 	p.logProgress("prefetch finished")
+	if p.opts.Strategy == v1alpha1.StrategyResident {
+		p.keepResident(parent)
+	}
 	return nil
+}
+
+// keepResident opens each file Resident read whole and reads its first
+// byte, every ResidentInterval until ctx ends. A cache that evicts the least
+// recently used files (rclone's VFS cache, which counts an open as a use)
+// then always finds the application's other files older than these, and a
+// job that reads more than the cache holds in a new order each epoch hits
+// this fixed part in every epoch. A touch of a kept file is a local hit.
+func (p *Prefetcher) keepResident(ctx context.Context) {
+	p.mu.Lock()
+	var kept []*file
+	var bytes int64
+	for _, f := range p.files {
+		if f.state == fileDone && f.size > 0 {
+			kept = append(kept, f)
+			bytes += f.size
+		}
+	}
+	p.mu.Unlock()
+	if len(kept) == 0 {
+		return
+	}
+	p.log.Info("keeping files resident", "files", len(kept), "bytes", bytes, "interval", p.opts.ResidentInterval)
+	t := time.NewTicker(p.opts.ResidentInterval)
+	defer t.Stop()
+	var one [1]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, f := range kept {
+			if ctx.Err() != nil {
+				return
+			}
+			fh, err := p.scope.open(f.ref)
+			if err == nil {
+				_, err = fh.ReadAt(one[:], 0)
+				_ = fh.Close()
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				p.mu.Lock()
+				p.errs++
+				p.mu.Unlock()
+				p.metrics.errors.Inc()
+				p.log.V(1).Info("could not touch a resident file", "path", p.scope.display(f.ref), "error", err.Error())
+				continue
+			}
+			p.metrics.touches.Inc()
+		}
+	}
 }
 
 // plan fills the queue from the manifest or by listing the roots. Files are
@@ -284,6 +341,11 @@ func (p *Prefetcher) plan(ctx context.Context) {
 					p.selDone += want
 				}
 			}
+			return
+		}
+		if p.opts.Strategy == v1alpha1.StrategyResident && p.selBytes+want > p.opts.BudgetBytes {
+			// Resident keeps whole files only: a part of one would not
+			// spare the application a fetch of it.
 			return
 		}
 		f := &file{ref: ref, size: size, selected: selected, ranges: rs}

@@ -52,6 +52,18 @@ type AutotunePolicySpec struct {
 	// +optional
 	Prefetch *PrefetchBounds `json:"prefetch,omitempty"`
 
+	// CacheCapacity is how many bytes the cache in front of each dataset of
+	// the namespace holds: a Fluid runtime's tiered-store quota, an rclone
+	// mount's --vfs-cache-max-size. The analyzer sizes its advice to it: a
+	// dataset that every epoch reads whole but that is larger than the cache
+	// is not prefetched whole (a least-recently-used cache would drop what
+	// was fetched before the job reads it) but gets a Resident prefetch of a
+	// fixed part that fits. Unset means unknown: the analyzer's default cache
+	// budget (64 GiB).
+	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-') && string(self) != '0'",message="cacheCapacity must be positive"
+	// +optional
+	CacheCapacity *resource.Quantity `json:"cacheCapacity,omitempty"`
+
 	// IdleAfter is how long a dataset must go unreferenced and unread before
 	// it is proposed for eviction.
 	// +kubebuilder:default="24h"

@@ -6,7 +6,7 @@ import (
 )
 
 // PrefetchStrategy is how an injected prefetcher reads ahead.
-// +kubebuilder:validation:Enum=WholeDataset;Sequential;Ordered;HotSet;Ranges
+// +kubebuilder:validation:Enum=WholeDataset;Sequential;Ordered;HotSet;Ranges;Resident
 type PrefetchStrategy string
 
 const (
@@ -22,6 +22,14 @@ const (
 	// latest run read at random offsets (from the manifest), and nothing
 	// else of them.
 	StrategyRanges PrefetchStrategy = "Ranges"
+	// StrategyResident reads a fixed part of the dataset, at most the budget
+	// (sized under the cache's capacity), and keeps it resident in a cache
+	// that drops the least recently used files by reading a byte of each of
+	// those files again, more often than the cache evicts, while the pod
+	// runs. For a job that reads more than the cache holds in a new order
+	// each epoch, a fixed part stays cached for every epoch, where the cache's
+	// own choice (the newest files) is evicted before the job comes back to it.
+	StrategyResident PrefetchStrategy = "Resident"
 )
 
 // RecommendationSpec is what the analyzer proposes. It is immutable once

@@ -249,6 +249,11 @@ func (in *AutotunePolicySpec) DeepCopyInto(out *AutotunePolicySpec) {
 		*out = new(PrefetchBounds)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.CacheCapacity != nil {
+		in, out := &in.CacheCapacity, &out.CacheCapacity
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	if in.IdleAfter != nil {
 		in, out := &in.IdleAfter, &out.IdleAfter
 		*out = new(v1.Duration)
