@@ -125,15 +125,22 @@ func TestShuffledEpochs(t *testing.T) {
 	w, _, _ := advice.Workers(f.DatasetBytes, advice.DemandedThroughput(&f), advice.DefaultBounds)
 	assert.Equal(t, w, c.Workers)
 
-	// Over the cache budget, the exact order must come from the SDK.
+	// Over the cache, a fixed part that fits is kept resident, and the
+	// expected hit is that part's share of every epoch.
 	tr := NewTracker(Options{Bounds: advice.Bounds{CacheBudgetBytes: 64 * mib}})
 	wins, end := sim.Run(simulate.Shuffled(files, 128*kib, 3, rand.New(rand.NewPCG(1, 2))))
 	for _, w := range wins {
 		tr.Observe(w)
 	}
 	small, _ := tr.Assess(tr.Keys()[0], end.UnixNano())
-	recommendation(t, small, v1.ActionInjectSDK)
-	assert.Equal(t, v1.StrategyOrdered, recommendation(t, small, v1.ActionPrefetch).Prefetch.Strategy)
+	for _, r := range small.Advice.Recommendations {
+		assert.NotEqual(t, v1.ActionInjectSDK, r.Action)
+	}
+	rec := recommendation(t, small, v1.ActionPrefetch)
+	assert.Equal(t, v1.StrategyResident, rec.Prefetch.Strategy)
+	assert.InDelta(t, advice.ResidentShare*64*mib, float64(rec.Prefetch.BudgetBytes), 1, "a share of the cache, the rest for the job's other reads")
+	assert.InDelta(t, advice.ResidentShare*64*mib/small.Features.DatasetBytes*(1-1/6.0), rec.Evidence.Benefit.ExpectedHitRatio, 0.01)
+	assert.Equal(t, int64(256*kib), rec.Prefetch.BlockBytes, "files fetched whole")
 }
 
 func TestRandomReads(t *testing.T) {

@@ -25,6 +25,7 @@
 //   - Byte budget: Ranges none of its own (the ranges bound it; the
 //     policy's budget caps it); Sequential keeps a double-buffered window,
 //     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
+//     Resident ResidentShare · CacheBudget (what it keeps);
 //     HotSet D when D fits the cache budget (the hot files first, then the
 //     rest), else min(W, CacheBudget).
 //   - Never warm before start: the prefetcher runs alongside the job (on
@@ -38,7 +39,8 @@
 //     read-wait share becomes w · (1 − h) and the wall-time reduction is
 //     w · h. h is 1 − 1/(2E) for a dataset warmed whole beside a job of E
 //     epochs (its first epoch races the prefetcher), min(1, B / T_d) for
-//     streaming prefetch (Sequential, Ordered), and 1 − MRC(cache) for
+//     streaming prefetch (Sequential, Ordered), K/D · (1 − 1/(2E)) for a
+//     Resident part K of a dataset D read whole each epoch, 1 − MRC(cache) for
 //     HotSet and cache scaling, MRC being the miss-ratio curve at the cache
 //     size that results; for ShuffledEpochs a cache that holds the whole
 //     dataset is taken to miss nothing (every epoch rereads all of it).
@@ -49,9 +51,14 @@
 //     not kept in cache (read once), unless the scan repeats (reuse) and D
 //     fits the budget, in which case it is kept.
 //   - ShuffledEpochs: Prefetch/WholeDataset (kept, never evicted within the
-//     job) when D fits the cache budget; otherwise InjectSDK plus
-//     Prefetch/Ordered (the SDK supplies the exact order). ScaleCache to hold
-//     the dataset.
+//     job) when D fits the cache budget (the policy's cacheCapacity, when it
+//     states one); otherwise Prefetch/Resident: a fixed part, ResidentShare
+//     of the cache, read once and kept resident, since a least-recently-used
+//     cache smaller than an epoch keeps almost nothing a shuffled epoch
+//     reads again. ScaleCache to hold the dataset. (InjectSDK with
+//     Prefetch/Ordered follows the exact order, but its byte budget ends
+//     the read-ahead after one cache's worth: a person may apply it; the
+//     advice does not.)
 //   - HotSet: Prefetch/HotSet of everything read, hot files first, and
 //     ScaleCache to hold it, when D fits the cache budget — the files read
 //     once stall the job too (a job reading a hot tenth 30 times and the

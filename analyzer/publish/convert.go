@@ -126,6 +126,13 @@ func apiRecommendation(r *advice.Recommendation, f *features.Features, pol polic
 			bw = pol.maxBandwidth
 		}
 		budget := quantize2(p.BudgetBytes)
+		if p.Strategy == v1.StrategyResident {
+			// What Resident keeps follows from the cache's stated
+			// capacity, not from a measurement that wobbles; rounding it
+			// down to two binary digits would give away up to a third of
+			// it. Rounded to whole MiB.
+			budget = p.BudgetBytes &^ (1<<20 - 1)
+		}
 		if pol.budgetBytes > 0 && (budget == 0 || budget > pol.budgetBytes) {
 			budget = pol.budgetBytes
 		}

@@ -173,7 +173,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		opt:     opt,
 		stopped: make(chan struct{}),
 		Store:   store.New(opt.Analyzer),
-		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments,
+		publisher: &publish.Publisher{Client: opt.Client, Log: opt.Log.WithName("publish"), StableAssessments: opt.StableAssessments, Bounds: opt.Analyzer.Bounds,
 			RunEndedAfter: opt.RunEndedAfter, LongRunAfter: opt.LongRunAfter, Workers: opt.PublishWorkers},
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_analyzer_flushes_total", Help: "Checkpoint flushes, by result.",

@@ -16,6 +16,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,6 +26,7 @@ import (
 	"github.com/eddy-autotune/eddy/test/controlplane"
 
 	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/advice"
 	"github.com/eddy-autotune/eddy/analyzer/internal/simulate"
 	"github.com/eddy-autotune/eddy/analyzer/service"
 )
@@ -289,4 +291,50 @@ func shipAs(t testing.TB, addr, collector string, ws ...*accessv1.AccessWindow) 
 	reply, err := accessv1.NewAccessIntakeClient(conn).Ship(context.Background(), &accessv1.ShipRequest{Collector: collector, Windows: ws})
 	require.NoError(t, err)
 	return reply.GetAckedSequence()
+}
+
+// TestPolicyCacheCapacityShapesTheAdvice: the same shuffled run (200 MiB,
+// four epochs) is advised a whole-dataset prefetch in a namespace that says
+// nothing of its cache, and a Resident prefetch of a part of the cache in
+// one whose policy says its cache holds 64 MiB.
+func TestPolicyCacheCapacityShapesTheAdvice(t *testing.T) {
+	env := controlplane.StartForTest(t, controlplane.Options{})
+	ctx := context.Background()
+	for _, ns := range []string{"ml", "small-cache", "eddy-system"} {
+		require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	capacity := resource.MustParse("64Mi")
+	require.NoError(t, env.Client.Create(ctx, &v1.AutotunePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "small-cache", Name: "default"},
+		Spec: v1.AutotunePolicySpec{CacheCapacity: &capacity}}))
+	svc, stop, done := start(t, ctx, env.Client)
+	defer func() { stop(); <-done }()
+
+	ws := shuffledWindows(t)
+	other := shuffledWindows(t)
+	for i, w := range other {
+		w.Sequence = uint64(len(ws) + i + 1)
+		for _, f := range w.Files {
+			f.Workload.Namespace = "small-cache"
+		}
+	}
+	ship(t, svc.Addr(), append(ws, other...))
+	for range 2 {
+		require.NoError(t, svc.Flush(ctx))
+	}
+	strategy := func(ns string) *v1.PrefetchParameters {
+		var recs v1.RecommendationList
+		require.NoError(t, env.Client.List(ctx, &recs, client.InNamespace(ns)))
+		for _, r := range recs.Items {
+			if r.Spec.Action == v1.ActionPrefetch {
+				return r.Spec.Prefetch
+			}
+		}
+		t.Fatalf("no Prefetch recommendation in %s (%d others)", ns, len(recs.Items))
+		return nil
+	}
+	assert.Equal(t, v1.StrategyWholeDataset, strategy("ml").Strategy)
+	p := strategy("small-cache")
+	assert.Equal(t, v1.StrategyResident, p.Strategy)
+	require.NotNil(t, p.BudgetBytes)
+	assert.InEpsilon(t, advice.ResidentShare*float64(capacity.Value()), float64(p.BudgetBytes.Value()), 0.05, "a share of the stated cache")
 }

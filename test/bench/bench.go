@@ -22,6 +22,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -81,6 +82,20 @@ func (c Class) cacheMaxSize(cfg Config) string {
 		return c.CacheMaxSize
 	}
 	return cfg.CacheMaxSize
+}
+
+// rcloneSize reads a size in rclone's syntax (a number with a binary
+// suffix B, K, M, G or T; KiB without one) as a quantity.
+func rcloneSize(v string) (resource.Quantity, error) {
+	num, unit := v, "K"
+	if i := strings.IndexAny(v, "BbKkMmGgTt"); i >= 0 {
+		num, unit = v[:i], strings.ToUpper(v[i:])
+	}
+	suffix, ok := map[string]string{"B": "", "K": "Ki", "M": "Mi", "G": "Gi", "T": "Ti"}[unit]
+	if _, err := strconv.ParseUint(num, 10, 63); err != nil || !ok {
+		return resource.Quantity{}, fmt.Errorf("%q: want a whole number with B, K, M, G or T", v)
+	}
+	return resource.ParseQuantity(num + suffix)
 }
 
 // Bytes is the dataset's size.
@@ -253,6 +268,13 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 // Peer arms run as bare pods labelled out of eddy.
 func (r *Runner) optIn(ctx context.Context, ns string, class Class) error {
 	policy := node.AutoPolicy("1Gi", v1.ActionPrefetch)
+	// A user knows their cache's size: the policy states the FUSE cache's
+	// bound, as a Fluid user would state the runtime's quota.
+	capacity, err := rcloneSize(class.cacheMaxSize(r.Config))
+	if err != nil {
+		return fmt.Errorf("class %s: cache size: %w", class.Name, err)
+	}
+	policy.Spec.CacheCapacity = &capacity
 	if err := r.Cluster.OptIn(ctx, ns, policy); err != nil {
 		return err
 	}

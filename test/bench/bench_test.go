@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/eddy-autotune/eddy/test/controlplane"
 	"github.com/eddy-autotune/eddy/test/node"
@@ -166,4 +167,18 @@ func TestComponentBenchmarks(t *testing.T) {
 		assert.Empty(t, c.Err, c.Name)
 	}
 	t.Logf("\n%s", componentsMarkdown(got))
+}
+
+func TestRcloneSize(t *testing.T) {
+	for in, want := range map[string]string{"32M": "32Mi", "1G": "1Gi", "512": "512Ki", "4096B": "4Ki", "2t": "2Ti"} {
+		q, err := rcloneSize(in)
+		if assert.NoError(t, err, in) {
+			w := resource.MustParse(want)
+			assert.Equal(t, w.Value(), q.Value(), in)
+		}
+	}
+	for _, bad := range []string{"", "M", "-1M", "1.5G", "3X", "1Mi"} {
+		_, err := rcloneSize(bad)
+		assert.Error(t, err, bad)
+	}
 }
