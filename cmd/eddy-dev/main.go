@@ -10,10 +10,16 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 func main() {
+	// The harnesses print their own progress; controller-runtime's clients
+	// and envtest would otherwise print a stack trace saying no logger was
+	// set, before the first step of `eddy-dev bench`.
+	ctrllog.SetLogger(logr.Discard())
 	root := &cobra.Command{
 		Use:   "eddy-dev",
 		Short: "eddy's development harnesses: a local control plane and the whole-loop demo",
