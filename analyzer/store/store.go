@@ -121,9 +121,6 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	for k := range s.groups {
-		delete(s.groups, k)
-	}
 	for _, r := range w.GetFiles() {
 		if r == nil {
 			continue
@@ -179,6 +176,11 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	if len(s.scratch.Files) > 0 {
 		s.tracker.Observe(&s.scratch)
 	}
+	// The scratch keeps its storage, not the window's records: they would
+	// stay live until the next window.
+	clear(s.scratch.Files)
+	s.scratch.Files = s.scratch.Files[:0]
+	clear(s.groups)
 	// Keys of workloads watched through the window: their quiet is real.
 	// This changes no profile by itself (the key is not made dirty): the
 	// next assessment of the key counts it.
