@@ -4,11 +4,13 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -402,4 +404,40 @@ func TestManifestOfAnEarlierAnalyzerLoads(t *testing.T) {
 	s.Observe([]*accessv1.FileAccess{ranged("big", "run1", 25, 40, [2]uint64{4096, 8192})})
 	got, _ = s.Ranges(k, 0)
 	assert.Equal(t, []manifestv1.Range{{0, 8192}, {65536, 69632}}, got[0].Ranges)
+}
+
+// A manifest costs about 40 bytes per file held (paths of a typical
+// dataset: one directory, ten-byte names), where a map of paths to entries
+// cost ~155: a 24-byte entry, its name, a slot of the index, and the room
+// kept for more.
+func TestManifestHoldsFewBytesPerFile(t *testing.T) {
+	const files = 20_000
+	// The live heap, once collections free nothing more (objects of
+	// earlier tests with finalizers take more than one).
+	live := func() uint64 {
+		var ms runtime.MemStats
+		last := uint64(math.MaxUint64)
+		for {
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc >= last {
+				return ms.HeapAlloc
+			}
+			last = ms.HeapAlloc
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s, err := NewStore("", 0)
+	require.NoError(t, err)
+	recs := make([]*accessv1.FileAccess, files)
+	for i := range recs {
+		recs[i] = rec(fmt.Sprintf("/data/train/part-%05d", i))
+	}
+	s.Observe(recs)
+	// The records are garbage now; the store goes after the first count.
+	with := live()
+	runtime.KeepAlive(s)
+	held := float64(with-live()) / files
+	t.Logf("%.1f bytes per file", held)
+	assert.Less(t, held, 48.0)
 }
