@@ -78,7 +78,9 @@ type Store struct {
 	scratch accessv1.AccessWindow
 	// byWorkload indexes the keys of meta by workload, for windows that
 	// say which workloads' pods were observed.
-	byWorkload map[analyzer.WorkloadKey]map[analyzer.Key]struct{}
+	// A workload reads a few datasets: a slice each, not a map (a map of
+	// one key took ~750 bytes).
+	byWorkload map[analyzer.WorkloadKey][]analyzer.Key
 }
 
 // New returns an empty Store.
@@ -90,25 +92,26 @@ func New(opt analyzer.Options) *Store {
 		quarantined: map[analyzer.Key]time.Time{},
 		now:         time.Now,
 		groups:      map[analyzer.Key][]*accessv1.FileAccess{},
-		byWorkload:  map[analyzer.WorkloadKey]map[analyzer.Key]struct{}{},
+		byWorkload:  map[analyzer.WorkloadKey][]analyzer.Key{},
 	}
 }
 
 // index adds k to byWorkload; unindex removes it.
 func (s *Store) index(k analyzer.Key) {
 	w := k.Workload()
-	if s.byWorkload[w] == nil {
-		s.byWorkload[w] = map[analyzer.Key]struct{}{}
+	if !slices.Contains(s.byWorkload[w], k) {
+		s.byWorkload[w] = append(s.byWorkload[w], k)
 	}
-	s.byWorkload[w][k] = struct{}{}
 }
 
 func (s *Store) unindex(k analyzer.Key) {
 	w := k.Workload()
-	delete(s.byWorkload[w], k)
-	if len(s.byWorkload[w]) == 0 {
+	ks := slices.DeleteFunc(s.byWorkload[w], func(x analyzer.Key) bool { return x == k })
+	if len(ks) == 0 {
 		delete(s.byWorkload, w)
+		return
 	}
+	s.byWorkload[w] = ks
 }
 
 // Apply folds a window from collector into the histories of its keys,
@@ -185,7 +188,7 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	// This changes no profile by itself (the key is not made dirty): the
 	// next assessment of the key counts it.
 	for _, o := range w.GetObserved() {
-		for k := range s.byWorkload[analyzer.WorkloadKeyOf(o.GetWorkload())] {
+		for _, k := range s.byWorkload[analyzer.WorkloadKeyOf(o.GetWorkload())] {
 			s.tracker.Watched(k, w.GetEndUnixNano())
 		}
 	}
