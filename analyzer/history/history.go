@@ -211,6 +211,17 @@ func Restore(data []byte) (*History, error) {
 	return h, nil
 }
 
+// Clone returns a copy of h that shares nothing Observe changes: a
+// snapshot to checkpoint later. It is about half the size of the
+// checkpoint's JSON, and quicker to take.
+func (h *History) Clone() *History {
+	c := *h
+	c.Files = slices.Clone(h.Files)
+	c.Reuse.Items = slices.Clone(h.Reuse.Items)
+	c.Runs = slices.Clone(h.Runs)
+	return &c
+}
+
 func cmpU64(a, b uint64) int {
 	switch {
 	case a < b:

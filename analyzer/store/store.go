@@ -305,14 +305,22 @@ type Entry struct {
 
 	// pending is the state TakeDirty took, until EncodeCheckpoints
 	// compresses it.
-	pending *checkpoint
+	pending *taken
+}
+
+// taken is a key's state as TakeDirty took it: a copy of its history, not
+// yet its JSON, which is twice as large and would be held for every dirty
+// key at once until compressed.
+type taken struct {
+	history *history.History
+	meta    Meta
 }
 
 // TakeDirty assesses every key changed since the last call at now (unix
 // ns), takes a copy of its state, and clears the dirty set; on error the
 // keys stay dirty. It holds the store's lock (and its caller the intake's)
-// only while copying: EncodeCheckpoints, called after, compresses the
-// copies into each entry's Checkpoint.
+// only while copying: EncodeCheckpoints, called after, encodes and
+// compresses the copies into each entry's Checkpoint.
 func (s *Store) TakeDirty(now int64) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -354,9 +362,9 @@ func (s *Store) History(k analyzer.Key, fn func(*analyzer.Tracker, analyzer.Key)
 func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	m := s.meta[k]
 	a, _ := s.tracker.Assess(k, now)
-	hist, err := s.tracker.Checkpoint(k)
-	if err != nil {
-		return Entry{}, err
+	h := s.tracker.History(k)
+	if h == nil {
+		return Entry{}, fmt.Errorf("checkpoint %s: not tracked", k)
 	}
 	snap := *m
 	snap.Applied = maps.Clone(m.Applied)
@@ -366,19 +374,16 @@ func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	for p := range m.Pods {
 		snap.PodList = append(snap.PodList, p)
 	}
-	var runs []history.Run
-	if h := s.tracker.History(k); h != nil {
-		runs = slices.Clone(h.Runs)
-	}
 	// The checkpoint's Meta is its own copy: the entry's is the caller's.
 	cp := snap
 	cp.Applied, cp.Seen = maps.Clone(snap.Applied), maps.Clone(snap.Seen)
-	return Entry{Key: k, Meta: snap, Assessment: a, Runs: runs, pending: &checkpoint{Version: CheckpointVersion, History: hist, Meta: cp}}, nil
+	return Entry{Key: k, Meta: snap, Assessment: a, Runs: slices.Clone(h.Runs), pending: &taken{history: h.Clone(), meta: cp}}, nil
 }
 
-// EncodeCheckpoints compresses the state TakeDirty took of each entry into
-// its Checkpoint, on every CPU, without any lock: a flush of thousands of
-// keys spent most of the time it held the intake's lock compressing them.
+// EncodeCheckpoints encodes and compresses the state TakeDirty took of each
+// entry into its Checkpoint, on every CPU, without any lock: a flush of
+// thousands of keys spent most of the time it held the intake's lock
+// compressing them.
 func EncodeCheckpoints(entries []Entry) error {
 	var (
 		next  atomic.Int64
@@ -395,7 +400,11 @@ func EncodeCheckpoints(entries []Entry) error {
 				if e.pending == nil {
 					continue
 				}
-				data, err := encode(*e.pending)
+				hist, err := json.Marshal(e.pending.history)
+				var data []byte
+				if err == nil {
+					data, err = encode(checkpoint{Version: CheckpointVersion, History: hist, Meta: e.pending.meta})
+				}
 				if err != nil {
 					errMu.Lock()
 					first = cmp.Or(first, fmt.Errorf("checkpoint %s: %w", e.Key, err))
