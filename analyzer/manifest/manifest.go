@@ -454,29 +454,21 @@ func (st *keyState) paths() []string {
 // crash leaves each manifest either as it was or as it is now. A manifest
 // that cannot be written stays marked and is tried again by the next Flush;
 // its failure holds back no other manifest. The error names every manifest
-// that failed.
+// that failed. Manifests are encoded one at a time, each under the store's
+// lock only while it is, and written before the next is encoded.
 func (s *Store) Flush() error {
 	if s.dir == "" {
 		return nil
 	}
 	s.mu.Lock()
-	type job struct {
-		k    analyzer.Key
-		data []byte
-		tmp  string
-	}
-	var jobs []job
-	var errs []error
-	for k := range s.dirty {
-		data, err := encode(k, s.keys[k])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("encode manifest of %s: %w", k, err))
-			continue
-		}
-		jobs = append(jobs, job{k: k, data: data})
-		delete(s.dirty, k)
-	}
+	keys := slices.Collect(maps.Keys(s.dirty))
+	clear(s.dirty)
 	s.mu.Unlock()
+	type job struct {
+		k   analyzer.Key
+		tmp string
+	}
+	var errs []error
 	failed := func(j job, err error) {
 		if j.tmp != "" {
 			os.Remove(j.tmp)
@@ -486,16 +478,25 @@ func (s *Store) Flush() error {
 		s.mu.Unlock()
 		errs = append(errs, fmt.Errorf("persist manifest of %s: %w", j.k, err))
 	}
-	written := jobs[:0]
+	var written []job
 	var tmps []string
-	for _, j := range jobs {
-		tmp, err := writeTemp(s.dir, j.data)
+	for _, k := range keys {
+		// One at a time, under the lock only while it is encoded: the
+		// compressed manifests are never all held at once, and records
+		// are not held up for the whole flush.
+		s.mu.Lock()
+		data, err := encode(k, s.keys[k])
+		s.mu.Unlock()
 		if err != nil {
-			failed(j, err)
+			failed(job{k: k}, fmt.Errorf("encode: %w", err))
 			continue
 		}
-		j.tmp = tmp
-		written = append(written, j)
+		tmp, err := writeTemp(s.dir, data)
+		if err != nil {
+			failed(job{k: k}, err)
+			continue
+		}
+		written = append(written, job{k: k, tmp: tmp})
 		tmps = append(tmps, tmp)
 	}
 	if len(written) == 0 {
