@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -152,4 +153,50 @@ func TestRestoreAppliesSmallerCaps(t *testing.T) {
 		assert.LessOrEqual(t, f.Key, back.FileThreshold)
 	}
 	assert.Less(t, back.FileRate(), 1.0)
+}
+
+// Past their caps, the file table and the reuse sampler keep exactly the
+// smallest keys seen (a bottom-k sample) with the threshold just below the
+// next, in tables never grown past the cap — also when restored, where
+// the tables are one allocation of what they hold (rounded up by Go's
+// allocator to its size class, as slices.Clone shows).
+func TestFullTablesKeepTheSmallestKeysWithinTheirCap(t *testing.T) {
+	const maxFiles, maxChunks = 40, 24
+	h := New(Config{MaxFiles: maxFiles, MaxSampledChunks: maxChunks})
+	var fileKeys []uint64
+	for w := range 20 {
+		var recs []*accessv1.FileAccess
+		for i := range 30 {
+			r := rec(fmt.Sprintf("/data/%d/%d", w, i), 1<<20, 1, int64(w+1)*1e9+int64(i))
+			fileKeys = append(fileKeys, FileKey(r))
+			recs = append(recs, r)
+		}
+		h.Observe(int64(w)*1e9+1, int64(w+1)*1e9, recs)
+	}
+	// Each file is one chunk: the sampler saw the same keys.
+	slices.Sort(fileKeys)
+	check := func(h *History, when string, fileCap, chunkCap int) {
+		held := make([]uint64, len(h.Files))
+		for i, f := range h.Files {
+			held[i] = f.Key
+		}
+		assert.Equal(t, fileKeys[:maxFiles], held, "%s: the smallest file keys, sorted", when)
+		assert.Equal(t, fileKeys[maxFiles]-1, h.FileThreshold, "%s: the file threshold is below the next", when)
+		assert.Equal(t, fileCap, cap(h.Files), "%s: the file table is not grown past its cap", when)
+		chunks := make([]uint64, len(h.Reuse.Items))
+		for i, it := range h.Reuse.Items {
+			chunks[i] = it.Key
+		}
+		slices.Sort(chunks)
+		assert.Equal(t, fileKeys[:maxChunks], chunks, "%s: the smallest chunk keys", when)
+		assert.Equal(t, fileKeys[maxChunks]-1, h.Reuse.Threshold, "%s: the sampler's threshold is below the next", when)
+		assert.Equal(t, chunkCap, cap(h.Reuse.Items), "%s: the sampler is not grown past its cap", when)
+	}
+	check(h, "observed", maxFiles, maxChunks)
+	data, err := json.Marshal(h)
+	require.NoError(t, err)
+	back, err := Restore(data)
+	require.NoError(t, err)
+	check(back, "restored", cap(slices.Clone(make([]FileState, maxFiles))), cap(slices.Clone(make([]Item, maxChunks))))
+	assert.Equal(t, h, back)
 }

@@ -63,21 +63,37 @@ func (s *Sampler) Access(key uint64, size int64, w float64, maxItems int) {
 		return
 	}
 	s.Cold += w / r
-	s.Items = insertBounded(s.Items, 0, Item{Key: key, Size: size}, maxItems+1)
-	if len(s.Items) > maxItems {
-		s.dropLargest()
+	if len(s.Items) < maxItems {
+		s.Items = insertBounded(s.Items, 0, Item{Key: key, Size: size}, maxItems)
+		return
 	}
+	// Full: the largest key goes — this one or one followed — and the
+	// threshold drops below it, without growing the set past maxItems.
+	big := s.largest()
+	if key > s.Items[big].Key {
+		s.Threshold = below(key)
+		return
+	}
+	s.Threshold = below(s.Items[big].Key)
+	copy(s.Items[1:big+1], s.Items[:big])
+	s.Items[0] = Item{Key: key, Size: size}
 }
 
-// dropLargest stops following the chunk with the largest key and lowers
-// Threshold below it.
-func (s *Sampler) dropLargest() {
+// largest is the index of the followed chunk with the largest key.
+func (s *Sampler) largest() int {
 	big := 0
 	for j := range s.Items {
 		if s.Items[j].Key > s.Items[big].Key {
 			big = j
 		}
 	}
+	return big
+}
+
+// dropLargest stops following the chunk with the largest key and lowers
+// Threshold below it.
+func (s *Sampler) dropLargest() {
+	big := s.largest()
 	s.Threshold = below(s.Items[big].Key)
 	s.Items = append(s.Items[:big], s.Items[big+1:]...)
 }

@@ -6,11 +6,14 @@
 package manifest
 
 import (
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -34,29 +37,161 @@ const DefaultMaxFiles = 200_000
 // can make the analyzer hold much more than this for it whatever it opens.
 const MaxPathBytesPerKey = 32 << 20
 
+// fileEntry is what is kept of one file, 24 bytes: its path is
+// keyState.dirs[dir] followed by its name, the bytes of keyState.names from
+// name to the next file's name. The map of paths to pointers to 80-byte
+// entries this replaced held ~155 bytes per file.
 type fileEntry struct {
-	// Order is the time of the latest pass (or first access), unix ns.
-	Order int64   `json:"o"`
-	Bytes float64 `json:"b"`
-	Size  int64   `json:"s,omitempty"`
-	// Ranges are the byte ranges the latest run read of a file it read at
-	// random offsets, sorted and disjoint; RangePods are the pods of that
-	// run and RangesLast its last access, unix ns (see observeRanges).
-	Ranges     []manifestv1.Range `json:"r,omitempty"`
-	RangePods  []string           `json:"rp,omitempty"`
-	RangesLast int64              `json:"rl,omitempty"`
+	// order is the time of the latest pass (or first access), unix ns.
+	order int64
+	bytes float64
+	dir   uint32
+	name  uint32
 }
 
+// fileRanges are the byte ranges the latest run read of a file it read at
+// random offsets, sorted and disjoint; pods are the pods of that run and
+// last its last access, unix ns (see observeRanges). Most files have none:
+// they are kept beside the files, only for those that do.
+type fileRanges struct {
+	ranges []manifestv1.Range
+	pods   []string
+	last   int64
+}
+
+// keyState is one key's manifest. Files are only ever added, so names is
+// an append-only arena; a path is found through index, an open-addressing
+// table of file numbers (plus one; 0 is empty) probed linearly from the
+// path's seeded hash, at most three-quarters full.
 type keyState struct {
-	Files   map[string]*fileEntry `json:"files"`
-	Dropped uint64                `json:"dropped,omitempty"`
-	// RangesDropped counts ranges not kept: beyond MaxRangesPerKey, or
-	// left out by the collector.
-	RangesDropped uint64 `json:"rangesDropped,omitempty"`
-	// pathBytes is the sum of the lengths of Files' paths; ranges the
-	// number of ranges held in Files.
+	seed   maphash.Seed
+	files  []fileEntry
+	names  []byte
+	dirs   []string
+	dirIDs map[string]uint32
+	index  []uint32
+	// ranged holds the ranges of the files (by number) that have any.
+	ranged map[uint32]*fileRanges
+	// dropped counts files not kept (over the bounds); rangesDropped
+	// ranges not kept: beyond MaxRangesPerKey, or left out by the
+	// collector.
+	dropped       uint64
+	rangesDropped uint64
+	// pathBytes is the sum of the lengths of the files' paths; ranges the
+	// number of ranges held in ranged.
 	pathBytes int
 	ranges    int
+}
+
+func newKeyState(seed maphash.Seed) *keyState {
+	return &keyState{seed: seed, dirIDs: map[string]uint32{}, ranged: map[uint32]*fileRanges{}}
+}
+
+// splitPath cuts a path after its last '/': the directory, shared by many
+// files and kept once, and the name.
+func splitPath(p string) (dir, name string) {
+	i := strings.LastIndexByte(p, '/')
+	return p[:i+1], p[i+1:]
+}
+
+// name is file i's name.
+func (st *keyState) name(i int) []byte {
+	end := len(st.names)
+	if i+1 < len(st.files) {
+		end = int(st.files[i+1].name)
+	}
+	return st.names[st.files[i].name:end]
+}
+
+// path is file i's path.
+func (st *keyState) path(i int) string {
+	return st.dirs[st.files[i].dir] + string(st.name(i))
+}
+
+// find returns the number of the file at path, or -1.
+func (st *keyState) find(path string) int {
+	if len(st.index) == 0 {
+		return -1
+	}
+	dir, name := splitPath(path)
+	d, ok := st.dirIDs[dir]
+	if !ok {
+		return -1
+	}
+	mask := uint64(len(st.index) - 1)
+	for j := maphash.String(st.seed, path) & mask; ; j = (j + 1) & mask {
+		n := st.index[j]
+		if n == 0 {
+			return -1
+		}
+		if f := int(n - 1); st.files[f].dir == d && string(st.name(f)) == name {
+			return f
+		}
+	}
+}
+
+// add appends a file at path, not held yet, and returns its number.
+func (st *keyState) add(path string) int {
+	if 4*(len(st.files)+1) > 3*len(st.index) {
+		st.grow()
+	}
+	dir, name := splitPath(path)
+	d, ok := st.dirIDs[dir]
+	if !ok {
+		// A copy: dir is part of a record's path, which would otherwise
+		// be held whole for it.
+		dir = strings.Clone(dir)
+		d = uint32(len(st.dirs))
+		st.dirs = append(st.dirs, dir)
+		st.dirIDs[dir] = d
+	}
+	i := len(st.files)
+	st.files = append(roomFor(st.files, 1), fileEntry{dir: d, name: uint32(len(st.names))})
+	st.names = append(roomFor(st.names, len(name)), name...)
+	st.pathBytes += len(path)
+	st.place(maphash.String(st.seed, path), i)
+	return i
+}
+
+// roomFor returns s with room for n more elements. Past a few hundred, it
+// grows s by an eighth, not by the quarter to half append would: a
+// manifest's files and names live as long as its key, and append's room
+// was a fifth of what they held.
+func roomFor[T any](s []T, n int) []T {
+	if len(s)+n <= cap(s) {
+		return s
+	}
+	c := max(2*cap(s), 8)
+	if cap(s) >= 512 {
+		c = cap(s) + cap(s)/8
+	}
+	// From nil, Grow allocates just what is asked, rounded up to the
+	// allocator's size class, all of it usable.
+	grown := slices.Grow([]T(nil), max(c, len(s)+n))[:len(s)]
+	copy(grown, s)
+	return grown
+}
+
+// place puts file i, whose path hashes to h, in the index.
+func (st *keyState) place(h uint64, i int) {
+	mask := uint64(len(st.index) - 1)
+	j := h & mask
+	for st.index[j] != 0 {
+		j = (j + 1) & mask
+	}
+	st.index[j] = uint32(i + 1)
+}
+
+// grow doubles the index and places every file in it again.
+func (st *keyState) grow() {
+	st.index = make([]uint32, max(2*len(st.index), 8))
+	var h maphash.Hash
+	for i := range st.files {
+		h.SetSeed(st.seed)
+		h.WriteString(st.dirs[st.files[i].dir])
+		h.Write(st.name(i))
+		st.place(h.Sum64(), i)
+	}
 }
 
 // MaxRangesPerKey bounds the read ranges remembered per key (16 bytes
@@ -70,6 +205,7 @@ const maxRangePods = 64
 type Store struct {
 	dir      string
 	maxFiles int
+	seed     maphash.Seed
 
 	mu    sync.Mutex
 	keys  map[analyzer.Key]*keyState
@@ -82,7 +218,7 @@ func NewStore(dir string, maxFiles int) (*Store, error) {
 	if maxFiles <= 0 {
 		maxFiles = DefaultMaxFiles
 	}
-	s := &Store{dir: dir, maxFiles: maxFiles, keys: map[analyzer.Key]*keyState{}, dirty: map[analyzer.Key]bool{}}
+	s := &Store{dir: dir, maxFiles: maxFiles, seed: maphash.MakeSeed(), keys: map[analyzer.Key]*keyState{}, dirty: map[analyzer.Key]bool{}}
 	if dir == "" {
 		return s, nil
 	}
@@ -102,7 +238,7 @@ func NewStore(dir string, maxFiles int) (*Store, error) {
 		if e.IsDir() || filepath.Ext(e.Name()) != ".gz" {
 			continue
 		}
-		k, st, err := load(filepath.Join(dir, e.Name()))
+		k, st, err := load(filepath.Join(dir, e.Name()), s.seed)
 		if err != nil {
 			return nil, fmt.Errorf("load manifest %s: %w (remove the file to start that manifest afresh)", e.Name(), err)
 		}
@@ -122,31 +258,27 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 		k := analyzer.KeyOf(r)
 		st := s.keys[k]
 		if st == nil {
-			st = &keyState{Files: map[string]*fileEntry{}}
+			st = newKeyState(s.seed)
 			s.keys[k] = st
 		}
-		fe := st.Files[r.GetPath()]
-		if fe == nil {
-			if len(st.Files) >= s.maxFiles || st.pathBytes+len(r.GetPath()) > MaxPathBytesPerKey {
-				st.Dropped++
+		f := st.find(r.GetPath())
+		if f < 0 {
+			if len(st.files) >= s.maxFiles || st.pathBytes+len(r.GetPath()) > MaxPathBytesPerKey {
+				st.dropped++
 				continue
 			}
-			fe = &fileEntry{}
-			st.Files[r.GetPath()] = fe
-			st.pathBytes += len(r.GetPath())
+			f = st.add(r.GetPath())
 		}
+		fe := &st.files[f]
 		order := r.GetLastPassUnixNano()
 		if order == 0 {
 			order = r.GetFirstAccessUnixNano()
 		}
-		if order > fe.Order {
-			fe.Order = order
+		if order > fe.order {
+			fe.order = order
 		}
-		fe.Bytes += float64(r.GetReadBytes())
-		if r.GetFileSize() > 0 {
-			fe.Size = r.GetFileSize()
-		}
-		st.observeRanges(fe, r)
+		fe.bytes += float64(r.GetReadBytes())
+		st.observeRanges(uint32(f), r)
 		s.dirty[k] = true
 	}
 }
@@ -158,34 +290,39 @@ func (s *Store) Observe(recs []*accessv1.FileAccess) {
 // not among the run's readers, whose reads began after the run's last
 // access, starts a new run; pods reading at the same time (a job's
 // parallel workers) join the run.
-func (st *keyState) observeRanges(fe *fileEntry, r *accessv1.FileAccess) {
-	st.RangesDropped += r.GetReadRangesDropped()
+func (st *keyState) observeRanges(f uint32, r *accessv1.FileAccess) {
+	st.rangesDropped += r.GetReadRangesDropped()
 	if len(r.GetReadRanges()) == 0 || r.GetRandSteps() == 0 && r.GetSeqSteps() > 0 {
 		return
 	}
+	fr := st.ranged[f]
+	if fr == nil {
+		fr = &fileRanges{}
+		st.ranged[f] = fr
+	}
 	pod := r.GetPodUid()
-	if !slices.Contains(fe.RangePods, pod) {
-		if r.GetFirstAccessUnixNano() > fe.RangesLast {
-			st.ranges -= len(fe.Ranges)
-			fe.Ranges, fe.RangePods = nil, nil
+	if !slices.Contains(fr.pods, pod) {
+		if r.GetFirstAccessUnixNano() > fr.last {
+			st.ranges -= len(fr.ranges)
+			fr.ranges, fr.pods = nil, nil
 		}
-		if len(fe.RangePods) < maxRangePods {
-			fe.RangePods = append(fe.RangePods, pod)
+		if len(fr.pods) < maxRangePods {
+			fr.pods = append(fr.pods, pod)
 		}
 	}
-	fe.RangesLast = max(fe.RangesLast, r.GetLastAccessUnixNano())
-	before := len(fe.Ranges)
+	fr.last = max(fr.last, r.GetLastAccessUnixNano())
+	before := len(fr.ranges)
 	for _, rr := range r.GetReadRanges() {
-		if st.ranges+len(fe.Ranges)-before >= MaxRangesPerKey {
-			st.RangesDropped++
+		if st.ranges+len(fr.ranges)-before >= MaxRangesPerKey {
+			st.rangesDropped++
 			continue
 		}
 		if rr.GetEnd() > rr.GetOffset() && rr.GetEnd() <= math.MaxInt64 {
-			fe.Ranges = append(fe.Ranges, manifestv1.Range{int64(rr.GetOffset()), int64(rr.GetEnd())})
+			fr.ranges = append(fr.ranges, manifestv1.Range{int64(rr.GetOffset()), int64(rr.GetEnd())})
 		}
 	}
-	fe.Ranges = mergeRanges(fe.Ranges)
-	st.ranges += len(fe.Ranges) - before
+	fr.ranges = mergeRanges(fr.ranges)
+	st.ranges += len(fr.ranges) - before
 }
 
 // mergeRanges sorts rs and joins ranges that overlap or touch.
@@ -202,6 +339,14 @@ func mergeRanges(rs []manifestv1.Range) []manifestv1.Range {
 	return out
 }
 
+// byOrder sorts files (numbers into st.files, with their paths) by the
+// time of their latest pass, then by path.
+func (st *keyState) byOrder(files []int, paths []string) {
+	slices.SortFunc(files, func(a, b int) int {
+		return cmp.Or(cmp.Compare(st.files[a].order, st.files[b].order), strings.Compare(paths[a], paths[b]))
+	})
+}
+
 // Ranges returns the files of k's latest run that were read at random
 // offsets, in access order, with the ranges read of each; at most limit
 // files (0: no limit).
@@ -212,28 +357,21 @@ func (s *Store) Ranges(k analyzer.Key, limit int) ([]manifestv1.FileRanges, bool
 	if st == nil {
 		return nil, false
 	}
-	type pf struct {
-		path string
-		e    *fileEntry
-	}
-	var with []pf
-	for p, e := range st.Files {
-		if len(e.Ranges) > 0 {
-			with = append(with, pf{p, e})
+	var with []int
+	paths := make([]string, len(st.files))
+	for f, fr := range st.ranged {
+		if len(fr.ranges) > 0 {
+			with = append(with, int(f))
+			paths[f] = st.path(int(f))
 		}
 	}
-	sort.Slice(with, func(i, j int) bool {
-		if with[i].e.Order != with[j].e.Order {
-			return with[i].e.Order < with[j].e.Order
-		}
-		return with[i].path < with[j].path
-	})
+	st.byOrder(with, paths)
 	if limit > 0 && len(with) > limit {
 		with = with[:limit]
 	}
 	out := make([]manifestv1.FileRanges, len(with))
 	for i, f := range with {
-		out[i] = manifestv1.FileRanges{Path: f.path, Ranges: slices.Clone(f.e.Ranges)}
+		out[i] = manifestv1.FileRanges{Path: paths[f], Ranges: slices.Clone(st.ranged[uint32(f)].ranges)}
 	}
 	return out, true
 }
@@ -259,23 +397,15 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Doc
 	if st == nil {
 		return manifestv1.Document{}, false
 	}
-	type pf struct {
-		path string
-		e    *fileEntry
-	}
-	all := make([]pf, 0, len(st.Files))
+	paths := st.paths()
+	all := make([]int, len(st.files))
 	var total float64
-	for p, e := range st.Files {
-		all = append(all, pf{p, e})
-		total += e.Bytes
+	for i := range all {
+		all[i] = i
+		total += st.files[i].bytes
 	}
-	m := manifestv1.Document{Workload: k.WorkloadKind + "/" + k.WorkloadName, Dataset: k.DatasetName, HotShare: hotShare, Truncated: st.Dropped > 0}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].e.Order != all[j].e.Order {
-			return all[i].e.Order < all[j].e.Order
-		}
-		return all[i].path < all[j].path
-	})
+	m := manifestv1.Document{Workload: k.WorkloadKind + "/" + k.WorkloadName, Dataset: k.DatasetName, HotShare: hotShare, Truncated: st.dropped > 0}
+	st.byOrder(all, paths)
 	n := len(all)
 	if limit > 0 && n > limit {
 		n = limit
@@ -283,23 +413,38 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Doc
 	}
 	m.Files = make([]string, n)
 	for i := range n {
-		m.Files[i] = all[i].path
+		m.Files[i] = paths[all[i]]
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].e.Bytes != all[j].e.Bytes {
-			return all[i].e.Bytes > all[j].e.Bytes
-		}
-		return all[i].path < all[j].path
+	slices.SortFunc(all, func(a, b int) int {
+		return cmp.Or(cmp.Compare(st.files[b].bytes, st.files[a].bytes), strings.Compare(paths[a], paths[b]))
 	})
 	var acc float64
 	for _, f := range all {
 		if acc >= hotShare*total || (limit > 0 && len(m.Hot) >= limit) {
 			break
 		}
-		m.Hot = append(m.Hot, f.path)
-		acc += f.e.Bytes
+		m.Hot = append(m.Hot, paths[f])
+		acc += st.files[f].bytes
 	}
 	return m, true
+}
+
+// paths returns every file's path, by number, in one allocation.
+func (st *keyState) paths() []string {
+	var b strings.Builder
+	b.Grow(st.pathBytes)
+	for i := range st.files {
+		b.WriteString(st.dirs[st.files[i].dir])
+		b.Write(st.name(i))
+	}
+	all, out := b.String(), make([]string, len(st.files))
+	at := 0
+	for i := range st.files {
+		n := len(st.dirs[st.files[i].dir]) + len(st.name(i))
+		out[i] = all[at : at+n]
+		at += n
+	}
+	return out
 }
 
 // Flush writes every manifest changed since the last flush, in one batch:
@@ -309,29 +454,21 @@ func (s *Store) Get(k analyzer.Key, limit int, hotShare float64) (manifestv1.Doc
 // crash leaves each manifest either as it was or as it is now. A manifest
 // that cannot be written stays marked and is tried again by the next Flush;
 // its failure holds back no other manifest. The error names every manifest
-// that failed.
+// that failed. Manifests are encoded one at a time, each under the store's
+// lock only while it is, and written before the next is encoded.
 func (s *Store) Flush() error {
 	if s.dir == "" {
 		return nil
 	}
 	s.mu.Lock()
-	type job struct {
-		k    analyzer.Key
-		data []byte
-		tmp  string
-	}
-	var jobs []job
-	var errs []error
-	for k := range s.dirty {
-		data, err := encode(k, s.keys[k])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("encode manifest of %s: %w", k, err))
-			continue
-		}
-		jobs = append(jobs, job{k: k, data: data})
-		delete(s.dirty, k)
-	}
+	keys := slices.Collect(maps.Keys(s.dirty))
+	clear(s.dirty)
 	s.mu.Unlock()
+	type job struct {
+		k   analyzer.Key
+		tmp string
+	}
+	var errs []error
 	failed := func(j job, err error) {
 		if j.tmp != "" {
 			os.Remove(j.tmp)
@@ -341,16 +478,25 @@ func (s *Store) Flush() error {
 		s.mu.Unlock()
 		errs = append(errs, fmt.Errorf("persist manifest of %s: %w", j.k, err))
 	}
-	written := jobs[:0]
+	var written []job
 	var tmps []string
-	for _, j := range jobs {
-		tmp, err := writeTemp(s.dir, j.data)
+	for _, k := range keys {
+		// One at a time, under the lock only while it is encoded: the
+		// compressed manifests are never all held at once, and records
+		// are not held up for the whole flush.
+		s.mu.Lock()
+		data, err := encode(k, s.keys[k])
+		s.mu.Unlock()
 		if err != nil {
-			failed(j, err)
+			failed(job{k: k}, fmt.Errorf("encode: %w", err))
 			continue
 		}
-		j.tmp = tmp
-		written = append(written, j)
+		tmp, err := writeTemp(s.dir, data)
+		if err != nil {
+			failed(job{k: k}, err)
+			continue
+		}
+		written = append(written, job{k: k, tmp: tmp})
 		tmps = append(tmps, tmp)
 	}
 	if len(written) == 0 {
@@ -379,18 +525,76 @@ func (s *Store) Flush() error {
 	return errors.Join(errs...)
 }
 
+// onDisk is a manifest file: {"key": ..., "state": {"files": {path:
+// {"o": order, "b": bytes, "r": ranges, "rp": pods, "rl": last}, ...},
+// "dropped": n, "rangesDropped": n}}. Older analyzers also wrote each file's
+// size ("s"), which nothing read; it is ignored.
 type onDisk struct {
 	Key   analyzer.Key `json:"key"`
-	State *keyState    `json:"state"`
+	State *diskState   `json:"state"`
 }
 
+type diskState struct {
+	Files         map[string]diskFile `json:"files"`
+	Dropped       uint64              `json:"dropped,omitempty"`
+	RangesDropped uint64              `json:"rangesDropped,omitempty"`
+}
+
+type diskFile struct {
+	Order      int64              `json:"o"`
+	Bytes      float64            `json:"b"`
+	Ranges     []manifestv1.Range `json:"r,omitempty"`
+	RangePods  []string           `json:"rp,omitempty"`
+	RangesLast int64              `json:"rl,omitempty"`
+}
+
+// encode writes st as an onDisk document, one file at a time: the files
+// are never all held as a map for it.
 func encode(k analyzer.Key, st *keyState) ([]byte, error) {
 	return gz.Compress(gzip.DefaultCompression, func(w io.Writer) error {
-		return json.NewEncoder(w).Encode(onDisk{k, st})
+		key, err := json.Marshal(k)
+		if err != nil {
+			return err
+		}
+		b := append(append([]byte(`{"key":`), key...), `,"state":{"files":{`...)
+		for i := range st.files {
+			df := diskFile{Order: st.files[i].order, Bytes: st.files[i].bytes}
+			if fr := st.ranged[uint32(i)]; fr != nil {
+				df.Ranges, df.RangePods, df.RangesLast = fr.ranges, fr.pods, fr.last
+			}
+			p, err := json.Marshal(st.path(i))
+			if err != nil {
+				return err
+			}
+			f, err := json.Marshal(df)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(append(append(b, p...), ':'), f...)
+			if len(b) >= 32<<10 {
+				if _, err := w.Write(b); err != nil {
+					return err
+				}
+				b = b[:0]
+			}
+		}
+		b = append(b, '}')
+		if st.dropped > 0 {
+			b = fmt.Appendf(b, `,"dropped":%d`, st.dropped)
+		}
+		if st.rangesDropped > 0 {
+			b = fmt.Appendf(b, `,"rangesDropped":%d`, st.rangesDropped)
+		}
+		b = append(b, "}}\n"...)
+		_, err = w.Write(b)
+		return err
 	})
 }
 
-func load(path string) (analyzer.Key, *keyState, error) {
+func load(path string, seed maphash.Seed) (analyzer.Key, *keyState, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return analyzer.Key{}, nil, err
@@ -404,14 +608,27 @@ func load(path string) (analyzer.Key, *keyState, error) {
 	if err := json.NewDecoder(io.LimitReader(zr, 1<<30)).Decode(&d); err != nil {
 		return analyzer.Key{}, nil, err
 	}
-	if d.State == nil || d.State.Files == nil {
-		d.State = &keyState{Files: map[string]*fileEntry{}}
+	st := newKeyState(seed)
+	if d.State == nil {
+		return d.Key, st, nil
 	}
-	for p, fe := range d.State.Files {
-		d.State.ranges += len(fe.Ranges)
-		d.State.pathBytes += len(p)
+	st.dropped, st.rangesDropped = d.State.Dropped, d.State.RangesDropped
+	// In the order Get lists them, so that a restored manifest is laid out
+	// the same whatever order the file's map came in.
+	paths := slices.Collect(maps.Keys(d.State.Files))
+	slices.SortFunc(paths, func(a, b string) int {
+		return cmp.Or(cmp.Compare(d.State.Files[a].Order, d.State.Files[b].Order), strings.Compare(a, b))
+	})
+	for _, p := range paths {
+		df := d.State.Files[p]
+		i := st.add(p)
+		st.files[i].order, st.files[i].bytes = df.Order, df.Bytes
+		if df.Ranges != nil || df.RangePods != nil || df.RangesLast != 0 {
+			st.ranged[uint32(i)] = &fileRanges{ranges: df.Ranges, pods: df.RangePods, last: df.RangesLast}
+			st.ranges += len(df.Ranges)
+		}
 	}
-	return d.Key, d.State, nil
+	return d.Key, st, nil
 }
 
 func fileName(k analyzer.Key) string {

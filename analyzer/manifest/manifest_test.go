@@ -1,11 +1,18 @@
 package manifest
 
 import (
+	"compress/gzip"
 	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +24,7 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer"
 	accessv1 "github.com/eddy-autotune/eddy/api/access/v1"
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
+	"github.com/eddy-autotune/eddy/internal/gz"
 )
 
 func rec(path string) *accessv1.FileAccess {
@@ -244,5 +252,192 @@ func TestRangesAreBoundedPerKey(t *testing.T) {
 	s.Observe([]*accessv1.FileAccess{r})
 	got, _ := s.Ranges(analyzer.KeyOf(r), 0)
 	assert.Len(t, got[0].Ranges, MaxRangesPerKey)
-	assert.EqualValues(t, 13, s.keys[analyzer.KeyOf(r)].RangesDropped, "dropped here and by the collector")
+	assert.EqualValues(t, 13, s.keys[analyzer.KeyOf(r)].rangesDropped, "dropped here and by the collector")
+}
+
+// reference is what a manifest must list, computed the plain way: each
+// path's latest order and bytes summed, in a map.
+type reference map[string]*struct {
+	order int64
+	bytes float64
+}
+
+func (ref reference) observe(r *accessv1.FileAccess) {
+	e := ref[r.Path]
+	if e == nil {
+		e = &struct {
+			order int64
+			bytes float64
+		}{}
+		ref[r.Path] = e
+	}
+	order := r.LastPassUnixNano
+	if order == 0 {
+		order = r.FirstAccessUnixNano
+	}
+	e.order = max(e.order, order)
+	e.bytes += float64(r.ReadBytes)
+}
+
+// document is the manifest ref makes: files by order then path, the hot set
+// by bytes then path.
+func (ref reference) document(share float64) (files, hot []string) {
+	var total float64
+	for p, e := range ref {
+		files = append(files, p)
+		total += e.bytes
+	}
+	sort.Slice(files, func(i, j int) bool {
+		a, b := ref[files[i]], ref[files[j]]
+		if a.order != b.order {
+			return a.order < b.order
+		}
+		return files[i] < files[j]
+	})
+	byBytes := slices.Clone(files)
+	sort.Slice(byBytes, func(i, j int) bool {
+		a, b := ref[byBytes[i]], ref[byBytes[j]]
+		if a.bytes != b.bytes {
+			return a.bytes > b.bytes
+		}
+		return byBytes[i] < byBytes[j]
+	})
+	var acc float64
+	for _, p := range byBytes {
+		if acc >= share*total {
+			break
+		}
+		hot = append(hot, p)
+		acc += ref[p].bytes
+	}
+	return files, hot
+}
+
+// A manifest lists every path observed, in the order of its latest pass,
+// with the hot set by bytes read, however its paths share directories
+// (one, many, none, a name that is empty) — the same after a restart, and
+// a path observed again after a restart is the same file, not a new one.
+func TestManifestListsWhatWasObservedAcrossARestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir, 0)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(3, 4))
+	pathOf := func(i int) string {
+		switch i % 7 {
+		case 0:
+			return fmt.Sprintf("file-%d", i) // no directory
+		case 1:
+			return fmt.Sprintf("/d%d/", i) // an empty name
+		case 2:
+			return fmt.Sprintf("/deep/%d/a/b/%d.jpg", i%13, i)
+		}
+		return fmt.Sprintf("/data/train/part-%05d", i)
+	}
+	ref := reference{}
+	observe := func(s *Store, rounds int) {
+		for range rounds {
+			var recs []*accessv1.FileAccess
+			for range 500 {
+				r := rec(pathOf(rng.IntN(3000)))
+				r.ReadBytes = uint64(rng.IntN(4)) << 20
+				r.FirstAccessUnixNano = rng.Int64N(1e6)
+				if rng.IntN(2) == 0 {
+					r.LastPassUnixNano = r.FirstAccessUnixNano + rng.Int64N(1e3)
+				}
+				ref.observe(r)
+				recs = append(recs, r)
+			}
+			s.Observe(recs)
+		}
+	}
+	k := analyzer.KeyOf(rec("x"))
+	check := func(s *Store, when string) {
+		doc, ok := s.Get(k, 0, 0.7)
+		require.True(t, ok)
+		files, hot := ref.document(0.7)
+		require.Equal(t, files, doc.Files, "%s: files in access order", when)
+		require.Equal(t, hot, doc.Hot, "%s: the hot set", when)
+		assert.False(t, doc.Truncated)
+	}
+	observe(s, 8)
+	check(s, "before the restart")
+	require.NoError(t, s.Flush())
+
+	s2, err := NewStore(dir, 0)
+	require.NoError(t, err)
+	check(s2, "after the restart")
+	observe(s2, 4)
+	check(s2, "observed again after the restart")
+	assert.Equal(t, len(ref), len(s2.keys[k].files), "no path is held twice")
+}
+
+// A state folder written by an analyzer before the manifest's layout
+// changed (each file's entry in one JSON map, with a size nothing read)
+// loads as it was: files, order, hot set, ranges and what was dropped.
+func TestManifestOfAnEarlierAnalyzerLoads(t *testing.T) {
+	dir := t.TempDir()
+	k := analyzer.KeyOf(rec("x"))
+	earlier := `{"key":{"workloadNamespace":"ml","workloadKind":"Job","workloadName":"train","datasetNamespace":"ml","datasetName":"imagenet"},` +
+		`"state":{"files":{"/data/b":{"o":20,"b":3145728,"s":4194304},"/data/a":{"o":10,"b":1048576,"s":4194304},` +
+		`"big":{"o":30,"b":8192,"r":[[0,4096],[65536,69632]],"rp":["run1"],"rl":31}},"dropped":2,"rangesDropped":5}}` + "\n"
+	data, err := gz.Compress(gzip.DefaultCompression, func(w io.Writer) error {
+		_, err := io.WriteString(w, earlier)
+		return err
+	})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, fileName(k)), data, 0o600))
+
+	s, err := NewStore(dir, 0)
+	require.NoError(t, err)
+	doc, ok := s.Get(k, 0, 0.7)
+	require.True(t, ok)
+	assert.Equal(t, []string{"/data/a", "/data/b", "big"}, doc.Files)
+	assert.Equal(t, []string{"/data/b"}, doc.Hot)
+	assert.True(t, doc.Truncated, "files were dropped")
+	got, _ := s.Ranges(k, 0)
+	assert.Equal(t, []manifestv1.FileRanges{{Path: "big", Ranges: []manifestv1.Range{{0, 4096}, {65536, 69632}}}}, got)
+	assert.Equal(t, 2, s.keys[k].ranges)
+	assert.EqualValues(t, 5, s.keys[k].rangesDropped)
+
+	// A pod of the same run reading on joins it: run1's ranges were restored
+	// with its pods and last access.
+	s.Observe([]*accessv1.FileAccess{ranged("big", "run1", 25, 40, [2]uint64{4096, 8192})})
+	got, _ = s.Ranges(k, 0)
+	assert.Equal(t, []manifestv1.Range{{0, 8192}, {65536, 69632}}, got[0].Ranges)
+}
+
+// A manifest costs about 40 bytes per file held (paths of a typical
+// dataset: one directory, ten-byte names), where a map of paths to entries
+// cost ~155: a 24-byte entry, its name, a slot of the index, and the room
+// kept for more.
+func TestManifestHoldsFewBytesPerFile(t *testing.T) {
+	const files = 20_000
+	// The live heap, once collections free nothing more (objects of
+	// earlier tests with finalizers take more than one).
+	live := func() uint64 {
+		var ms runtime.MemStats
+		last := uint64(math.MaxUint64)
+		for {
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc >= last {
+				return ms.HeapAlloc
+			}
+			last = ms.HeapAlloc
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s, err := NewStore("", 0)
+	require.NoError(t, err)
+	recs := make([]*accessv1.FileAccess, files)
+	for i := range recs {
+		recs[i] = rec(fmt.Sprintf("/data/train/part-%05d", i))
+	}
+	s.Observe(recs)
+	// The records are garbage now; the store goes after the first count.
+	with := live()
+	runtime.KeepAlive(s)
+	held := float64(with-live()) / files
+	t.Logf("%.1f bytes per file", held)
+	assert.Less(t, held, 48.0)
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -11,12 +12,16 @@ import (
 	"github.com/eddy-autotune/eddy/analyzer"
 )
 
-// A checkpoint encoded after TakeDirty released the lock restores the state
-// TakeDirty took, not what came after it.
+// A checkpoint encoded after TakeDirty released the lock restores exactly
+// the state TakeDirty took — its files and runs too — not what came after.
 func TestCheckpointIsTheStateTaken(t *testing.T) {
 	s := New(analyzer.Options{})
 	a := rec("ml", "a")
+	a.Path, a.FileSize, a.Passes = "/data/part-0", 100, 1
 	s.Apply("c1", win(1, a))
+	k := analyzer.KeyOf(a)
+	want, err := json.Marshal(s.tracker.History(k))
+	require.NoError(t, err)
 	entries, err := s.TakeDirty(3e9)
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
@@ -31,6 +36,10 @@ func TestCheckpointIsTheStateTaken(t *testing.T) {
 	require.NoError(t, r.Restore(entries[0].Key, entries[0].Checkpoint))
 	require.Equal(t, map[string]uint64{"c1": 1}, r.meta[entries[0].Key].Applied)
 	require.Equal(t, 1.0, r.tracker.History(entries[0].Key).Totals.Windows, "the window applied after TakeDirty is not in it")
+	got, err := json.Marshal(r.tracker.History(k))
+	require.NoError(t, err)
+	require.JSONEq(t, string(want), string(got), "the history restored is the history taken")
+	require.Equal(t, 3*100.0, s.tracker.History(k).Files[0].ReadBytes, "while the store's own went on: three windows")
 }
 
 // BenchmarkTakeDirty measures a flush of 2,000 keys of 256 files each

@@ -78,7 +78,9 @@ type Store struct {
 	scratch accessv1.AccessWindow
 	// byWorkload indexes the keys of meta by workload, for windows that
 	// say which workloads' pods were observed.
-	byWorkload map[analyzer.WorkloadKey]map[analyzer.Key]struct{}
+	// A workload reads a few datasets: a slice each, not a map (a map of
+	// one key took ~750 bytes).
+	byWorkload map[analyzer.WorkloadKey][]analyzer.Key
 }
 
 // New returns an empty Store.
@@ -90,25 +92,26 @@ func New(opt analyzer.Options) *Store {
 		quarantined: map[analyzer.Key]time.Time{},
 		now:         time.Now,
 		groups:      map[analyzer.Key][]*accessv1.FileAccess{},
-		byWorkload:  map[analyzer.WorkloadKey]map[analyzer.Key]struct{}{},
+		byWorkload:  map[analyzer.WorkloadKey][]analyzer.Key{},
 	}
 }
 
 // index adds k to byWorkload; unindex removes it.
 func (s *Store) index(k analyzer.Key) {
 	w := k.Workload()
-	if s.byWorkload[w] == nil {
-		s.byWorkload[w] = map[analyzer.Key]struct{}{}
+	if !slices.Contains(s.byWorkload[w], k) {
+		s.byWorkload[w] = append(s.byWorkload[w], k)
 	}
-	s.byWorkload[w][k] = struct{}{}
 }
 
 func (s *Store) unindex(k analyzer.Key) {
 	w := k.Workload()
-	delete(s.byWorkload[w], k)
-	if len(s.byWorkload[w]) == 0 {
+	ks := slices.DeleteFunc(s.byWorkload[w], func(x analyzer.Key) bool { return x == k })
+	if len(ks) == 0 {
 		delete(s.byWorkload, w)
+		return
 	}
+	s.byWorkload[w] = ks
 }
 
 // Apply folds a window from collector into the histories of its keys,
@@ -121,9 +124,6 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	for k := range s.groups {
-		delete(s.groups, k)
-	}
 	for _, r := range w.GetFiles() {
 		if r == nil {
 			continue
@@ -179,11 +179,16 @@ func (s *Store) Apply(collector string, w *accessv1.AccessWindow) (quarantined i
 	if len(s.scratch.Files) > 0 {
 		s.tracker.Observe(&s.scratch)
 	}
+	// The scratch keeps its storage, not the window's records: they would
+	// stay live until the next window.
+	clear(s.scratch.Files)
+	s.scratch.Files = s.scratch.Files[:0]
+	clear(s.groups)
 	// Keys of workloads watched through the window: their quiet is real.
 	// This changes no profile by itself (the key is not made dirty): the
 	// next assessment of the key counts it.
 	for _, o := range w.GetObserved() {
-		for k := range s.byWorkload[analyzer.WorkloadKeyOf(o.GetWorkload())] {
+		for _, k := range s.byWorkload[analyzer.WorkloadKeyOf(o.GetWorkload())] {
 			s.tracker.Watched(k, w.GetEndUnixNano())
 		}
 	}
@@ -300,14 +305,22 @@ type Entry struct {
 
 	// pending is the state TakeDirty took, until EncodeCheckpoints
 	// compresses it.
-	pending *checkpoint
+	pending *taken
+}
+
+// taken is a key's state as TakeDirty took it: a copy of its history, not
+// yet its JSON, which is twice as large and would be held for every dirty
+// key at once until compressed.
+type taken struct {
+	history *history.History
+	meta    Meta
 }
 
 // TakeDirty assesses every key changed since the last call at now (unix
 // ns), takes a copy of its state, and clears the dirty set; on error the
 // keys stay dirty. It holds the store's lock (and its caller the intake's)
-// only while copying: EncodeCheckpoints, called after, compresses the
-// copies into each entry's Checkpoint.
+// only while copying: EncodeCheckpoints, called after, encodes and
+// compresses the copies into each entry's Checkpoint.
 func (s *Store) TakeDirty(now int64) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -349,9 +362,9 @@ func (s *Store) History(k analyzer.Key, fn func(*analyzer.Tracker, analyzer.Key)
 func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	m := s.meta[k]
 	a, _ := s.tracker.Assess(k, now)
-	hist, err := s.tracker.Checkpoint(k)
-	if err != nil {
-		return Entry{}, err
+	h := s.tracker.History(k)
+	if h == nil {
+		return Entry{}, fmt.Errorf("checkpoint %s: not tracked", k)
 	}
 	snap := *m
 	snap.Applied = maps.Clone(m.Applied)
@@ -361,19 +374,16 @@ func (s *Store) entry(k analyzer.Key, now int64) (Entry, error) {
 	for p := range m.Pods {
 		snap.PodList = append(snap.PodList, p)
 	}
-	var runs []history.Run
-	if h := s.tracker.History(k); h != nil {
-		runs = slices.Clone(h.Runs)
-	}
 	// The checkpoint's Meta is its own copy: the entry's is the caller's.
 	cp := snap
 	cp.Applied, cp.Seen = maps.Clone(snap.Applied), maps.Clone(snap.Seen)
-	return Entry{Key: k, Meta: snap, Assessment: a, Runs: runs, pending: &checkpoint{Version: CheckpointVersion, History: hist, Meta: cp}}, nil
+	return Entry{Key: k, Meta: snap, Assessment: a, Runs: slices.Clone(h.Runs), pending: &taken{history: h.Clone(), meta: cp}}, nil
 }
 
-// EncodeCheckpoints compresses the state TakeDirty took of each entry into
-// its Checkpoint, on every CPU, without any lock: a flush of thousands of
-// keys spent most of the time it held the intake's lock compressing them.
+// EncodeCheckpoints encodes and compresses the state TakeDirty took of each
+// entry into its Checkpoint, on every CPU, without any lock: a flush of
+// thousands of keys spent most of the time it held the intake's lock
+// compressing them.
 func EncodeCheckpoints(entries []Entry) error {
 	var (
 		next  atomic.Int64
@@ -390,7 +400,11 @@ func EncodeCheckpoints(entries []Entry) error {
 				if e.pending == nil {
 					continue
 				}
-				data, err := encode(*e.pending)
+				hist, err := json.Marshal(e.pending.history)
+				var data []byte
+				if err == nil {
+					data, err = encode(checkpoint{Version: CheckpointVersion, History: hist, Meta: e.pending.meta})
+				}
 				if err != nil {
 					errMu.Lock()
 					first = cmp.Or(first, fmt.Errorf("checkpoint %s: %w", e.Key, err))

@@ -2,8 +2,10 @@ package store
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -123,4 +125,33 @@ func TestNotWatchedIsNotIdle(t *testing.T) {
 	restored := New(analyzer.Options{})
 	require.NoError(t, restored.Restore(analyzer.KeyOf(a), entries[0].Checkpoint))
 	assert.InDelta(t, 3600, idle(restored), 1, "the watched hour survives a restart; the hour after it is still unknown")
+}
+
+// A window's records are garbage once it is applied: what the store keeps
+// of them is folded into its own state, so the last window of every
+// collector does not stay live until the next.
+func TestAppliedRecordsAreNotKept(t *testing.T) {
+	s := New(analyzer.Options{})
+	var kept []weak.Pointer[accessv1.FileAccess]
+	func() {
+		var recs []*accessv1.FileAccess
+		for i := range 100 {
+			r := rec("ml", fmt.Sprintf("w-%d", i%10))
+			r.Path = fmt.Sprintf("/data/part-%d", i)
+			recs = append(recs, r)
+			kept = append(kept, weak.Make(r))
+		}
+		s.Apply("c1", win(1, recs...))
+	}()
+	runtime.GC()
+	live := 0
+	for _, p := range kept {
+		if p.Value() != nil {
+			live++
+		}
+	}
+	assert.Zero(t, live, "records of an applied window still live")
+	entries, err := s.TakeDirty(3e9)
+	require.NoError(t, err)
+	assert.Len(t, entries, 10, "and every key was applied")
 }
