@@ -195,8 +195,11 @@ struct inflight_read {
 	struct read_batch batch;
 };
 
+#define NOT_READ ((__u64)-1)
+
 // Where the next sequential read of one open file description would begin.
 struct open_file_state {
+	// NOT_READ: nothing read through it since it was opened.
 	__u64 next_offset;
 	// 1 + the page of the latest read fault through a mapping of it (0:
 	// none), so that the same fault seen twice counts once.
@@ -534,6 +537,41 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
+// thread_allowed reports whether the current thread's cgroup cgid is
+// allowed, from the decision cached in the thread's state (state, created
+// for a thread of an allowed cgroup) while neither the thread's cgroup nor
+// the allow-list changed, so the allow-list's hash is looked up once per
+// thread and change. *state is NULL when the state could not be created
+// (counted).
+static __always_inline bool thread_allowed(struct task_struct *task, __u64 cgid, struct inflight_read **state)
+{
+	// Read the generation before the allow-list: a decision cached under a
+	// generation never predates the list as of that generation.
+	__u32 idx = SETTING_ALLOW_GEN;
+	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
+	__u64 gen = genp ? *genp : 0;
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	if (!in) {
+		// Threads of cgroups never allowed get no state.
+		if (!cgroup_allowed(cgid))
+			return false;
+		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!in) {
+			count(CNT_DROP_TASK_STATE);
+			return true;
+		}
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = 1;
+	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = cgroup_allowed(cgid);
+	}
+	*state = in;
+	return in->allowed;
+}
+
 // enter_read starts tracking one read syscall of the current thread. pos is
 // the explicit offset of the p* calls, -1 for read and readv.
 static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
@@ -544,30 +582,8 @@ static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 
 	// state, inactive.
 	if (!maybe_allowed(cgid))
 		return 0;
-	// Read the generation before the allow-list: a decision cached under a
-	// generation never predates the list as of that generation.
-	__u32 idx = SETTING_ALLOW_GEN;
-	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
-	__u64 gen = genp ? *genp : 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
-	if (!in) {
-		// Threads of cgroups never allowed get no state.
-		if (!cgroup_allowed(cgid))
-			return 0;
-		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!in) {
-			count(CNT_DROP_TASK_STATE);
-			return 0;
-		}
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = 1;
-	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = cgroup_allowed(cgid);
-	}
-	if (!in->allowed)
+	struct inflight_read *in = NULL;
+	if (!thread_allowed(task, cgid, &in) || !in)
 		return 0;
 	in->start_ns = bpf_ktime_get_ns();
 	// Blocking from here on is the read's, not an earlier fault's.
@@ -734,7 +750,8 @@ static __always_inline int exit_read(long ret)
 	bool block = false;
 	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
 	if (of) {
-		step = of->next_offset == (__u64)off ? 1 : 2;
+		if (of->next_offset != NOT_READ)
+			step = of->next_offset == (__u64)off ? 1 : 2;
 		of->next_offset = end;
 		if (step == 2 && of->jumps < RANGE_BLOCK_AFTER)
 			of->jumps++;
@@ -925,7 +942,8 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 	if (ret < 0)
 		return 0;
 	__u64 cgid = current_cgroup_id();
-	if (!cgroup_allowed(cgid))
+	struct inflight_read *in = NULL;
+	if (!maybe_allowed(cgid) || !thread_allowed(task, cgid, &in))
 		return 0;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, ret, &faddr);
@@ -934,8 +952,15 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 		return 0;
 	}
 	// A new open file may reuse the address of a closed one: forget its
-	// stale next offset so the first read is not misclassified.
-	bpf_map_delete_elem(&open_files, &faddr);
+	// stale state so the first read is not misclassified (in place: a
+	// delete would take the map's bucket lock on every open).
+	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
+	if (of) {
+		of->next_offset = NOT_READ;
+		of->last_fault = 0;
+		of->fault_seq_run = 0;
+		of->jumps = 0;
+	}
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
@@ -1277,7 +1302,8 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 			in->fault_seq = 0;
 			return 0;
 		}
-		step = of->next_offset == off ? 1 : 2;
+		if (of->next_offset != NOT_READ)
+			step = of->next_offset == off ? 1 : 2;
 		// A sequential run that resumes a little ahead: the pages in
 		// between were mapped without a fault of their own (a large
 		// folio is mapped whole), and are counted with this read.
