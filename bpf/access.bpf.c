@@ -94,6 +94,25 @@ struct range_key {
 	__u64 page;
 };
 
+// A random reader notes a range on almost every read, each at a page it
+// rarely reads again, so a hash entry per range misses the cache on every
+// read (about 500 ns a read for fio's 4 KiB random reads of a 64 MiB file).
+// Once an open file has jumped RANGE_BLOCK_AFTER times its ranges go to
+// range blocks instead: one per RANGE_BLOCK_PAGES pages of a file (keyed by
+// a range_key naming the block's first page), holding for each page the
+// furthest end of a range from it, as bytes past the page's start (0: no
+// range). A block is 4 KiB for 4 MiB of file, so a file read at random
+// keeps its blocks' keys and most of their lines in the cache. A range
+// fits: a read returns less than 2 GiB. Ranges of a page may be in both
+// maps (those noted before the file's open reached RANGE_BLOCK_AFTER); user
+// space keeps the furthest end.
+#define RANGE_BLOCK_PAGES 1024
+#define RANGE_BLOCK_MASK (RANGE_BLOCK_PAGES - 1)
+#define RANGE_BLOCK_AFTER 4
+struct range_block {
+	__u32 span[RANGE_BLOCK_PAGES];
+};
+
 // Mirrors bpf.Record after its Key (less ReadOps, the sum of read_size_log2);
 // see record.go for the meaning of each field. The fields every read
 // updates come first and fill one 64-byte cache line, so that concurrent
@@ -176,14 +195,19 @@ struct inflight_read {
 	struct read_batch batch;
 };
 
+#define NOT_READ ((__u64)-1)
+
 // Where the next sequential read of one open file description would begin.
 struct open_file_state {
+	// NOT_READ: nothing read through it since it was opened.
 	__u64 next_offset;
 	// 1 + the page of the latest read fault through a mapping of it (0:
 	// none), so that the same fault seen twice counts once.
 	__u64 last_fault;
 	// Set when that fault continued a sequential run.
 	__u64 fault_seq_run;
+	// Reads through this open file that jumped, up to RANGE_BLOCK_AFTER.
+	__u64 jumps;
 };
 
 struct file_event {
@@ -274,6 +298,13 @@ struct {
 } read_ranges SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct range_key);
+	__type(value, struct range_block);
+} range_blocks SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct file_key);
@@ -309,6 +340,7 @@ struct {
 
 // Template for new file_stats entries: too large for the 512-byte stack.
 const struct file_stats zero_stats = {};
+const struct range_block zero_block = {};
 
 // The ring buffer is untyped, so without this global the event struct would
 // not be in BTF and bpf2go could not emit its Go type (-type file_event).
@@ -505,6 +537,41 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
+// thread_allowed reports whether the current thread's cgroup cgid is
+// allowed, from the decision cached in the thread's state (state, created
+// for a thread of an allowed cgroup) while neither the thread's cgroup nor
+// the allow-list changed, so the allow-list's hash is looked up once per
+// thread and change. *state is NULL when the state could not be created
+// (counted).
+static __always_inline bool thread_allowed(struct task_struct *task, __u64 cgid, struct inflight_read **state)
+{
+	// Read the generation before the allow-list: a decision cached under a
+	// generation never predates the list as of that generation.
+	__u32 idx = SETTING_ALLOW_GEN;
+	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
+	__u64 gen = genp ? *genp : 0;
+	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	if (!in) {
+		// Threads of cgroups never allowed get no state.
+		if (!cgroup_allowed(cgid))
+			return false;
+		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!in) {
+			count(CNT_DROP_TASK_STATE);
+			return true;
+		}
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = 1;
+	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
+		in->cgroup_id = cgid;
+		in->allow_gen = gen;
+		in->allowed = cgroup_allowed(cgid);
+	}
+	*state = in;
+	return in->allowed;
+}
+
 // enter_read starts tracking one read syscall of the current thread. pos is
 // the explicit offset of the p* calls, -1 for read and readv.
 static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
@@ -515,30 +582,8 @@ static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 
 	// state, inactive.
 	if (!maybe_allowed(cgid))
 		return 0;
-	// Read the generation before the allow-list: a decision cached under a
-	// generation never predates the list as of that generation.
-	__u32 idx = SETTING_ALLOW_GEN;
-	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
-	__u64 gen = genp ? *genp : 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
-	if (!in) {
-		// Threads of cgroups never allowed get no state.
-		if (!cgroup_allowed(cgid))
-			return 0;
-		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!in) {
-			count(CNT_DROP_TASK_STATE);
-			return 0;
-		}
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = 1;
-	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = cgroup_allowed(cgid);
-	}
-	if (!in->allowed)
+	struct inflight_read *in = NULL;
+	if (!thread_allowed(task, cgid, &in) || !in)
 		return 0;
 	in->start_ns = bpf_ktime_get_ns();
 	// Blocking from here on is the read's, not an earlier fault's.
@@ -623,11 +668,36 @@ static __always_inline __u64 batch_limit(void)
 	return n ? *n : 0;
 }
 
-// note_range keeps where a read that jumped began and how far it reached,
-// so a prefetcher can later read exactly those ranges of the file.
-static __always_inline void note_range(struct file_key *k, __u64 off, __u64 end)
+// note_block_range notes a range in its range block, creating the block if
+// needed; false when the block map is full.
+static __always_inline bool note_block_range(struct file_key *k, __u64 page, __u64 span)
 {
-	struct range_key rk = { .file = *k, .page = off >> PAGE_SHIFT_4K };
+	if (span > 0xffffffff)
+		return false;
+	struct range_key bk = { .file = *k, .page = page & ~(__u64)RANGE_BLOCK_MASK };
+	struct range_block *b = bpf_map_lookup_elem(&range_blocks, &bk);
+	if (!b) {
+		bpf_map_update_elem(&range_blocks, &bk, &zero_block, BPF_NOEXIST);
+		b = bpf_map_lookup_elem(&range_blocks, &bk);
+		if (!b)
+			return false;
+	}
+	__u32 *e = &b->span[page & RANGE_BLOCK_MASK];
+	if (span > *e)
+		*e = span; // racy max, as below
+	return true;
+}
+
+// note_range keeps where a read that jumped began and how far it reached,
+// so a prefetcher can later read exactly those ranges of the file: in the
+// file's range blocks once its open file has jumped often (block set), else,
+// or when the block map is full, in read_ranges.
+static __always_inline void note_range(struct file_key *k, __u64 off, __u64 end, bool block)
+{
+	__u64 page = off >> PAGE_SHIFT_4K;
+	if (block && note_block_range(k, page, end - (page << PAGE_SHIFT_4K)))
+		return;
+	struct range_key rk = { .file = *k, .page = page };
 	__u64 *e = bpf_map_lookup_elem(&read_ranges, &rk);
 	if (e) {
 		if (end > *e)
@@ -677,17 +747,22 @@ static __always_inline int exit_read(long ret)
 	// (Go's, tokio's blocking pool) move one sequential reader across
 	// threads, and a per-thread position would call its reads random.
 	int step = 0; // 1 sequential, 2 random, 0 first read: no step
+	bool block = false;
 	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
 	if (of) {
-		step = of->next_offset == (__u64)off ? 1 : 2;
+		if (of->next_offset != NOT_READ)
+			step = of->next_offset == (__u64)off ? 1 : 2;
 		of->next_offset = end;
+		if (step == 2 && of->jumps < RANGE_BLOCK_AFTER)
+			of->jumps++;
+		block = of->jumps >= RANGE_BLOCK_AFTER;
 	} else {
 		struct open_file_state st = { .next_offset = end };
 		if (bpf_map_update_elem(&open_files, &faddr, &st, BPF_ANY))
 			count(CNT_DROP_OPEN_FILE);
 	}
 	if (step != 1 && bytes)
-		note_range(&k, off, end);
+		note_range(&k, off, end, block);
 
 	struct read_batch *b = &in->batch;
 	bool own = lock_batch(b, 1);
@@ -867,7 +942,8 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 	if (ret < 0)
 		return 0;
 	__u64 cgid = current_cgroup_id();
-	if (!cgroup_allowed(cgid))
+	struct inflight_read *in = NULL;
+	if (!maybe_allowed(cgid) || !thread_allowed(task, cgid, &in))
 		return 0;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, ret, &faddr);
@@ -876,8 +952,15 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 		return 0;
 	}
 	// A new open file may reuse the address of a closed one: forget its
-	// stale next offset so the first read is not misclassified.
-	bpf_map_delete_elem(&open_files, &faddr);
+	// stale state so the first read is not misclassified (in place: a
+	// delete would take the map's bucket lock on every open).
+	struct open_file_state *of = bpf_map_lookup_elem(&open_files, &faddr);
+	if (of) {
+		of->next_offset = NOT_READ;
+		of->last_fault = 0;
+		of->fault_seq_run = 0;
+		of->jumps = 0;
+	}
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
@@ -1219,7 +1302,8 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 			in->fault_seq = 0;
 			return 0;
 		}
-		step = of->next_offset == off ? 1 : 2;
+		if (of->next_offset != NOT_READ)
+			step = of->next_offset == off ? 1 : 2;
 		// A sequential run that resumes a little ahead: the pages in
 		// between were mapped without a fault of their own (a large
 		// folio is mapped whole), and are counted with this read.

@@ -87,6 +87,12 @@ type accessOpenFileState struct {
 	NextOffset  uint64
 	LastFault   uint64
 	FaultSeqRun uint64
+	Jumps       uint64
+}
+
+type accessRangeBlock struct {
+	_    structs.HostLayout
+	Span [1024]uint32
 }
 
 type accessRangeKey struct {
@@ -114,6 +120,7 @@ const (
 	accessMapEvents             = "events"
 	accessMapInflight           = "inflight"
 	accessMapOpenFiles          = "open_files"
+	accessMapRangeBlocks        = "range_blocks"
 	accessMapReadRanges         = "read_ranges"
 	accessMapScratchBatch       = "scratch_batch"
 	accessMapSeenFiles          = "seen_files"
@@ -138,6 +145,7 @@ const (
 	accessProgOnSysExit         = "on_sys_exit"
 	accessProgOnTaskExit        = "on_task_exit"
 	accessVarUnusedFileEvent    = "unused_file_event"
+	accessVarZeroBlock          = "zero_block"
 	accessVarZeroStats          = "zero_stats"
 )
 
@@ -213,6 +221,7 @@ type accessMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	OpenFiles      *ebpf.MapSpec `ebpf:"open_files"`
+	RangeBlocks    *ebpf.MapSpec `ebpf:"range_blocks"`
 	ReadRanges     *ebpf.MapSpec `ebpf:"read_ranges"`
 	ScratchBatch   *ebpf.MapSpec `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.MapSpec `ebpf:"seen_files"`
@@ -225,6 +234,7 @@ type accessMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type accessVariableSpecs struct {
 	UnusedFileEvent *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	ZeroBlock       *ebpf.VariableSpec `ebpf:"zero_block"`
 	ZeroStats       *ebpf.VariableSpec `ebpf:"zero_stats"`
 }
 
@@ -254,6 +264,7 @@ type accessMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	OpenFiles      *ebpf.Map `ebpf:"open_files"`
+	RangeBlocks    *ebpf.Map `ebpf:"range_blocks"`
 	ReadRanges     *ebpf.Map `ebpf:"read_ranges"`
 	ScratchBatch   *ebpf.Map `ebpf:"scratch_batch"`
 	SeenFiles      *ebpf.Map `ebpf:"seen_files"`
@@ -269,6 +280,7 @@ func (m *accessMaps) Close() error {
 		m.Events,
 		m.Inflight,
 		m.OpenFiles,
+		m.RangeBlocks,
 		m.ReadRanges,
 		m.ScratchBatch,
 		m.SeenFiles,
@@ -282,6 +294,7 @@ func (m *accessMaps) Close() error {
 // It can be passed to loadAccessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accessVariables struct {
 	UnusedFileEvent *ebpf.Variable `ebpf:"unused_file_event"`
+	ZeroBlock       *ebpf.Variable `ebpf:"zero_block"`
 	ZeroStats       *ebpf.Variable `ebpf:"zero_stats"`
 }
 

@@ -332,6 +332,64 @@ func TestRandomPreads(t *testing.T) {
 	assert.Equal(t, ranges, got, "every read that jumped is a range, from its page to its end")
 }
 
+// TestRangesOfAReaderThatJumps reads a file with jumps of every shape: the
+// first jumps of an open file keep their ranges one entry each, later ones
+// in the file's range blocks, so a page read before and after that switch,
+// reads that are not page-aligned, that cross a block's end, or are large,
+// must all come out as one range per page that a read jumped to, reaching
+// the furthest end of those reads.
+func TestRangesOfAReaderThatJumps(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := allowedPod(t, r, "jumps")
+	path := filepath.Join(dataDir(t), "jumps.bin")
+	const size = 16 << 20
+	writeFile(t, path, size)
+
+	const mib = 1 << 20
+	reads := [][2]uint64{
+		{5 * pageSize, pageSize},       // first read of the open: a range
+		{9 * pageSize, pageSize},       // jumps 1..3: kept one entry each
+		{2 * mib, 3 * pageSize},        //
+		{7 * mib, pageSize},            //
+		{7*mib + pageSize, pageSize},   // sequential: no range
+		{5 * pageSize, 10 << 10},       // page 5 again, further, now in a block
+		{9*pageSize + 100, 50},         // inside page 9, shorter: no change
+		{4*mib - 100, 300},             // across the end of the first block
+		{11 * mib, mib + 7},            // large and ends mid-page
+		{2*mib + 3*pageSize, pageSize}, // continues the read two back: a jump
+		{2 * mib, pageSize},            // page of an entry, shorter
+		{15*mib + 5000, 3000},          // unaligned, within one page
+		{15*mib + 5000, 3000},          // the same again
+		{5 * pageSize, 2 * pageSize},   // page 5, shorter than before
+	}
+	want := map[uint64]uint64{}
+	var next uint64
+	args := []string{path}
+	for i, rd := range reads {
+		off, end := rd[0], rd[0]+rd[1]
+		if i == 0 || off != next {
+			page := off / pageSize * pageSize
+			want[page] = max(want[page], end)
+		}
+		next = end
+		args = append(args, fmt.Sprintf("%d:%d", off, rd[1]))
+	}
+	cg.run(t, "preads", args...)
+
+	_, ino := keyOf(t, path)
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok, "no record for the file read")
+	assert.EqualValues(t, len(reads), rec.ReadOps)
+	got := map[uint64]uint64{}
+	for i, rr := range rec.Ranges {
+		got[rr.Offset] = rr.End
+		if i > 0 {
+			assert.Less(t, rec.Ranges[i-1].Offset, rr.Offset, "ranges are sorted and distinct")
+		}
+	}
+	assert.Equal(t, want, got, "one range per page jumped to, to the furthest end of its reads")
+}
+
 func TestSmallFilesReadWholeInShuffledOrder(t *testing.T) {
 	r := loadRecorder(t, Options{})
 	cg := allowedPod(t, r, "small")

@@ -131,6 +131,25 @@ var workloads = map[string]func(args []string) error{
 		}
 		return nil
 	},
+	// preads FILE OFF:LEN...: pread64 of LEN bytes at OFF, in the order given.
+	"preads": func(a []string) error {
+		f, err := os.Open(a[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for _, r := range a[1:] {
+			off, n, ok := strings.Cut(r, ":")
+			if !ok {
+				return fmt.Errorf("read %q: want OFF:LEN", r)
+			}
+			buf := make([]byte, atoi(n))
+			if _, err := unix.Pread(int(f.Fd()), buf, int64(atoi(off))); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 	// smallfiles DIR SEED: every file of DIR in shuffled order, each read
 	// whole with one read(2) plus the read that returns EOF.
 	"smallfiles": func(a []string) error {
