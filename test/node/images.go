@@ -307,7 +307,7 @@ func writeImage(spec *imageSpec, outDir string) (BuiltImage, error) {
 			return b, nil
 		}
 	}
-	// The layer goes through a file: the torch image's is 700 MB.
+	// The layer goes through a file: the torch image's is 545 MiB.
 	layerPath := b.Tarball + ".layer"
 	defer os.Remove(layerPath)
 	if err := spec.writeLayer(layerPath); err != nil {

@@ -21,7 +21,7 @@ const TorchImage = "eddy.local/torch:dev"
 // TorchName is the short name of TorchImage, built only when asked for: it
 // needs python3-torch on this machine, and Debian's PyTorch links some 300
 // shared libraries (OpenCV, GDAL, Qt among them), so the image holds about
-// 700 MB.
+// 3,500 files, 545 MiB (223 MiB compressed).
 const TorchName = "torch"
 
 // TrainScript is where test/node/workload/train.py is in TorchImage.

@@ -27,7 +27,7 @@ import (
 // build with unchanged inputs rewrites nothing.
 func TestTorchImage(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a 700 MB image; skipped with -short")
+		t.Skip("builds a 545 MiB image; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("runs the image under chroot: needs root")
