@@ -22,8 +22,10 @@ func newBenchCmd() *cobra.Command {
 		Short: "Measure eddy against no prefetch, Fluid's file prefetcher, a hand-tuned warm-up and an oracle, on real pods",
 		Long: `Measure eddy against what users run today, as root, from an eddy checkout
 (make bench). A cluster with a real node starts, eddy is deployed from
-config/, and for each class (ShuffledEpochs, the same with a dataset twice
-the cache as ShuffledEpochs-2xCache, SequentialScan, RandomReads, HotSet) a
+config/, and for each class (ShuffledEpochs, a PyTorch DataLoader training
+loop in an image built from Debian's python3-torch; the same with a dataset
+twice the cache as ShuffledEpochs-2xCache; SequentialScan, RandomReads,
+HotSet) a
 dataset behind a slow remote (rclone serve, a latency and bandwidth
 proxy, a metered link, an rclone FUSE mount) is read by a real pod under each
 arm, from cold: no prefetch; Fluid's file prefetcher script as a native

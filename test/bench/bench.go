@@ -56,11 +56,17 @@ type Class struct {
 	// with a suffix for a variant of it ("ShuffledEpochs-2xCache"); the
 	// report's tables and the namespace are named after it.
 	Name string
-	// Pattern and the numbers after it are eddy-workload read's.
+	// Pattern and the numbers after it are eddy-workload read's. Compute
+	// is per file read (per 4 KiB read for Random4K).
 	Pattern    workload.Pattern
 	Epochs     int
 	Compute    time.Duration
 	OpsPerFile int
+	// Torch runs the job as a PyTorch DataLoader training loop (train.py
+	// in node.TorchImage) instead of eddy-workload: Pattern must be
+	// SmallFilesShuffled; it sleeps Compute per file of each batch, once
+	// per batch of torchBatch files.
+	Torch bool
 	// Files small files of FileSize bytes under small/, and one file of
 	// LargeSize bytes (0: none).
 	Files     int
@@ -75,6 +81,17 @@ type Class struct {
 	// (node.RemoteOptions.ReadChunkSize); every arm of the class shares it.
 	ReadChunkSize string
 }
+
+// The training loop's DataLoader: two worker processes read batches of
+// eight files while the main process "computes". Two workers is one per
+// core of the machine the benchmark is sized for; eight files a batch keeps
+// twelve batches in an epoch of the short benchmark's 96 files, so each
+// epoch runs at the loop's steady state (two workers × two batches
+// prefetched each, 32 files ahead) rather than at its start.
+const (
+	torchBatch   = 8
+	torchWorkers = 2
+)
 
 // cacheMaxSize is the FUSE cache bound the class runs with.
 func (c Class) cacheMaxSize(cfg Config) string {
@@ -106,6 +123,9 @@ func (c Class) Describe() string {
 	epochs := max(c.Epochs, 1)
 	switch c.Pattern {
 	case workload.SmallFilesShuffled:
+		if c.Torch {
+			return fmt.Sprintf("%d files of %s read whole in a new random order each of %d epochs by a PyTorch DataLoader (batches of %d, %d workers)", c.Files, sizeOf(c.FileSize), epochs, torchBatch, torchWorkers)
+		}
 		return fmt.Sprintf("%d files of %s read whole in a new random order each of %d epochs", c.Files, sizeOf(c.FileSize), epochs)
 	case workload.Sequential:
 		return fmt.Sprintf("%d files of %s read front to back, %d pass(es)", c.Files, sizeOf(c.FileSize), epochs)
@@ -312,14 +332,21 @@ func (r *Runner) podSpec(class Class, arm Arm) corev1.PodSpec {
 	if class.OpsPerFile > 0 {
 		args = append(args, "--ops-per-file", strconv.Itoa(class.OpsPerFile))
 	}
+	image, command := node.WorkloadImage, append([]string{"eddy-workload"}, args...)
+	if class.Torch {
+		image, command = node.TorchImage, []string{"/usr/bin/python3", node.TrainScript, "--dir", dir,
+			"--epochs", strconv.Itoa(max(class.Epochs, 1)), "--seed", "7",
+			"--batch-size", strconv.Itoa(torchBatch), "--workers", strconv.Itoa(torchWorkers),
+			"--compute", strconv.FormatFloat((class.Compute * torchBatch).Seconds(), 'f', -1, 64)}
+	}
 	data := corev1.VolumeMount{Name: "data", MountPath: dataMount, ReadOnly: true}
 	spec := corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
 		TerminationGracePeriodSeconds: ptr.To(int64(1)),
 		NodeSelector:                  map[string]string{node.NodeLabel: "real"},
 		Containers: []corev1.Container{{
-			Name: "job", Image: node.WorkloadImage, ImagePullPolicy: corev1.PullNever,
-			Command: append([]string{"eddy-workload"}, args...), VolumeMounts: []corev1.VolumeMount{data},
+			Name: "job", Image: image, ImagePullPolicy: corev1.PullNever,
+			Command: command, VolumeMounts: []corev1.VolumeMount{data},
 		}},
 		Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName, ReadOnly: true},

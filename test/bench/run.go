@@ -19,11 +19,11 @@ import (
 func Full() Config {
 	return Config{
 		Classes: []Class{
-			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10},
+			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Torch: true, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10},
 			// The same dataset, twice the cache: rclone evicts down to its
 			// bound every 2 s, and a file reopened on the mount does not keep
 			// its pages, so a later epoch fetches again what was evicted.
-			{Name: "ShuffledEpochs-2xCache", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10, CacheMaxSize: "32M"},
+			{Name: "ShuffledEpochs-2xCache", Pattern: workload.SmallFilesShuffled, Torch: true, Epochs: 3, Compute: 5 * time.Millisecond, Files: 256, FileSize: 256 << 10, CacheMaxSize: "32M"},
 			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 4, FileSize: 32 << 20},
 			// A random-access dataset is mounted as rclone advises for one:
 			// small first chunks, no read-ahead. With rclone's defaults each
@@ -43,7 +43,7 @@ func Full() Config {
 func Short() Config {
 	return Config{
 		Classes: []Class{
-			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Epochs: 3, Compute: 5 * time.Millisecond, Files: 96, FileSize: 128 << 10},
+			{Name: "ShuffledEpochs", Pattern: workload.SmallFilesShuffled, Torch: true, Epochs: 3, Compute: 5 * time.Millisecond, Files: 96, FileSize: 128 << 10},
 			{Name: "SequentialScan", Pattern: workload.Sequential, Files: 2, FileSize: 48 << 20}, // long enough (about 3 s cold) that a pod start's noise does not decide
 		},
 		Arms: AllArms, Repeats: 2,
@@ -85,6 +85,12 @@ func Main(ctx context.Context, o Options) ([]Result, error) {
 	for _, a := range o.Config.Arms {
 		if a == ArmFluidSync || a == ArmFluidAsync {
 			images = append(images, node.FluidPrefetcherName)
+			break
+		}
+	}
+	for _, c := range o.Config.Classes {
+		if c.Torch {
+			images = append(images, node.TorchName)
 			break
 		}
 	}

@@ -2,7 +2,7 @@ package node
 
 import (
 	"archive/tar"
-	"bytes"
+	"bufio"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -188,8 +188,14 @@ func imageFor(ctx context.Context, short, root, buildDir string) (*imageSpec, er
 		files := append([]imageFile{tmp, {path: "root/main.py", src: script, mode: 0o644}}, py...)
 		return &imageSpec{name: short, ref: FluidPrefetcherImage, entrypoint: []string{"/usr/bin/python3", "/root/main.py"},
 			files: append(files, bb...)}, nil
+	case TorchName:
+		files, err := torchFiles(ctx, root)
+		if err != nil {
+			return nil, err
+		}
+		return &imageSpec{name: short, ref: TorchImage, entrypoint: []string{"/usr/bin/python3", TrainScript}, files: files}, nil
 	}
-	return nil, fmt.Errorf("unknown image %q: choose from %s", short, strings.Join(append(ImageNames, FluidPrefetcherName), ", "))
+	return nil, fmt.Errorf("unknown image %q: choose from %s", short, strings.Join(append(ImageNames, FluidPrefetcherName, TorchName), ", "))
 }
 
 // pythonFiles are Debian's python3 interpreter, the shared libraries it
@@ -301,13 +307,13 @@ func writeImage(spec *imageSpec, outDir string) (BuiltImage, error) {
 			return b, nil
 		}
 	}
-	layerTar, err := spec.layer()
-	if err != nil {
+	// The layer goes through a file: the torch image's is 545 MiB.
+	layerPath := b.Tarball + ".layer"
+	defer os.Remove(layerPath)
+	if err := spec.writeLayer(layerPath); err != nil {
 		return b, err
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithCompressionLevel(gzip.BestSpeed))
+	layer, err := tarball.LayerFromFile(layerPath, tarball.WithCompressionLevel(gzip.BestSpeed))
 	if err != nil {
 		return b, err
 	}
@@ -370,11 +376,27 @@ func (s *imageSpec) contentHash() (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// layer renders the files as one reproducible tar (fixed times and owners),
-// with parent directories created as needed.
-func (s *imageSpec) layer() ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+// writeLayer writes the files to path as one reproducible tar (fixed times
+// and owners), with parent directories created as needed.
+func (s *imageSpec) writeLayer(path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	bw := bufio.NewWriterSize(out, 1<<20)
+	if err := s.layer(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// layer writes the files to w as a tar.
+func (s *imageSpec) layer(w io.Writer) error {
+	tw := tar.NewWriter(w)
 	epoch := time.Unix(0, 0)
 	dirs := map[string]bool{}
 	var mkdirs func(string) error
@@ -390,7 +412,7 @@ func (s *imageSpec) layer() ([]byte, error) {
 	}
 	for _, f := range s.files {
 		if err := mkdirs(filepath.Dir(f.path)); err != nil {
-			return nil, err
+			return err
 		}
 		switch {
 		case f.dir:
@@ -399,27 +421,37 @@ func (s *imageSpec) layer() ([]byte, error) {
 			}
 			dirs[f.path] = true
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: f.path + "/", Mode: f.mode, ModTime: epoch}); err != nil {
-				return nil, err
+				return err
 			}
 		case f.link != "":
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: f.path, Linkname: f.link, Mode: 0o777, ModTime: epoch}); err != nil {
-				return nil, err
+				return err
 			}
 		default:
-			data, err := os.ReadFile(f.src)
-			if err != nil {
-				return nil, err
-			}
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: f.mode, Size: int64(len(data)), ModTime: epoch}); err != nil {
-				return nil, err
-			}
-			if _, err := tw.Write(data); err != nil {
-				return nil, err
+			if err := copyInto(tw, f, epoch); err != nil {
+				return err
 			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
+	return tw.Close()
+}
+
+// copyInto writes the regular file f into tw.
+func copyInto(tw *tar.Writer, f imageFile, mtime time.Time) error {
+	in, err := os.Open(f.src)
+	if err != nil {
+		return err
 	}
-	return buf.Bytes(), nil
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: f.mode, Size: fi.Size(), ModTime: mtime}); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, in); err != nil {
+		return fmt.Errorf("%s: %w", f.src, err)
+	}
+	return nil
 }
