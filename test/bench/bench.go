@@ -161,6 +161,11 @@ type Sample struct {
 	// Total runs from the pod's creation to the job's end: warm-up,
 	// start-up and the job.
 	Total float64 `json:"totalSeconds"`
+	// Start runs from the pod's (or Job's) creation to the start of the job
+	// container, as the kubelet records it (to the second): Total − Start
+	// − Job is the program's own start-up (Python importing torch) before
+	// its loop.
+	Start float64 `json:"startSeconds"`
 	// Remote is what the remote served during the arm.
 	Remote slowremote.MeterCounts `json:"remote"`
 }
@@ -270,8 +275,9 @@ func (r *Runner) runClass(ctx context.Context, class Class) ([]Result, error) {
 			res.Note = err.Error()
 			r.logf("  %s: %v", arm, err)
 		} else {
-			r.logf("  %-12s job %6.2fs  total %6.2fs  remote %6.1f MiB %5d GETs  %s", arm,
+			r.logf("  %-12s job %6.2fs  total %6.2fs  container started %5.1fs  remote %6.1f MiB %5d GETs  %s", arm,
 				res.Median(func(s Sample) float64 { return s.Job }), res.Median(func(s Sample) float64 { return s.Total }),
+				res.Median(func(s Sample) float64 { return s.Start }),
 				res.Median(func(s Sample) float64 { return float64(s.Remote.Bytes) / (1 << 20) }),
 				int64(res.Median(func(s Sample) float64 { return float64(s.Remote.Gets) })), res.Note)
 		}
@@ -442,6 +448,10 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 	if err != nil {
 		return Sample{}, fmt.Errorf("logs of %s: %w", pod.Name, err)
 	}
+	var started time.Time
+	if t := jobTerminated(pod); t != nil {
+		started = t.StartedAt.Time
+	}
 	var rep workload.Report
 	lines := strings.Split(strings.TrimSpace(logs), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
@@ -452,6 +462,7 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 	return Sample{
 		Job:    rep.Seconds,
 		Total:  rep.End - float64(created.UnixNano())/1e9,
+		Start:  started.Sub(created).Seconds(),
 		Remote: d.Remote.Meter.Counts().Sub(before),
 	}, nil
 }
