@@ -130,8 +130,11 @@ func apiRecommendation(r *advice.Recommendation, f *features.Features, pol polic
 			// What Resident keeps follows from the cache's stated
 			// capacity, not from a measurement that wobbles; rounding it
 			// down to two binary digits would give away up to a third of
-			// it. Rounded to whole MiB.
-			budget = p.BudgetBytes &^ (1<<20 - 1)
+			// it. Rounded down to whole MiB, unless under one.
+			budget = p.BudgetBytes
+			if mib := budget &^ (1<<20 - 1); mib > 0 {
+				budget = mib
+			}
 		}
 		if pol.budgetBytes > 0 && (budget == 0 || budget > pol.budgetBytes) {
 			budget = pol.budgetBytes

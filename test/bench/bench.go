@@ -425,13 +425,14 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 		waitGone(context.Background(), cl, pod, time.Minute)
 	}()
 	deadline := time.Now().Add(15 * time.Minute)
+	var term *corev1.ContainerStateTerminated
 	for {
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 			return Sample{}, err
 		}
-		if t := jobTerminated(pod); t != nil {
-			if t.ExitCode != 0 {
-				return Sample{}, fmt.Errorf("pod %s: job exited %d: %s", pod.Name, t.ExitCode, t.Message)
+		if term = jobTerminated(pod); term != nil {
+			if term.ExitCode != 0 {
+				return Sample{}, fmt.Errorf("pod %s: job exited %d: %s", pod.Name, term.ExitCode, term.Message)
 			}
 			break
 		}
@@ -448,10 +449,6 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 	if err != nil {
 		return Sample{}, fmt.Errorf("logs of %s: %w", pod.Name, err)
 	}
-	var started time.Time
-	if t := jobTerminated(pod); t != nil {
-		started = t.StartedAt.Time
-	}
 	var rep workload.Report
 	lines := strings.Split(strings.TrimSpace(logs), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
@@ -462,7 +459,7 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 	return Sample{
 		Job:    rep.Seconds,
 		Total:  rep.End - float64(created.UnixNano())/1e9,
-		Start:  started.Sub(created).Seconds(),
+		Start:  term.StartedAt.Sub(created).Seconds(),
 		Remote: d.Remote.Meter.Counts().Sub(before),
 	}, nil
 }
