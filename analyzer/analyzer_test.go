@@ -80,7 +80,7 @@ func TestSequentialScanOfAFolder(t *testing.T) {
 	assert.InDelta(t, B, float64(p.BandwidthBytesPerSec), B*0.02)
 	assert.Equal(t, int64(8*mib), p.BlockBytes, "B·50ms < 8 MiB")
 	assert.Equal(t, advice.Concurrency(float64(p.BandwidthBytesPerSec), f.ReadLatencyP90Sec, p.BlockBytes, 32), p.Concurrency)
-	assert.Equal(t, 2*int64(p.Concurrency)*p.BlockBytes, p.BudgetBytes)
+	assert.Equal(t, int64(f.DatasetBytes), p.BudgetBytes, "the whole scan: it fits the default cache budget")
 }
 
 func TestScanRepeatedInFixedOrder(t *testing.T) {

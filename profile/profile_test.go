@@ -157,7 +157,7 @@ func checkScanAdvice(t *testing.T, rep *Report) {
 	assert.GreaterOrEqual(t, p.BlockBytes, int64(8<<20))
 	assert.LessOrEqual(t, p.BlockBytes, int64(16<<20))
 	assert.Equal(t, advice.Concurrency(bw, f.ReadLatencyP90Sec, p.BlockBytes, advice.DefaultBounds.MaxConcurrency), p.Concurrency)
-	assert.Equal(t, 2*int64(p.Concurrency)*p.BlockBytes, p.BudgetBytes)
+	assert.Equal(t, int64(min(f.DatasetBytes, advice.DefaultBounds.CacheBudgetBytes)), p.BudgetBytes, "the whole scan within the cache")
 }
 
 func assertClass(t *testing.T, rep *Report, c v1.AccessClass, minConfidence float64) {

@@ -127,3 +127,16 @@ func TestRandomReadsPrefetchTheRangesRead(t *testing.T) {
 	assert.Equal(t, v1.ActionScaleCache, a.Recommendations[1].Action)
 	assert.Equal(t, 2.0*mib, a.Recommendations[1].Cache.WorkingSetBytes)
 }
+
+func TestScanReadsAheadWholeWithinTheCache(t *testing.T) {
+	f := features.Features{
+		ThroughputBytesPerSec: 40 * mib, ReadWaitShare: 0.9, ReadLatencyP90Sec: 0.04,
+		DatasetBytes: 128 * mib, MedianFileBytes: 32 * mib, Epochs: 1,
+	}
+	p := Advise(&f, decision(v1.ClassSequentialScan, 0.9), Bounds{CacheBudgetBytes: 1 << 30}).Recommendations[0].Prefetch
+	require.NotNil(t, p)
+	assert.Equal(t, v1.StrategySequential, p.Strategy)
+	assert.Equal(t, int64(128*mib), p.BudgetBytes, "a scan that fits the cache is read ahead whole")
+	p = Advise(&f, decision(v1.ClassSequentialScan, 0.9), Bounds{CacheBudgetBytes: 32 * mib}).Recommendations[0].Prefetch
+	assert.Equal(t, int64(32*mib), p.BudgetBytes, "a cache's worth of a scan larger than the cache")
+}

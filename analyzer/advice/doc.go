@@ -23,8 +23,9 @@
 //     read latency as the stand-in for a miss's latency (cache hits pull the
 //     median down).
 //   - Byte budget: Ranges none of its own (the ranges bound it; the
-//     policy's budget caps it); Sequential keeps a double-buffered window,
-//     2 · concurrency · block; WholeDataset D; Ordered min(D, CacheBudget);
+//     policy's budget caps it); Sequential and Ordered min(D, CacheBudget)
+//     (the budget is the prefetcher's total: a scan is read ahead whole
+//     when it fits); WholeDataset D;
 //     Resident ResidentShare · CacheBudget (what it keeps);
 //     HotSet D when D fits the cache budget (the hot files first, then the
 //     rest), else min(W, CacheBudget).
