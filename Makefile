@@ -23,8 +23,9 @@ all: build
 help: ## Show the targets.
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
 
-build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin), bin/eddy-dev (local control plane, demo) and bin/eddy-workload (the demo's reader).
+build: ## Build bin/eddy (and bin/kubectl-eddy, the kubectl plugin), bin/eddy-sidecar (what the webhook injects), bin/eddy-dev (local control plane, demo) and bin/eddy-workload (the demo's reader).
 	go build -o $(BIN)/eddy ./cmd/eddy
+	go build -o $(BIN)/eddy-sidecar ./cmd/eddy-sidecar
 	go build -o $(BIN)/eddy-dev ./cmd/eddy-dev
 	ln -sf eddy $(BIN)/kubectl-eddy
 	go build -o $(BIN)/eddy-workload ./test/node/cmd/workload

@@ -60,7 +60,7 @@ func TestEndToEnd(t *testing.T) {
 		assert.Equal(t, PrefetchContainerName, side.Name)
 		require.NotNil(t, side.RestartPolicy, "the API server kept restartPolicy Always: a native sidecar")
 		assert.Equal(t, corev1.ContainerRestartPolicyAlways, *side.RestartPolicy)
-		assert.Equal(t, []string{"eddy"}, side.Command)
+		assert.Equal(t, []string{SidecarCommand}, side.Command)
 		assert.Contains(t, side.Args, "--root="+prefetch.DataMountRoot+"/data")
 		require.NotNil(t, side.StartupProbe, "warmBeforeStart: startup probe on /warm")
 		assert.Equal(t, "/warm", side.StartupProbe.HTTPGet.Path)

@@ -42,6 +42,10 @@ const (
 	// manifestv1.Audience) and the cluster's CA, mounted at ManifestTokenDir.
 	ManifestTokenVolumeName = "eddy-manifest-token"
 	ManifestTokenDir        = "/var/run/secrets/eddy.io/manifest"
+	// SidecarCommand is what the injected containers run (cmd/eddy-sidecar,
+	// in the eddy image beside the eddy binary): a small binary, so that
+	// the sidecar's start does not compete with the application's.
+	SidecarCommand = "eddy-sidecar"
 	// StatusPortName names the prefetcher's status port.
 	StatusPortName = "eddy-prefetch"
 
@@ -449,7 +453,7 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 		Name:            PrefetchContainerName,
 		Image:           cfg.Image,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Command:         []string{"eddy"},
+		Command:         []string{SidecarCommand},
 		Args:            opts.Args(),
 		Ports:           []corev1.ContainerPort{{Name: StatusPortName, ContainerPort: prefetch.StatusPort, Protocol: corev1.ProtocolTCP}},
 		Resources:       clampResources(cfg.PrefetchResources, bounds),
@@ -639,7 +643,7 @@ func injectSDK(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volumes map
 		Name:            SDKInitContainerName,
 		Image:           cfg.Image,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Command:         []string{"eddy"},
+		Command:         []string{SidecarCommand},
 		Args:            []string{"sdk", "install", "--to", prefetch.SDKMountPath},
 		VolumeMounts:    []corev1.VolumeMount{{Name: SDKVolumeName, MountPath: prefetch.SDKMountPath}},
 		Resources: clampResources(corev1.ResourceRequirements{

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/eddy-autotune/eddy/internal/memlimit"
 )
 
 var rootCmd = &cobra.Command{
@@ -26,7 +28,7 @@ Start with 'eddy profile -- CMD' on any Linux machine (root, no cluster).`,
 }
 
 func main() {
-	setMemoryLimit()
+	memlimit.Set()
 	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-eddy") {
 		rootCmd.Use = "kubectl eddy"
 	}

@@ -42,10 +42,10 @@ namespace, host-network and static pods, and pods labelled
 eddy.io/autotune=disabled). It finds the pod's workload and the datasets it
 mounts, and applies the recommendations in phase Applied or Verified:
 
-  Prefetch   'eddy prefetch' as a native sidecar (an init container with
-             restartPolicy Always; a regular container before Kubernetes
-             1.29), the dataset volumes mounted read-only, the tuned
-             parameters as flags, resources within the namespace's
+  Prefetch   'eddy-sidecar prefetch' (the eddy image's small binary) as
+             a native sidecar (an init container with restartPolicy
+             Always; a regular container before Kubernetes 1.29), the
+             dataset volumes mounted read-only, the tuned parameters as flags, resources within the namespace's
              AutotunePolicy, hardened; with warmBeforeStart a startup probe
              holds the main containers until the warm threshold is reached.
   InjectSDK  an init container copies the SDK into an emptyDir mounted into

@@ -170,8 +170,14 @@ func imageFor(ctx context.Context, short, root, buildDir string) (*imageSpec, er
 		if err != nil {
 			return nil, err
 		}
+		// The webhook's injected containers run the small eddy-sidecar.
+		side, err := goBuild(ctx, root, buildDir, "./cmd/eddy-sidecar", "eddy-sidecar")
+		if err != nil {
+			return nil, err
+		}
 		return &imageSpec{name: short, ref: EddyImage, entrypoint: []string{"/usr/local/bin/eddy"},
-			files: []imageFile{tmp, {path: "usr/local/bin/eddy", src: bin, mode: 0o755}}}, nil
+			files: []imageFile{tmp, {path: "usr/local/bin/eddy", src: bin, mode: 0o755},
+				{path: "usr/local/bin/eddy-sidecar", src: side, mode: 0o755}}}, nil
 	case FluidPrefetcherName:
 		script := FluidPrefetcherScript()
 		if _, err := os.Stat(script); err != nil {

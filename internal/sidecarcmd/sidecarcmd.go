@@ -1,4 +1,8 @@
-package main
+// Package sidecarcmd holds the commands of what eddy's webhook injects into
+// application pods: the prefetch sidecar ("prefetch") and the SDK installer
+// ("sdk install"). Both the eddy binary and the small eddy-sidecar binary
+// (cmd/eddy-sidecar, what the webhook's containers run) register them.
+package sidecarcmd
 
 import (
 	"context"
@@ -16,13 +20,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-autotune/eddy/prefetch"
+	"github.com/eddy-autotune/eddy/sdk"
 )
 
-func init() {
-	rootCmd.AddCommand(newPrefetchCmd())
-}
-
-func newPrefetchCmd() *cobra.Command {
+// Prefetch is the prefetch sidecar's command ("prefetch").
+func Prefetch() *cobra.Command {
 	var (
 		opts         prefetch.Options
 		verbosity    int
@@ -40,6 +42,9 @@ Strategies:
   Sequential    first-access order (the manifest's, else lexical), window growing
   Ordered       the manifest's exact order, reordered by SDK hints per epoch
   HotSet        the manifest's hot files, hottest first
+  Ranges        only the byte ranges the manifest lists (random reads)
+  Resident      whole files within --budget, then each touched every
+                --resident-interval so the cache keeps them
 
 Progress is served on --status-addr: /status (JSON), /warm (200 once
 --warm-threshold percent is read: use it as the startup probe), /metrics and
@@ -96,4 +101,37 @@ func runPrefetch(ctx context.Context, opts prefetch.Options, log logr.Logger, ex
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// SDK is the command that installs the SDKs ("sdk install").
+func SDK() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sdk",
+		Short: "The SDKs eddy injects into application containers",
+	}
+	var to string
+	install := &cobra.Command{
+		Use:   "install --to DIR",
+		Short: "Write the embedded SDKs into DIR (the webhook's init container runs this)",
+		Long: `Write the SDKs embedded in this binary into DIR. The Python SDK is
+DIR/sitecustomize.py and DIR/eddy_sdk: put DIR on PYTHONPATH and it activates
+itself, following PyTorch DataLoaders and sending each epoch's read order to
+the prefetch sidecar's socket ($EDDY_PREFETCH_SOCKET, default
+` + prefetch.SDKMountPath + "/" + prefetch.HintSocketName + `).`,
+		Example: "  eddy sdk install --to " + prefetch.SDKMountPath,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if to == "" {
+				return errors.New("--to is required: the folder to write the SDKs into (e.g. " + prefetch.SDKMountPath + ")")
+			}
+			if err := sdk.Install(to); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "installed %d SDK files; PYTHONPATH=%s\n", len(sdk.Files()), sdk.PythonPath(to))
+			return nil
+		},
+	}
+	install.Flags().StringVar(&to, "to", "", "folder to write the SDKs into")
+	cmd.AddCommand(install)
+	return cmd
 }

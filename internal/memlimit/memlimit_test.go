@@ -1,4 +1,4 @@
-package main
+package memlimit
 
 import (
 	"fmt"
@@ -54,7 +54,7 @@ func TestMemoryLimitFromCgroupFiles(t *testing.T) {
 // and none when GOMEMLIMIT is given.
 func TestMemoryLimitInACgroup(t *testing.T) {
 	if v := os.Getenv("EDDY_TEST_PRINT_MEMLIMIT"); v != "" {
-		set := setMemoryLimit()
+		set := Set()
 		fmt.Printf("memlimit %d %d\n", set, debug.SetMemoryLimit(-1))
 		return
 	}

@@ -1,4 +1,6 @@
-package main
+// Package memlimit gives the Go runtime a soft memory limit under the
+// container's own, for eddy's binaries.
+package memlimit
 
 import (
 	"os"
@@ -16,13 +18,13 @@ import (
 // not count (the binary's text, kernel memory charged to the container).
 const memoryLimitShare = 0.9
 
-// setMemoryLimit gives the Go runtime a soft memory limit under the
+// Set gives the Go runtime a soft memory limit under the
 // container's own, unless GOMEMLIMIT is set: without one Go's garbage collector
 // lets the heap grow to twice what is live before collecting, and the scale
 // benchmark's analyzer (2,000 workloads, 537 MiB live) reached 1.24 GiB of
 // RSS, over config/'s 1 Gi limit — an OOM kill where a collection would
 // have done. It returns the limit set, 0 when there is none to follow.
-func setMemoryLimit() int64 {
+func Set() int64 {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return 0
 	}
