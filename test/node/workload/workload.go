@@ -64,6 +64,11 @@ type Report struct {
 	// End is when the read finished, in Unix seconds: benchmarks on the
 	// same host measure warm-up and start-up from it.
 	End float64 `json:"end"`
+	// Began is when the program started, in Unix seconds (0: not known):
+	// End − Seconds − Began is its own start-up before the loop (Python
+	// importing torch, listing the dataset), and Began minus when the pod
+	// was asked for is what the cluster took to run it.
+	Began float64 `json:"began,omitempty"`
 	// Digest covers every file's path and content when whole files were read
 	// (Sequential, SmallFilesShuffled), independent of order; empty for
 	// Random4K and HotSet, which read only some of them.

@@ -34,6 +34,9 @@ import (
 
 const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+// began is when the program started (package variables initialise before main).
+var began = time.Now()
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: eddy-workload read|warm|serve|whoami [flags]")
@@ -74,6 +77,7 @@ func read(args []string) error {
 	if err != nil {
 		return err
 	}
+	r.Began = float64(began.UnixNano()) / 1e9
 	data, _ := json.Marshal(r)
 	fmt.Println(string(data))
 	if *report != "" {
@@ -204,6 +208,7 @@ func warm(args []string) error {
 	if err != nil {
 		return err
 	}
+	r.Began = float64(began.UnixNano()) / 1e9
 	data, _ := json.Marshal(r)
 	fmt.Println(string(data))
 	return nil
