@@ -153,43 +153,89 @@ func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
 // (--shutdown-flush-timeout) ends at least 10 s before the kubelet kills
 // it (terminationGracePeriodSeconds), so what it was writing is not lost.
 func TestAnalyzerFlushesWithinItsGracePeriod(t *testing.T) {
+	o := analyzerDeployment(t)
+	v, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "template", "spec", "terminationGracePeriodSeconds")
+	var grace int64
+	switch n := v.(type) { // YAML decodes to float64, Go objects hold int64
+	case int64:
+		grace = n
+	case float64:
+		grace = int64(n)
+	default:
+		t.Fatalf("the analyzer's Deployment sets no terminationGracePeriodSeconds (%v)", v)
+	}
+	containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+		for _, a := range args {
+			v, ok := strings.CutPrefix(a, "--shutdown-flush-timeout=")
+			if !ok {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("%s: %v", a, err)
+			}
+			if limit := time.Duration(grace)*time.Second - 10*time.Second; d > limit {
+				t.Fatalf("--shutdown-flush-timeout %s leaves less than 10s of terminationGracePeriodSeconds %d", d, grace)
+			}
+			return
+		}
+	}
+	t.Fatal("the analyzer's Deployment does not set --shutdown-flush-timeout")
+}
+
+// analyzerDeployment is the analyzer's Deployment in config/.
+func analyzerDeployment(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
 	objs, err := Deployment()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range objs {
-		if o.GetKind() != "Deployment" || o.GetName() != "eddy-analyzer" {
-			continue
+		if o.GetKind() == "Deployment" && o.GetName() == "eddy-analyzer" {
+			return o
 		}
-		v, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "template", "spec", "terminationGracePeriodSeconds")
-		var grace int64
-		switch n := v.(type) { // YAML decodes to float64, Go objects hold int64
-		case int64:
-			grace = n
-		case float64:
-			grace = int64(n)
-		default:
-			t.Fatalf("the analyzer's Deployment sets no terminationGracePeriodSeconds (%v)", v)
+	}
+	t.Fatal("no eddy-analyzer Deployment")
+	return nil
+}
+
+// TestAnalyzerCheckpointsOnItsClaim: the analyzer's --checkpoint-dir (the
+// durable state collectors' acknowledgements wait for) is on a mounted
+// volume — its root filesystem is read-only — and that volume is the
+// claim, so that deleting the pod loses nothing acknowledged.
+func TestAnalyzerCheckpointsOnItsClaim(t *testing.T) {
+	o := analyzerDeployment(t)
+	claims := map[string]bool{}
+	volumes, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+	for _, v := range volumes {
+		name, _, _ := unstructured.NestedString(v.(map[string]any), "name")
+		_, claims[name], _ = unstructured.NestedMap(v.(map[string]any), "persistentVolumeClaim")
+	}
+	containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		var dir string
+		args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--checkpoint-dir="); ok {
+				dir = v
+			}
 		}
-		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		for _, c := range containers {
-			args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
-			for _, a := range args {
-				v, ok := strings.CutPrefix(a, "--shutdown-flush-timeout=")
-				if !ok {
-					continue
-				}
-				d, err := time.ParseDuration(v)
-				if err != nil {
-					t.Fatalf("%s: %v", a, err)
-				}
-				if limit := time.Duration(grace)*time.Second - 10*time.Second; d > limit {
-					t.Fatalf("--shutdown-flush-timeout %s leaves less than 10s of terminationGracePeriodSeconds %d", d, grace)
+		if dir == "" {
+			t.Fatal("the analyzer's Deployment does not set --checkpoint-dir")
+		}
+		mounts, _, _ := unstructured.NestedSlice(c.(map[string]any), "volumeMounts")
+		for _, m := range mounts {
+			path, _, _ := unstructured.NestedString(m.(map[string]any), "mountPath")
+			name, _, _ := unstructured.NestedString(m.(map[string]any), "name")
+			if dir == path || strings.HasPrefix(dir, strings.TrimSuffix(path, "/")+"/") {
+				if !claims[name] {
+					t.Fatalf("--checkpoint-dir %s is on volume %s, not a PersistentVolumeClaim", dir, name)
 				}
 				return
 			}
 		}
-		t.Fatal("the analyzer's Deployment does not set --shutdown-flush-timeout")
+		t.Fatalf("--checkpoint-dir %s is on no mounted volume (the root filesystem is read-only)", dir)
 	}
-	t.Fatal("no eddy-analyzer Deployment")
 }

@@ -26,6 +26,7 @@ import (
 	manifestv1 "github.com/eddy-autotune/eddy/api/manifest/v1"
 
 	"github.com/eddy-autotune/eddy/analyzer"
+	"github.com/eddy-autotune/eddy/analyzer/internal/durable"
 	"github.com/eddy-autotune/eddy/internal/gz"
 )
 
@@ -516,7 +517,7 @@ func (s *Store) Flush() error {
 		}
 		renamed = append(renamed, j)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := durable.SyncDir(s.dir); err != nil {
 		for _, j := range renamed {
 			j.tmp = ""
 			failed(j, fmt.Errorf("sync %s: %w", s.dir, err))
@@ -655,14 +656,4 @@ func writeTemp(dir string, data []byte) (string, error) {
 		return "", err
 	}
 	return tmp.Name(), nil
-}
-
-// syncDir makes the renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

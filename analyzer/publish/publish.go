@@ -61,6 +61,12 @@ type Publisher struct {
 	LongRunAfter time.Duration
 	// Workers is how many keys are written at once (0 means DefaultWorkers).
 	Workers int
+	// CheckpointEvery, when positive, is how old a profile's checkpoint may
+	// grow before a changed checkpoint alone is worth a write: the
+	// analyzer's durable state is elsewhere (a local log) and the profile's
+	// is its fallback. Zero writes every changed checkpoint: it is the
+	// analyzer's durable state.
+	CheckpointEvery time.Duration
 	// Written, when set, is called each time a key's profile was written or
 	// found current: the publisher is making progress. It is called from
 	// several goroutines at once.
@@ -389,7 +395,7 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, in learnIn
 	sum := sha256.Sum256(e.Checkpoint)
 	getFirst := false
 	if k, ok := p.lookup(key); ok {
-		prof, err := p.patchStatus(ctx, e, k.obj, sum, k.checkpoint == sum, in, res)
+		prof, err := p.patchStatus(ctx, e, k.obj, sum, k.checkpoint, in, res)
 		if err == nil {
 			return prof, nil
 		}
@@ -403,7 +409,11 @@ func (p *Publisher) writeProfile(ctx context.Context, e *store.Entry, in learnIn
 	if err != nil {
 		return nil, err
 	}
-	return p.patchStatus(ctx, e, prof, sum, false, in, res)
+	var held [sha256.Size]byte
+	if cp := prof.Status.Checkpoint; cp != nil {
+		held = sha256.Sum256(cp.Data)
+	}
+	return p.patchStatus(ctx, e, prof, sum, held, in, res)
 }
 
 // readOrCreate returns the profile of key as the API server has it,
@@ -442,11 +452,12 @@ func (p *Publisher) readOrCreate(ctx context.Context, e *store.Entry, key client
 }
 
 // patchStatus sets prof's status from e (its Learning condition from in)
-// and patches it, unless
-// sameCheckpoint (e's checkpoint is the one written) and nothing else
-// changed materially (see MaterialChange).
-// prof is the publisher's to change; sum is the hash of e's checkpoint.
-func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.AccessProfile, sum [sha256.Size]byte, sameCheckpoint bool, in learnInputs, res *Result) (*v1.AccessProfile, error) {
+// and patches it, unless nothing but the checkpoint changed materially (see
+// MaterialChange) and the checkpoint is the one written or, with
+// CheckpointEvery, the one written is recent enough.
+// prof is the publisher's to change; sum is the hash of e's checkpoint,
+// held that of the checkpoint prof holds.
+func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.AccessProfile, sum, held [sha256.Size]byte, in learnInputs, res *Result) (*v1.AccessProfile, error) {
 	base := prof.DeepCopy()
 	a := &e.Assessment
 	st := &prof.Status
@@ -485,15 +496,23 @@ func (p *Publisher) patchStatus(ctx context.Context, e *store.Entry, prof *v1.Ac
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)
 	st.NextRefresh = next
-	if sameCheckpoint && !materialChange(&base.Status, st) {
+	if (held == sum || p.checkpointFresh(base.Status.Checkpoint)) && !materialChange(&base.Status, st) {
 		res.Unchanged++
-		return prof, p.labelResting(ctx, prof, sum)
+		// Not written: what the publisher remembers is base, as the API
+		// server holds it.
+		return prof, p.labelResting(ctx, base, held)
 	}
 	if err := p.Client.Status().Patch(ctx, prof, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("update AccessProfile %s/%s status: %w", prof.Namespace, prof.Name, err)
 	}
 	p.remember(prof, sum)
 	return prof, p.labelResting(ctx, prof, sum)
+}
+
+// checkpointFresh reports whether cp, the checkpoint a profile holds, is
+// recent enough (CheckpointEvery) not to be replaced by a write of its own.
+func (p *Publisher) checkpointFresh(cp *v1.Checkpoint) bool {
+	return p.CheckpointEvery > 0 && cp != nil && p.now().Sub(cp.Time.Time) < p.CheckpointEvery
 }
 
 // labelResting puts v1.RestingLabel on prof while its Learning condition is

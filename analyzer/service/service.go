@@ -1,8 +1,9 @@
-// Package service runs the analyzer: it restores learned state from the
-// AccessProfiles' checkpoints, takes windows from collectors over gRPC, and
-// every flush interval assesses what changed, writes profiles and
-// recommendations, acknowledges to collectors what was made durable, and
-// renews the heartbeat Lease the operator checks before acting.
+// Package service runs the analyzer: it restores learned state from its
+// local checkpoint log and the AccessProfiles' checkpoints, takes windows
+// from collectors over gRPC, and every flush interval assesses what changed,
+// makes it durable and acknowledges to collectors what was; profiles and
+// recommendations are written behind, and the heartbeat Lease the operator
+// checks before acting is renewed while that writing makes progress.
 package service
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 
 	"github.com/eddy-autotune/eddy/analyzer"
 	"github.com/eddy-autotune/eddy/analyzer/intake"
+	"github.com/eddy-autotune/eddy/analyzer/localstate"
 	"github.com/eddy-autotune/eddy/analyzer/manifest"
 	"github.com/eddy-autotune/eddy/analyzer/publish"
 	"github.com/eddy-autotune/eddy/analyzer/store"
@@ -40,7 +43,8 @@ import (
 const HeartbeatLease = v1.AnalyzerHeartbeatLease
 
 // DefaultShutdownFlushTimeout is how long, once Run's context ends, the
-// flush in progress and the final flush may take (keep it under the pod's
+// flush in progress, the final flush and (with a local checkpoint log) the
+// writing of the profiles waiting may take (keep it under the pod's
 // terminationGracePeriodSeconds).
 const DefaultShutdownFlushTimeout = 60 * time.Second
 
@@ -71,6 +75,19 @@ type Options struct {
 	LongRunAfter time.Duration
 	// StateDir persists manifests ("" keeps them in memory only).
 	StateDir string
+	// CheckpointDir holds the local checkpoint log (package localstate):
+	// a flush appends the checkpoints it took there, one fdatasync, and
+	// acknowledges the windows they cover at once; profiles and
+	// recommendations are written behind it by a publisher at the API
+	// server's pace. "" makes the AccessProfiles' checkpoints the only
+	// durable state: a flush acknowledges only what it wrote to them.
+	CheckpointDir string
+	// ProfileCheckpointEvery, with CheckpointDir, is how old the
+	// checkpoint in a profile may grow before a write carries a newer one
+	// although nothing else in the profile changed materially (default
+	// DefaultProfileCheckpointEvery): without the local log (a new volume),
+	// a restart goes back that far.
+	ProfileCheckpointEvery time.Duration
 	// ManifestAddr serves manifests over HTTPS ("" disables the endpoint).
 	ManifestAddr string
 	// ManifestTLS serves the endpoint; nil means a self-signed certificate.
@@ -129,18 +146,27 @@ type Service struct {
 	stopped   chan struct{}
 	flushes   *prometheus.CounterVec
 	flushTime prometheus.Histogram
-	// failures counts, per key, the flushes in a row that failed to write it.
+	// failures counts, per key, the flushes (publishing rounds, with a
+	// local log) in a row that failed to write it.
 	failures    map[analyzer.Key]int
 	quarantines prometheus.Counter
 	quarantined prometheus.Gauge
 	renewed     prometheus.Gauge
-	// progress is when a flush last made progress (unix ns): it wrote
-	// something, or had nothing to write and the last flush that had wrote
-	// something (lastWriteOK).
+	// progress is when writing profiles last made progress (unix ns): a
+	// key was written, or there was nothing to write and the last round
+	// that had wrote something (lastWriteOK).
 	progress    atomic.Int64
-	lastWriteOK bool
+	lastWriteOK atomic.Bool
 	// lastSweep is when wakeVerifying last ran.
 	lastSweep time.Time
+
+	// With Options.CheckpointDir: the log, what waits to be published,
+	// and the keys quarantined since the last flush (to drop from the log).
+	local       *localstate.Log
+	backlog     *backlog
+	publishTime prometheus.Histogram
+	dropMu      sync.Mutex
+	dropped     []analyzer.Key
 }
 
 // New restores state from the API server and listens on GRPCAddr; Run serves.
@@ -169,6 +195,9 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	if opt.VerifySweep <= 0 {
 		opt.VerifySweep = DefaultVerifySweep
 	}
+	if opt.ProfileCheckpointEvery <= 0 {
+		opt.ProfileCheckpointEvery = DefaultProfileCheckpointEvery
+	}
 	s := &Service{
 		opt:     opt,
 		stopped: make(chan struct{}),
@@ -182,8 +211,12 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 			Name: "eddy_analyzer_flush_duration_seconds", Help: "Time to assess and write what changed.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
-		failures:    map[analyzer.Key]int{},
-		lastWriteOK: true,
+		failures: map[analyzer.Key]int{},
+		backlog:  newBacklog(),
+		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eddy_analyzer_publish_round_duration_seconds", Help: "With a local checkpoint log: time to write the profiles and recommendations of every key waiting (a round).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
 		quarantines: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eddy_analyzer_quarantines_total", Help: "Workload × dataset keys quarantined because they could not be written (their records are refused for a while).",
 		}),
@@ -197,11 +230,18 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	// Every key written is progress, so that a long flush that keeps
 	// writing keeps the heartbeat renewed.
 	s.publisher.Written = func(analyzer.Key) { s.progress.Store(time.Now().UnixNano()) }
+	s.lastWriteOK.Store(true)
 	progressed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "eddy_analyzer_last_progress_timestamp_seconds", Help: "When a flush last made progress (wrote a key, or found nothing to write after a flush that wrote).",
+		Name: "eddy_analyzer_last_progress_timestamp_seconds", Help: "When writing profiles last made progress (wrote a key, or found nothing to write after a round that wrote).",
 	}, func() float64 { return float64(s.progress.Load()) / 1e9 })
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eddy_analyzer_publish_pending_keys", Help: "With a local checkpoint log: keys whose durable state waits to be written to their profiles.",
+	}, func() float64 { return float64(s.backlog.len()) })
 	if opt.Registry != nil {
-		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined, s.renewed, progressed)
+		opt.Registry.MustRegister(s.flushes, s.flushTime, s.quarantines, s.quarantined, s.renewed, progressed, s.publishTime, pending)
+	}
+	if opt.ProfileCheckpointEvery > 0 && opt.CheckpointDir != "" {
+		s.publisher.CheckpointEvery = opt.ProfileCheckpointEvery
 	}
 	var err error
 	if s.Manifests, err = manifest.NewStore(opt.StateDir, 0); err != nil {
@@ -210,20 +250,36 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	sk := &sinks{store: s.Store, manifests: s.Manifests}
 	s.Intake = intake.NewServer(sk, opt.Registry, opt.Intake)
 	sk.intake = s.Intake
-	n, err := s.restore(ctx)
-	if err != nil {
+	if opt.CheckpointDir != "" {
+		if s.local, err = localstate.Open(opt.CheckpointDir); err != nil {
+			return nil, err
+		}
+		switch d := s.local.Damage(); {
+		case d == nil:
+		case localstate.IsTorn(d):
+			opt.Log.Info("the local checkpoint log ended in a torn write, dropped (it was never acknowledged)", "detail", d.Error())
+		default:
+			opt.Log.Error(d, "the local checkpoint log is damaged: what it no longer holds comes from the AccessProfiles' checkpoints, which may be older (windows acknowledged since are lost for those keys)")
+		}
+	}
+	fail := func(err error) (*Service, error) {
+		if s.local != nil {
+			s.local.Close()
+		}
 		return nil, err
 	}
-	opt.Log.Info("restored state from AccessProfile checkpoints", "profiles", n)
+	if err := s.restore(ctx); err != nil {
+		return fail(err)
+	}
 	if s.lis, err = net.Listen("tcp", opt.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("listen for collectors on %s: %w", opt.GRPCAddr, err)
+		return fail(fmt.Errorf("listen for collectors on %s: %w", opt.GRPCAddr, err))
 	}
 	grpcOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(accessv1.MaxMessageBytes)}
 	manifestTLS := opt.ManifestTLS
 	if manifestTLS == nil && (opt.ManifestAddr != "" || (opt.Intake.Auth != nil && opt.IntakeTLS == nil)) {
 		if manifestTLS, err = selfSignedTLS(opt.Identity); err != nil {
 			s.lis.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	if opt.Intake.Auth != nil {
@@ -238,7 +294,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	if opt.ManifestAddr != "" {
 		if s.httpLis, err = tls.Listen("tcp", opt.ManifestAddr, manifestTLS); err != nil {
 			s.lis.Close()
-			return nil, fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err)
+			return fail(fmt.Errorf("listen for manifest requests on %s: %w", opt.ManifestAddr, err))
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/v1/manifests/", &manifest.Handler{Store: s.Manifests, Client: opt.Client, Log: opt.Log.WithName("manifest"), ProfileName: publish.ProfileName,
@@ -259,29 +315,88 @@ func (s *Service) ManifestAddr() string {
 // Addr is the address collectors ship to.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
-// restore loads every AccessProfile checkpoint, and tells the publisher of
-// every profile, so that it writes them without reading them first.
-func (s *Service) restore(ctx context.Context) (int, error) {
+// restore loads each key's state: from the local checkpoint log, unless
+// the key's AccessProfile holds a checkpoint that covers windows the log's
+// does not and not the other way round (the log is from an older volume, or
+// lost records to damage); else from the AccessProfile. It tells the
+// publisher of every profile, so that it writes them without reading them
+// first, and makes keys whose profile lags behind the log dirty, so that
+// they are published.
+func (s *Service) restore(ctx context.Context) error {
 	var list v1.AccessProfileList
 	if err := s.opt.Client.List(ctx, &list); err != nil {
-		return 0, fmt.Errorf("list AccessProfiles to restore checkpoints: %w", err)
+		return fmt.Errorf("list AccessProfiles to restore checkpoints: %w", err)
 	}
-	n := 0
+	profiles := make(map[analyzer.Key]*v1.AccessProfile, len(list.Items))
 	for i := range list.Items {
 		p := &list.Items[i]
 		s.publisher.Know(p)
+		profiles[profileKey(p)] = p
+	}
+	var fromLog, fromProfile, behind int
+	if s.local != nil {
+		err := s.local.Each(func(k analyzer.Key, data []byte) error {
+			var theirs []byte
+			if p := profiles[k]; p != nil && p.Status.Checkpoint != nil {
+				theirs = p.Status.Checkpoint.Data
+			}
+			ours, current := s.newer(k, data, theirs)
+			if !ours {
+				return nil // restored from the profile below
+			}
+			if err := s.Store.Restore(k, data); err != nil {
+				s.opt.Log.Error(err, "skipping an unreadable checkpoint in the local log; the profile's is used", "key", k.String())
+				return nil
+			}
+			delete(profiles, k)
+			fromLog++
+			if !current {
+				s.Store.MarkDirty(k)
+				behind++
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("restore from the local checkpoint log: %w", err)
+		}
+	}
+	for k, p := range profiles {
 		cp := p.Status.Checkpoint
 		if cp == nil || len(cp.Data) == 0 {
 			continue
 		}
-		if err := s.Store.Restore(profileKey(p), cp.Data); err != nil {
+		if err := s.Store.Restore(k, cp.Data); err != nil {
 			// A bad checkpoint costs that profile its history, not the analyzer its start.
 			s.opt.Log.Error(err, "skipping unreadable checkpoint", "profile", client.ObjectKeyFromObject(p))
 			continue
 		}
-		n++
+		fromProfile++
 	}
-	return n, nil
+	s.opt.Log.Info("restored state", "fromLocalLog", fromLog, "fromAccessProfiles", fromProfile, "profilesBehindTheLog", behind)
+	return nil
+}
+
+// newer decides between k's checkpoint in the local log (ours) and in its
+// profile (theirs, nil if none): ours unless theirs covers windows ours
+// does not and ours covers none theirs does not; current is whether the
+// profile holds the same windows (nothing to publish).
+func (s *Service) newer(k analyzer.Key, ours, theirs []byte) (useOurs, current bool) {
+	if len(theirs) == 0 {
+		return true, false
+	}
+	oursCovers, err := store.Covers(ours, theirs)
+	if err != nil {
+		s.opt.Log.Error(err, "the local log's checkpoint is unreadable; the profile's is used", "key", k.String())
+		return false, true
+	}
+	theirsCovers, err := store.Covers(theirs, ours)
+	if err != nil {
+		return true, false
+	}
+	if theirsCovers && !oursCovers {
+		return false, true
+	}
+	return true, oursCovers && theirsCovers
 }
 
 // profileKey is the key whose state a profile holds.
@@ -315,12 +430,18 @@ func (s *Service) wakeVerifying(ctx context.Context) error {
 }
 
 // Run serves collectors and flushes until ctx ends, then flushes once more.
-// Once ctx ends, the flush in progress and the final flush together have
-// ShutdownFlushTimeout before their writes are cancelled. The heartbeat
-// Lease is renewed on its own timer (see heartbeatLoop) as long as flushes
-// make progress: a long flush that keeps writing does not make the analyzer
-// look dead, and an analyzer that cannot write anything does.
+// Once ctx ends, the flush in progress, the final flush and (with a local
+// checkpoint log) the publishing of what they made durable together have
+// ShutdownFlushTimeout before their writes are cancelled: what the log
+// holds and the profiles do not yet is published by the next start. The
+// heartbeat Lease is renewed on its own timer (see heartbeatLoop) as long as
+// writing profiles makes progress: a long flush or round that keeps writing
+// does not make the analyzer look dead, and an analyzer that cannot write
+// anything does.
 func (s *Service) Run(ctx context.Context) error {
+	if s.local != nil {
+		defer s.local.Close()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
 	if s.http != nil {
@@ -347,13 +468,28 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	s.progress.Store(time.Now().UnixNano())
 	go s.heartbeatLoop(flushCtx)
+	if s.local != nil {
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			s.publishLoop(flushCtx)
+		}()
+		// The log is closed (deferred above) only once nothing publishes.
+		defer func() { cancelFlush(); <-published }()
+	}
 	t := time.NewTicker(s.opt.FlushInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			s.grpc.GracefulStop()
-			return s.Flush(flushCtx)
+			err := s.Flush(flushCtx)
+			if s.WaitPublished(flushCtx) != nil {
+				// Nothing is lost: the log holds it, and the next start
+				// publishes the profiles that lag behind it.
+				s.opt.Log.Info("shutdown flush timeout reached before every profile was written; the next start writes the rest from the local checkpoint log", "waiting", s.backlog.len())
+			}
+			return err
 		case <-s.stopped:
 			return nil
 		case err := <-errc:
@@ -376,13 +512,19 @@ func (s *Service) Stop() {
 	s.grpc.Stop()
 }
 
-// Flush assesses every key changed since the last flush and writes it. Keys
-// that fail stay dirty and hold back acknowledgement of only the windows
-// that touched them (store.Frontier); a key that keeps failing, or fails in
-// a way retrying cannot mend, is quarantined and counted. Collectors are
-// acknowledged what is durable. A flush makes progress when it wrote
-// something, or had nothing to write after a flush that did; only while
-// flushes make progress is the heartbeat renewed.
+// Flush assesses every key changed since the last flush and makes it
+// durable, then acknowledges to collectors what is.
+//
+// With a local checkpoint log, durable is appended to the log (one write,
+// one fdatasync); the keys are then handed to the publisher, which writes
+// their profiles behind (publishLoop), and Flush does not wait for it.
+//
+// Without, durable is written to the AccessProfiles, and Flush writes them.
+// Keys that fail stay dirty and hold back acknowledgement of only the
+// windows that touched them (store.Frontier); a key that keeps failing, or
+// fails in a way retrying cannot mend, is quarantined and counted. A flush
+// makes progress when it wrote something, or had nothing to write after a
+// flush that did; only while flushes make progress is the heartbeat renewed.
 func (s *Service) Flush(ctx context.Context) error {
 	start := time.Now()
 	defer func() { s.flushTime.Observe(time.Since(start).Seconds()) }()
@@ -394,62 +536,53 @@ func (s *Service) Flush(ctx context.Context) error {
 	}
 	var entries []store.Entry
 	var err error
+	// Keys quarantined before the state is taken: none of them is taken
+	// again, and the log drops them before anything later of theirs.
+	s.dropMu.Lock()
+	dropped := s.dropped
+	s.dropped = nil
+	s.dropMu.Unlock()
 	// Taken under the intake's lock: no window is half-applied.
 	s.Intake.Lock(func(map[string]uint64) {
 		entries, err = s.Store.TakeDirty(time.Now().UnixNano())
 	})
 	if err == nil {
 		// Outside the intake's lock: windows keep coming meanwhile.
-		if err = store.EncodeCheckpoints(entries); err != nil {
-			for _, e := range entries {
-				s.Store.MarkDirty(e.Key)
-			}
-		}
+		err = store.EncodeCheckpoints(entries)
+	}
+	if err == nil {
+		err = s.Manifests.Flush()
+	}
+	if err == nil && s.local != nil {
+		err = s.flushLocal(entries, dropped)
 	}
 	if err != nil {
-		s.flushes.WithLabelValues("error").Inc()
-		return err
-	}
-	if err := s.Manifests.Flush(); err != nil {
 		for _, e := range entries {
 			s.Store.MarkDirty(e.Key)
 		}
+		if len(dropped) > 0 {
+			s.dropMu.Lock()
+			s.dropped = append(s.dropped, dropped...)
+			s.dropMu.Unlock()
+		}
 		s.flushes.WithLabelValues("error").Inc()
 		return err
 	}
+	s.quarantined.Set(float64(s.Store.Quarantined()))
+	if s.local != nil {
+		s.flushes.WithLabelValues("ok").Inc()
+		return nil
+	}
 	res, err := s.publisher.Publish(ctx, entries)
-	written := 0
-	for i := range entries {
-		e := &entries[i]
-		ferr, failed := res.Failed[e.Key]
-		if !failed {
-			s.Store.MarkWritten(e.Key, e.Meta.Applied)
-			delete(s.failures, e.Key)
-			written++
-			continue
-		}
-		s.failures[e.Key]++
-		if publish.IsPermanent(ferr) || s.failures[e.Key] >= s.opt.QuarantineAfter {
-			s.Store.Quarantine(e.Key, time.Now().Add(s.opt.QuarantineFor))
-			delete(s.failures, e.Key)
-			s.quarantines.Inc()
-			s.opt.Log.Error(ferr, "quarantined: its records are refused for a while", "key", e.Key.String(), "for", s.opt.QuarantineFor)
-			continue
-		}
-		s.Store.MarkDirty(e.Key)
-	}
-	for _, k := range res.HeldKeys {
-		s.Store.MarkDirty(k)
-	}
-	for _, k := range res.OpenKeys {
-		s.Store.MarkDirty(k)
-	}
+	written := s.settle(entries, &res,
+		func(e *store.Entry) { s.Store.MarkWritten(e.Key, e.Meta.Applied) },
+		func(e *store.Entry) { s.Store.MarkDirty(e.Key) })
 	s.Intake.MarkDurable(s.Store.Frontier(s.Intake.Received()))
 	s.quarantined.Set(float64(s.Store.Quarantined()))
 	if len(entries) > 0 {
-		s.lastWriteOK = written > 0 || len(res.Failed) == 0
+		s.lastWriteOK.Store(written > 0 || len(res.Failed) == 0)
 	}
-	if s.lastWriteOK {
+	if s.lastWriteOK.Load() {
 		s.progress.Store(time.Now().UnixNano())
 	}
 	if err != nil {

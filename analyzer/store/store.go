@@ -502,3 +502,23 @@ func decode(data []byte, c *checkpoint) error {
 	}
 	return json.Unmarshal(raw, c)
 }
+
+// Covers reports whether checkpoint a holds every window checkpoint b
+// holds: for each collector, a has applied b's sequence or a later one. Two
+// checkpoints of one key's state over time are ordered by it; a checkpoint
+// that cannot be read is an error.
+func Covers(a, b []byte) (bool, error) {
+	var ca, cb checkpoint
+	if err := decode(a, &ca); err != nil {
+		return false, err
+	}
+	if err := decode(b, &cb); err != nil {
+		return false, err
+	}
+	for c, seq := range cb.Meta.Applied {
+		if ca.Meta.Applied[c] < seq {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -55,11 +56,25 @@ keeps a decaying history per (workload, dataset), classifies the access
 pattern with a confidence, and writes an AccessProfile per workload × dataset
 and Recommendations within each namespace's AutotunePolicy.
 
-State is checkpointed into the AccessProfiles every --flush-interval; windows
-are acknowledged to collectors only once a checkpoint covers them, so a
-restart neither loses nor double-counts anything. The per-workload manifest
-(which files, in which order) is served over HTTPS on --manifest-addr to
-service accounts of the workload's namespace and persisted in --state-dir.
+Every --flush-interval, what changed is checkpointed into a local log in
+--checkpoint-dir (one write, one fdatasync) and the windows it covers are
+acknowledged to collectors at once, so that a restart neither loses nor
+double-counts anything and collectors never wait on the API server.
+AccessProfiles and Recommendations are written behind, at the API server's
+pace: only profiles that changed materially, each with its latest state, and
+a profile's checkpoint at least every --profile-checkpoint-every. On start,
+each key's state comes from the log, or from its AccessProfile's checkpoint
+when that is newer (the log is missing, damaged or from an older volume).
+What the log held and the profiles did not is lost with the log's volume:
+on a volume that does not outlive the pod (emptyDir), deleting the pod loses
+up to --profile-checkpoint-every of each workload's windows, more if the
+writing of profiles is behind (eddy_analyzer_publish_pending_keys): they
+were acknowledged, so are not sent again. A container restart loses nothing. With
+--checkpoint-dir=none the AccessProfiles are the only durable state and
+windows are acknowledged only once written to them (slow at scale). The
+per-workload manifest (which files, in which order) is served over HTTPS on
+--manifest-addr to service accounts of the workload's namespace and
+persisted in --state-dir.
 
 Collectors are trusted only as far as they prove: each call carries the
 collector pod's projected service-account token of audience
@@ -69,14 +84,14 @@ collector's records are taken only for pods of its own node in namespaces
 labelled eddy.io/autotune=enabled (never --excluded-namespaces). Calls are
 bounded in size (16 MiB) and rate.
 
-A flush writes --flush-workers keys at once, each without reading it first,
-and skips a profile whose checkpoint was already written when nothing else in
-it changed materially. It renews the Lease "eddy-analyzer" in
---lease-namespace on its own timer while flushes make progress (a key
-written counts, however long the flush); the operator takes no action while
-that Lease is stale. On SIGTERM the flush in progress and a final flush have
---shutdown-flush-timeout to finish: keep it under the pod's
-terminationGracePeriodSeconds.`,
+Profiles are written --flush-workers at once, each without reading it
+first. The analyzer renews the Lease "eddy-analyzer" in --lease-namespace on
+its own timer while writing profiles makes progress (a key written counts,
+however far behind the writing is); the operator takes no action while that
+Lease is stale. On SIGTERM the flush in progress, a final flush and the
+writing of what they made durable have --shutdown-flush-timeout to finish
+(what is left is written by the next start, from the log): keep it under
+the pod's terminationGracePeriodSeconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opt.FlushInterval < time.Second {
@@ -93,6 +108,18 @@ terminationGracePeriodSeconds.`,
 			}
 			if opt.PublishWorkers < 1 {
 				return fmt.Errorf("--flush-workers %d: at least 1", opt.PublishWorkers)
+			}
+			switch opt.CheckpointDir {
+			case "none":
+				opt.CheckpointDir = ""
+			case "":
+				if opt.StateDir == "" {
+					return errors.New("--checkpoint-dir: no --state-dir to put it under; give a folder, or none")
+				}
+				opt.CheckpointDir = filepath.Join(opt.StateDir, "checkpoints")
+			}
+			if opt.ProfileCheckpointEvery < opt.FlushInterval {
+				return fmt.Errorf("--profile-checkpoint-every %s: at least --flush-interval (%s)", opt.ProfileCheckpointEvery, opt.FlushInterval)
 			}
 			if opt.ShutdownFlushTimeout <= 0 {
 				return fmt.Errorf("--shutdown-flush-timeout %s: must be positive", opt.ShutdownFlushTimeout)
@@ -197,15 +224,17 @@ terminationGracePeriodSeconds.`,
 	f.StringVar(&metricsAddr, "metrics-addr", ":9472", "Prometheus metrics address (empty disables it)")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "address serving Go's profiles at /debug/pprof/ (heap, CPU, goroutines) for diagnosis; keep it on loopback (empty disables it)")
 	f.StringVar(&opt.StateDir, "state-dir", "/var/lib/eddy/analyzer", "folder persisting manifests (mount a PVC here)")
-	f.DurationVar(&opt.FlushInterval, "flush-interval", 10*time.Second, "how often to assess, checkpoint, write and acknowledge")
+	f.StringVar(&opt.CheckpointDir, "checkpoint-dir", "", "folder of the local checkpoint log: windows are acknowledged once it holds them; keep it on a volume that outlives the container (default: <--state-dir>/checkpoints; on an emptyDir, deleting the pod loses what the AccessProfiles do not hold yet: --profile-checkpoint-every of windows per workload, more while profile writes are behind); none: acknowledge only what the AccessProfiles hold")
+	f.DurationVar(&opt.ProfileCheckpointEvery, "profile-checkpoint-every", service.DefaultProfileCheckpointEvery, "with a local checkpoint log, the longest a profile's checkpoint (the fallback if the log is lost) goes without an update while its workload reads")
+	f.DurationVar(&opt.FlushInterval, "flush-interval", 10*time.Second, "how often to assess, checkpoint and acknowledge (profiles are written behind)")
 	f.DurationVar(&halfLife, "half-life", 6*time.Hour, "how long until an observation counts half")
 	f.StringVar(&opt.LeaseNamespace, "lease-namespace", "eddy-system", "namespace of the heartbeat Lease")
 	f.StringVar(&opt.Identity, "identity", "", "heartbeat holder identity (default: hostname)")
 	f.IntVar(&minStable, "stable-assessments", 2, "consecutive agreeing assessments before a recommendation is proposed")
 	f.DurationVar(&opt.RunEndedAfter, "run-ended-after", publish.DefaultRunEndedAfter, "how long without a read a run (a pod's reads) counts as ended, so that an applied recommendation can be judged by it")
 	f.DurationVar(&opt.LongRunAfter, "long-run-after", v1alpha1.DefaultLongRunAfter, "a workload is advised once one of its runs ended, or has read for this long (a run's first minutes can look like another class than the whole run)")
-	f.IntVar(&opt.PublishWorkers, "flush-workers", publish.DefaultWorkers, "keys a flush writes to the API server at once")
-	f.DurationVar(&opt.ShutdownFlushTimeout, "shutdown-flush-timeout", service.DefaultShutdownFlushTimeout, "on SIGTERM, how long the flush in progress and the final flush may take (keep it under the pod's terminationGracePeriodSeconds)")
+	f.IntVar(&opt.PublishWorkers, "flush-workers", publish.DefaultWorkers, "profiles written to the API server at once")
+	f.DurationVar(&opt.ShutdownFlushTimeout, "shutdown-flush-timeout", service.DefaultShutdownFlushTimeout, "on SIGTERM, how long the flush in progress, the final flush and writing what they made durable to the profiles may take (keep it under the pod's terminationGracePeriodSeconds)")
 	f.Float32Var(&qps, "kube-api-qps", 200, "sustained requests per second to the API server (a flush of N keys makes about N)")
 	f.IntVar(&burst, "kube-api-burst", 400, "request burst to the API server")
 	return cmd

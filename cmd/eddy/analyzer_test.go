@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,12 +14,14 @@ import (
 // sense.
 func TestAnalyzerRefusesFlushSettingsTheHeartbeatCannotKeepUpWith(t *testing.T) {
 	for args, want := range map[string]string{
-		"--flush-interval=1m":          "--flush-interval 1m0s: at most 30s",
-		"--flush-workers=0":            "--flush-workers 0: at least 1",
-		"--shutdown-flush-timeout=-1s": "--shutdown-flush-timeout -1s: must be positive",
+		"--flush-interval=1m":            "--flush-interval 1m0s: at most 30s",
+		"--flush-workers=0":              "--flush-workers 0: at least 1",
+		"--shutdown-flush-timeout=-1s":   "--shutdown-flush-timeout -1s: must be positive",
+		"--profile-checkpoint-every=1s":  "--profile-checkpoint-every 1s: at least --flush-interval (10s)",
+		"--state-dir= --checkpoint-dir=": "--checkpoint-dir: no --state-dir to put it under",
 	} {
 		cmd := newAnalyzerCmd()
-		cmd.SetArgs([]string{args})
+		cmd.SetArgs(strings.Fields(args))
 		cmd.SetOut(io.Discard)
 		cmd.SetErr(io.Discard)
 		require.ErrorContains(t, cmd.Execute(), want, args)

@@ -57,9 +57,16 @@ type Result struct {
 	Buffered     int
 	ShipFailures uint64
 	Lost         uint64
-	// Flushes, FlushMean and FlushMax: flushes completed while measured.
+	// Flushes, FlushMean and FlushMax: flushes completed while measured
+	// (with the analyzer's local checkpoint log, a flush ends once the log
+	// holds what it took; profiles are written behind, in rounds).
 	Flushes             int
 	FlushMean, FlushMax time.Duration
+	// Rounds, RoundMean and RoundMax: rounds of profile writes completed
+	// while measured; PendingMax the most keys seen waiting for one.
+	Rounds              int
+	RoundMean, RoundMax time.Duration
+	PendingMax          float64
 	// LeaseMaxAge is the oldest the heartbeat Lease was seen (each second).
 	LeaseMaxAge time.Duration
 	// Profiles is how many of the workloads' profiles exist at the end;
@@ -386,6 +393,11 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 			pt.Flush = time.Duration(took * float64(time.Second))
 			res.FlushMax = max(res.FlushMax, pt.Flush)
 		}
+		res.PendingMax = max(res.PendingMax, now.sum("eddy_analyzer_publish_pending_keys"))
+		if n := now.sum("eddy_analyzer_publish_round_duration_seconds_count") - prev.sum("eddy_analyzer_publish_round_duration_seconds_count"); n > 0 {
+			took := (now.sum("eddy_analyzer_publish_round_duration_seconds_sum") - prev.sum("eddy_analyzer_publish_round_duration_seconds_sum")) / n
+			res.RoundMax = max(res.RoundMax, time.Duration(took*float64(time.Second)))
+		}
 		res.Series = append(res.Series, pt)
 		prev, prevAt, prevOffered = now, at, offered
 		if time.Now().After(nextSample) {
@@ -410,6 +422,11 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 	if flushes > 0 {
 		res.FlushMean = time.Duration((after.sum("eddy_analyzer_flush_duration_seconds_sum") - before.sum("eddy_analyzer_flush_duration_seconds_sum")) / flushes * float64(time.Second))
 	}
+	rounds := after.sum("eddy_analyzer_publish_round_duration_seconds_count") - before.sum("eddy_analyzer_publish_round_duration_seconds_count")
+	res.Rounds = int(rounds)
+	if rounds > 0 {
+		res.RoundMean = time.Duration((after.sum("eddy_analyzer_publish_round_duration_seconds_sum") - before.sum("eddy_analyzer_publish_round_duration_seconds_sum")) / rounds * float64(time.Second))
+	}
 	r.stage("measured %s: %.0f of %.0f records/s accepted; %.0f windows applied, %.0f duplicate; %d flushes, mean %s, max %s; Lease at most %s old",
 		res.Measured.Round(time.Second), res.AcceptedPerSecond, res.OfferedPerSecond, res.WindowsApplied, res.WindowsDuplicate,
 		res.Flushes, res.FlushMean.Round(time.Millisecond), res.FlushMax.Round(time.Millisecond), res.LeaseMaxAge.Round(time.Second))
@@ -418,7 +435,7 @@ func (r *run) measure(ctx context.Context, fl *fleet, res *Result) error {
 	if err := <-converged; err != nil {
 		return err
 	}
-	opAfter, err := scrape(ctx, r.urls["operator"])
+	opAfter, err := r.scrapePatiently(ctx, "operator", res)
 	if err != nil {
 		return err
 	}
@@ -495,7 +512,17 @@ func (r *run) converge(ctx context.Context, res *Result, start time.Time) error 
 	for {
 		var list v1.RecommendationList
 		if err := c.List(ctx, &list); err != nil {
-			return err
+			// An API server this loaded times out now and then: the
+			// measurements are taken, so try again until the deadline.
+			r.stage("listing recommendations: %v", err)
+			if time.Now().After(deadline) {
+				res.OperatorConverge = -1
+				break
+			}
+			if err := sleep(ctx, time.Second); err != nil {
+				return err
+			}
+			continue
 		}
 		applied := 0
 		for _, rec := range list.Items {
@@ -518,7 +545,8 @@ func (r *run) converge(ctx context.Context, res *Result, start time.Time) error 
 	}
 	var events eventsv1.EventList
 	if err := c.List(ctx, &events); err != nil {
-		return err
+		r.stage("listing events (eddy events per reconcile not counted): %v", err)
+		return nil
 	}
 	for _, e := range events.Items {
 		if strings.HasPrefix(e.ReportingController, "eddy") && !e.CreationTimestamp.Time.Before(start.Truncate(time.Second)) {
