@@ -429,7 +429,7 @@ func (r *Runner) runPod(ctx context.Context, d *node.Dataset, class Class, arm A
 
 // finish waits for the pod's job container to end, reads its report,
 // deletes the pod, and returns the sample.
-func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, created time.Time, before slowremote.MeterCounts) (Sample, error) {
+func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, created time.Time, before slowremote.MeterCounts, cpu map[string]int64) (Sample, error) {
 	cl := r.Cluster.Env.Client
 	defer func() {
 		_ = cl.Delete(context.Background(), pod, client.GracePeriodSeconds(1))
@@ -442,6 +442,7 @@ func (r *Runner) finish(ctx context.Context, d *node.Dataset, pod *corev1.Pod, c
 			return Sample{}, err
 		}
 		if term = jobTerminated(pod); term != nil {
+			r.logf("    %s: %s", pod.Name, topCPU(cpu, cpuTicks(), 6))
 			if term.ExitCode != 0 {
 				return Sample{}, fmt.Errorf("pod %s: job exited %d: %s", pod.Name, term.ExitCode, term.Message)
 			}
@@ -610,7 +611,7 @@ func (r *Runner) runJob(ctx context.Context, d *node.Dataset) (Sample, error) {
 func (r *Runner) runJobObject(ctx context.Context, d *node.Dataset, job *batchv1.Job) (Sample, error) {
 	cl := r.Cluster.Env.Client
 	name := job.Name
-	before := d.Remote.Meter.Counts()
+	before, cpu := d.Remote.Meter.Counts(), cpuTicks()
 	created := time.Now()
 	if err := cl.Create(ctx, job); err != nil {
 		return Sample{}, fmt.Errorf("create Job %s: %w", name, err)
@@ -636,7 +637,7 @@ func (r *Runner) runJobObject(ctx context.Context, d *node.Dataset, job *batchv1
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s, err := r.finish(ctx, d, pod, created, before)
+	s, err := r.finish(ctx, d, pod, created, before, cpu)
 	s.Queued = queued.Seconds()
 	return s, err
 }
