@@ -60,7 +60,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum setting_index {
 	SETTING_ALLOW_GEN = 0,
 	SETTING_BATCH = 1,
-	SETTING_MAX = 2,
+	SETTING_MOVES = 2,
+	SETTING_MOVES_ADOPTED = 3,
+	SETTING_MAX = 4,
 };
 
 // Indexes into the counters array; mirrored in loader.go.
@@ -164,12 +166,16 @@ struct read_batch {
 //
 // A thread without this state is not observed: every program stops there,
 // so another pod's syscall loads nothing beyond its own task (the state
-// pointer is a field of the task). For that to hold, a thread gets its
-// state as soon as its cgroup is allowed: when it is created in an allowed
-// cgroup (on_task_newtask), when it moves into one (on_cgroup_attach_task),
-// and, for the threads already there when user space allows a cgroup or
-// any the hooks missed, from the task iterator that user space runs after
-// every Allow and before every Drain (sync_threads).
+// pointer is a field of the task) and one settings line. For that to hold, a
+// thread gets its state as soon as its cgroup is allowed: when it is created
+// in an allowed cgroup (on_task_newtask); when it moves into one, at its
+// next syscall (on_cgroup_attach_task cannot allocate: it runs under a spin
+// lock with interrupts off, so it counts a pending move, and until user
+// space has run the iterator past it every thread without state looks its
+// cgroup up, as all did before); and, for the threads already there when
+// user space allows a cgroup or any the hooks missed, from the task iterator
+// that user space runs after every Allow and before every Drain
+// (sync_threads).
 struct inflight_read {
 	__u64 start_ns;
 	// The thread's cgroup and whether it was allowed, as of the allow-list's
@@ -282,7 +288,10 @@ struct {
 // allowed_cgroups. settings[SETTING_BATCH] is how many reads a thread may
 // batch before flushing them (0 or 1: every read is added at once); user
 // space raises it only once everything that flushes batches (thread exit,
-// the drain iterator) is attached.
+// the drain iterator) is attached. settings[SETTING_MOVES] counts moves of
+// threads into allowed cgroups (on_cgroup_attach_task);
+// settings[SETTING_MOVES_ADOPTED] is that count as of the start of the last
+// iterator run, so while they differ a moved thread may lack its state.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SETTING_MAX);
@@ -588,37 +597,69 @@ static __always_inline bool thread_allowed(struct task_struct *task, struct infl
 	return in->allowed;
 }
 
-// observed_thread returns the state of the current thread when its cgroup
-// is allowed, else NULL.
-static __always_inline struct inflight_read *observed_thread(struct task_struct *task)
-{
-	struct inflight_read *in = thread_state(task);
-	if (!in || !thread_allowed(task, in))
-		return NULL;
-	return in;
-}
-
 // adopt_thread gives task its state if its cgroup is allowed and it has
-// none yet. moved marks a thread that just changed cgroups: a state it
-// already has decides again at its next syscall.
-static __always_inline void adopt_thread(struct task_struct *task, bool moved)
+// none yet, and returns its state. moved marks a thread that just changed
+// cgroups, in a context that cannot allocate: a state it already has
+// decides again at its next syscall, and one it lacks is left to that
+// syscall (counted in settings[SETTING_MOVES]).
+static __always_inline struct inflight_read *adopt_thread(struct task_struct *task, bool moved)
 {
 	struct inflight_read *in = thread_state(task);
 	if (in) {
 		if (moved)
 			in->css_set = 0;
-		return;
+		return in;
 	}
 	__u64 cgid = task->cgroups->dfl_cgrp->kn->id;
 	if (!cgroup_allowed(cgid))
-		return;
+		return NULL;
+	if (moved) {
+		__u32 idx = SETTING_MOVES;
+		__u64 *moves = bpf_map_lookup_elem(&settings, &idx);
+		if (moves)
+			__sync_fetch_and_add(moves, 1);
+		return NULL;
+	}
 	in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!in) {
 		count(CNT_DROP_TASK_STATE);
-		return;
+		return NULL;
 	}
 	set_allowed(task, in, allow_gen());
+	return in;
 }
+
+// moves_pending is true while a thread moved into an allowed cgroup may
+// still lack its state.
+static __always_inline bool moves_pending(void)
+{
+	__u32 idx = SETTING_MOVES;
+	__u64 *moves = bpf_map_lookup_elem(&settings, &idx);
+	idx = SETTING_MOVES_ADOPTED;
+	__u64 *adopted = bpf_map_lookup_elem(&settings, &idx);
+	return moves && adopted && *moves != *adopted;
+}
+
+// own_state is thread_state for the current thread in a syscall, which may
+// allocate: a thread that moved into an allowed cgroup gets its state here.
+static __always_inline struct inflight_read *own_state(struct task_struct *task)
+{
+	struct inflight_read *in = thread_state(task);
+	if (in || !moves_pending())
+		return in;
+	return adopt_thread(task, false);
+}
+
+// observed_thread returns the state of the current thread when its cgroup
+// is allowed, else NULL.
+static __always_inline struct inflight_read *observed_thread(struct task_struct *task)
+{
+	struct inflight_read *in = own_state(task);
+	if (!in || !thread_allowed(task, in))
+		return NULL;
+	return in;
+}
+
 
 // enter_read starts tracking one read syscall of the current thread. pos is
 // the explicit offset of the p* calls, -1 for read and readv.
@@ -963,7 +1004,7 @@ int BPF_PROG(on_task_newtask, struct task_struct *task, u64 clone_flags)
 }
 
 // A thread (or all threads of a process) moved into a cgroup: observed from
-// its next syscall if the cgroup is allowed.
+// its next syscall if the cgroup is allowed (see adopt_thread).
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(on_cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {

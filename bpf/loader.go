@@ -578,7 +578,16 @@ func (r *Recorder) enableBatching(spec *ebpf.CollectionSpec, maps map[string]*eb
 // thread's batched reads to the map, so a drain that follows sees every read
 // done before it, and gives the threads of allowed cgroups that have none
 // their state, so they are observed from their next syscall.
+//
+// Threads moved into an allowed cgroup get their state at their next
+// syscall while the kernel's count of such moves differs from the count as
+// of the last run, which every thread without state pays for (a cgroup
+// lookup per syscall), so a run records the count it started from.
 func (r *Recorder) syncThreads() error {
+	var moves uint64
+	if err := r.maps.Settings.Lookup(uint32(settingMoves), &moves); err != nil {
+		return fmt.Errorf("sync threads: read moves: %w", err)
+	}
 	rd, err := r.syncer.Open()
 	if err != nil {
 		return fmt.Errorf("sync threads: %w", err)
@@ -587,6 +596,9 @@ func (r *Recorder) syncThreads() error {
 	// The iterator writes nothing; reading runs it to the end.
 	if _, err := io.Copy(io.Discard, rd); err != nil {
 		return fmt.Errorf("sync threads: %w", err)
+	}
+	if err := r.maps.Settings.Put(uint32(settingMovesAdopted), moves); err != nil {
+		return fmt.Errorf("sync threads: record moves: %w", err)
 	}
 	return nil
 }
@@ -1244,8 +1256,10 @@ type Stats struct {
 // Indexes of the kernel's settings array (enum setting_index in
 // access.bpf.c).
 const (
-	settingAllowGen = 0
-	settingBatch    = 1
+	settingAllowGen     = 0
+	settingBatch        = 1
+	settingMoves        = 2
+	settingMovesAdopted = 3
 )
 
 // Indexes of the kernel counters array (enum counter_index in access.bpf.c).
