@@ -60,7 +60,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum setting_index {
 	SETTING_ALLOW_GEN = 0,
 	SETTING_BATCH = 1,
-	SETTING_MAX = 2,
+	SETTING_MOVES = 2,
+	SETTING_MOVES_ADOPTED = 3,
+	SETTING_MAX = 4,
 };
 
 // Indexes into the counters array; mirrored in loader.go.
@@ -161,12 +163,30 @@ struct read_batch {
 // State of one thread that reads in an allowed cgroup: the read syscall in
 // flight, and the batch of its reads not yet in stats_by_file. It is kept in
 // task storage so the hot path needs no hash lookup and no delete at exit.
+//
+// A thread without this state is not observed: every program stops there,
+// so another pod's syscall loads nothing beyond its own task (the state
+// pointer is a field of the task) and one settings line. For that to hold, a
+// thread gets its state as soon as its cgroup is allowed: when it is created
+// in an allowed cgroup (on_task_newtask); when it moves into one, at its
+// next syscall (on_cgroup_attach_task cannot allocate: it runs under a spin
+// lock with interrupts off, so it counts a pending move, and until user
+// space has run the iterator past it every thread without state looks its
+// cgroup up, as all did before); and, for the threads already there when
+// user space allows a cgroup or any the hooks missed, from the task iterator
+// that user space runs after every Allow and before every Drain
+// (sync_threads).
 struct inflight_read {
 	__u64 start_ns;
 	// The thread's cgroup and whether it was allowed, as of the allow-list's
-	// generation allow_gen (settings[SETTING_ALLOW_GEN]): the list need not
-	// be looked up again until either changes.
+	// generation allow_gen (settings[SETTING_ALLOW_GEN]) while the thread's
+	// css_set was css_set: the list need not be looked up again until
+	// either changes. The css_set is a field of the task (the cgroup id is
+	// two loads further, each a cache miss at a syscall's entry); a thread
+	// that moves has css_set reset (on_cgroup_attach_task), so an address
+	// reused by a later css_set is never mistaken for the old one.
 	__u64 cgroup_id;
+	__u64 css_set;
 	__u64 allow_gen;
 	__u64 pages_added;
 	// The syscall's file descriptor and explicit offset (-1: the file
@@ -247,11 +267,11 @@ struct {
 // allow_slots is a counting filter in front of allowed_cgroups: slot
 // (id & ALLOW_SLOT_MASK) counts the allowed cgroups whose id maps to it, and
 // when it is zero the cgroup is certainly not allowed, which an inlined array
-// load tells every thread of every other pod on the node without a hash
-// lookup. The first ALLOW_SLOTS elements count the cgroups user space
-// allowed (it rewrites them); the next ALLOW_SLOTS count those the kernel
-// allowed under an allowed tree (atomic adds, here only), so neither side
-// overwrites the other's counts. Counts rise before an insert into
+// load tells without a hash lookup (for a thread created or moved on the
+// node, and for a thread's first decision). The first ALLOW_SLOTS elements
+// count the cgroups user space allowed (it rewrites them); the next
+// ALLOW_SLOTS count those the kernel allowed under an allowed tree (atomic
+// adds, here only), so neither side overwrites the other's counts. Counts rise before an insert into
 // allowed_cgroups and fall after a delete; a slot that overcounts only costs
 // a hash lookup, never a read.
 #define ALLOW_SLOTS 4096
@@ -268,7 +288,10 @@ struct {
 // allowed_cgroups. settings[SETTING_BATCH] is how many reads a thread may
 // batch before flushing them (0 or 1: every read is added at once); user
 // space raises it only once everything that flushes batches (thread exit,
-// the drain iterator) is attached.
+// the drain iterator) is attached. settings[SETTING_MOVES] counts moves of
+// threads into allowed cgroups (on_cgroup_attach_task);
+// settings[SETTING_MOVES_ADOPTED] is that count as of the start of the last
+// iterator run, so while they differ a moved thread may lack its state.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SETTING_MAX);
@@ -347,6 +370,9 @@ const struct range_block zero_block = {};
 const struct file_event *unused_file_event __attribute__((unused));
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
 
 static __always_inline void count(__u32 idx)
 {
@@ -365,15 +391,6 @@ static __always_inline __u32 log2_u64(__u64 v)
 	if (v >> 2) { v >>= 2; r += 2; }
 	if (v >> 1) { r += 1; }
 	return r;
-}
-
-// current_cgroup_id is bpf_get_current_cgroup_id() (the id of the current
-// task's cgroup2 cgroup) as plain loads through BTF pointers: the helper call
-// costs several ns, and a read runs this three times.
-static __always_inline __u64 current_cgroup_id(void)
-{
-	struct task_struct *t = bpf_get_current_task_btf();
-	return t->cgroups->dfl_cgrp->kn->id;
 }
 
 // kernel_allow_slot is the kernel's count for the slot of cgid.
@@ -537,53 +554,121 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-// thread_allowed reports whether the current thread's cgroup cgid is
-// allowed, from the decision cached in the thread's state (state, created
-// for a thread of an allowed cgroup) while neither the thread's cgroup nor
-// the allow-list changed, so the allow-list's hash is looked up once per
-// thread and change. *state is NULL when the state could not be created
-// (counted).
-static __always_inline bool thread_allowed(struct task_struct *task, __u64 cgid, struct inflight_read **state)
+// thread_state returns the thread's state, or NULL for a thread that is not
+// observed. The state pointer is loaded from the task first: for a thread
+// without it (every other pod's) that is all a program touches.
+static __always_inline struct inflight_read *thread_state(struct task_struct *task)
+{
+	if (!task->bpf_storage)
+		return NULL;
+	return bpf_task_storage_get(&inflight, task, 0, 0);
+}
+
+static __always_inline __u64 allow_gen(void)
+{
+	__u32 idx = SETTING_ALLOW_GEN;
+	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
+	return genp ? *genp : 0;
+}
+
+// set_allowed caches whether the thread's cgroup is allowed, and returns it.
+static __always_inline bool set_allowed(struct task_struct *task, struct inflight_read *in, __u64 gen)
+{
+	struct css_set *css = task->cgroups;
+	__u64 cgid = css->dfl_cgrp->kn->id;
+	in->cgroup_id = cgid;
+	in->css_set = (__u64)css;
+	in->allow_gen = gen;
+	in->allowed = cgroup_allowed(cgid);
+	return in->allowed;
+}
+
+// thread_allowed reports whether the thread whose state is in is in an
+// allowed cgroup (in->cgroup_id), from the decision cached in its state
+// while neither its css_set nor the allow-list changed, so the allow-list's
+// hash is looked up once per thread and change.
+static __always_inline bool thread_allowed(struct task_struct *task, struct inflight_read *in)
 {
 	// Read the generation before the allow-list: a decision cached under a
 	// generation never predates the list as of that generation.
-	__u32 idx = SETTING_ALLOW_GEN;
-	__u64 *genp = bpf_map_lookup_elem(&settings, &idx);
-	__u64 gen = genp ? *genp : 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
-	if (!in) {
-		// Threads of cgroups never allowed get no state.
-		if (!cgroup_allowed(cgid))
-			return false;
-		in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!in) {
-			count(CNT_DROP_TASK_STATE);
-			return true;
-		}
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = 1;
-	} else if (in->cgroup_id != cgid || in->allow_gen != gen) {
-		in->cgroup_id = cgid;
-		in->allow_gen = gen;
-		in->allowed = cgroup_allowed(cgid);
-	}
-	*state = in;
+	__u64 gen = allow_gen();
+	if (in->css_set != (__u64)task->cgroups || in->allow_gen != gen)
+		return set_allowed(task, in, gen);
 	return in->allowed;
 }
+
+// adopt_thread gives task its state if its cgroup is allowed and it has
+// none yet, and returns its state. moved marks a thread that just changed
+// cgroups, in a context that cannot allocate: a state it already has
+// decides again at its next syscall, and one it lacks is left to that
+// syscall (counted in settings[SETTING_MOVES]).
+static __always_inline struct inflight_read *adopt_thread(struct task_struct *task, bool moved)
+{
+	struct inflight_read *in = thread_state(task);
+	if (in) {
+		if (moved)
+			in->css_set = 0;
+		return in;
+	}
+	__u64 cgid = task->cgroups->dfl_cgrp->kn->id;
+	if (!cgroup_allowed(cgid))
+		return NULL;
+	if (moved) {
+		__u32 idx = SETTING_MOVES;
+		__u64 *moves = bpf_map_lookup_elem(&settings, &idx);
+		if (moves)
+			__sync_fetch_and_add(moves, 1);
+		return NULL;
+	}
+	in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
+		count(CNT_DROP_TASK_STATE);
+		return NULL;
+	}
+	set_allowed(task, in, allow_gen());
+	return in;
+}
+
+// moves_pending is true while a thread moved into an allowed cgroup may
+// still lack its state.
+static __always_inline bool moves_pending(void)
+{
+	__u32 idx = SETTING_MOVES;
+	__u64 *moves = bpf_map_lookup_elem(&settings, &idx);
+	idx = SETTING_MOVES_ADOPTED;
+	__u64 *adopted = bpf_map_lookup_elem(&settings, &idx);
+	return moves && adopted && *moves != *adopted;
+}
+
+// own_state is thread_state for the current thread in a syscall, which may
+// allocate: a thread that moved into an allowed cgroup gets its state here.
+static __always_inline struct inflight_read *own_state(struct task_struct *task)
+{
+	struct inflight_read *in = thread_state(task);
+	if (in || !moves_pending())
+		return in;
+	return adopt_thread(task, false);
+}
+
+// observed_thread returns the state of the current thread when its cgroup
+// is allowed, else NULL.
+static __always_inline struct inflight_read *observed_thread(struct task_struct *task)
+{
+	struct inflight_read *in = own_state(task);
+	if (!in || !thread_allowed(task, in))
+		return NULL;
+	return in;
+}
+
 
 // enter_read starts tracking one read syscall of the current thread. pos is
 // the explicit offset of the p* calls, -1 for read and readv.
 static __always_inline int enter_read(struct task_struct *task, __u64 fd, __s64 pos)
 {
-	__u64 cgid = current_cgroup_id();
-	// Threads of cgroups that are certainly not allowed, every other pod's,
-	// stop here. A thread that moved out of an allowed cgroup keeps its
-	// state, inactive.
-	if (!maybe_allowed(cgid))
-		return 0;
-	struct inflight_read *in = NULL;
-	if (!thread_allowed(task, cgid, &in) || !in)
+	// Threads without state, every other pod's, stop here. A thread that
+	// moved out of an allowed cgroup keeps its state, inactive.
+	struct inflight_read *in = observed_thread(task);
+	if (!in)
 		return 0;
 	in->start_ns = bpf_ktime_get_ns();
 	// Blocking from here on is the read's, not an earlier fault's.
@@ -710,10 +795,8 @@ static __always_inline void note_range(struct file_key *k, __u64 off, __u64 end,
 
 static __always_inline int exit_read(long ret)
 {
-	if (!maybe_allowed(current_cgroup_id()))
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	struct inflight_read *in = thread_state(task);
 	if (!in || !in->active)
 		return 0;
 	in->active = 0;
@@ -831,7 +914,7 @@ static __always_inline int exit_read(long ret)
 // concurrently (drain iterator) or is exiting.
 static __always_inline void flush_task_batch(struct task_struct *task)
 {
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
+	struct inflight_read *in = thread_state(task);
 	if (!in || !in->batch.reads)
 		return;
 	struct read_batch *b = &in->batch;
@@ -895,14 +978,46 @@ int BPF_PROG(on_task_exit, struct task_struct *p)
 	return 0;
 }
 
-// Run by Drain before it reads stats_by_file, so every read done before the
-// drain is in the map: visits every thread on the node.
+// Visits every thread on the node. Run by Drain before it reads
+// stats_by_file, so every read done before the drain is in the map; and
+// after every Allow, so the threads already in an allowed cgroup are
+// observed from their next syscall (and any a hook missed from the next
+// drain).
 SEC("iter/task")
-int flush_batches(struct bpf_iter__task *ctx)
+int sync_threads(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	if (task)
-		flush_task_batch(task);
+	if (!task)
+		return 0;
+	flush_task_batch(task);
+	adopt_thread(task, false);
+	return 0;
+}
+
+// A thread created in an allowed cgroup is observed from its first syscall.
+// It is not running yet, and its cgroup is final.
+SEC("tp_btf/task_newtask")
+int BPF_PROG(on_task_newtask, struct task_struct *task, u64 clone_flags)
+{
+	adopt_thread(task, false);
+	return 0;
+}
+
+// A thread (or all threads of a process) moved into a cgroup: observed from
+// its next syscall if the cgroup is allowed (see adopt_thread).
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(on_cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (!threadgroup) {
+		adopt_thread(task, true);
+		return 0;
+	}
+	struct bpf_iter_task it;
+	struct task_struct *t;
+	bpf_iter_task_new(&it, task, BPF_TASK_ITER_PROC_THREADS);
+	while ((t = bpf_iter_task_next(&it)))
+		adopt_thread(t, true);
+	bpf_iter_task_destroy(&it);
 	return 0;
 }
 
@@ -910,9 +1025,10 @@ static __always_inline int exit_write(struct task_struct *task, __u64 fd, long r
 {
 	if (ret <= 0)
 		return 0;
-	__u64 cgid = current_cgroup_id();
-	if (!cgroup_allowed(cgid))
+	struct inflight_read *in = observed_thread(task);
+	if (!in)
 		return 0;
+	__u64 cgid = in->cgroup_id;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, fd, &faddr);
 	if (!f) {
@@ -941,10 +1057,10 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 {
 	if (ret < 0)
 		return 0;
-	__u64 cgid = current_cgroup_id();
-	struct inflight_read *in = NULL;
-	if (!maybe_allowed(cgid) || !thread_allowed(task, cgid, &in))
+	struct inflight_read *in = observed_thread(task);
+	if (!in)
 		return 0;
+	__u64 cgid = in->cgroup_id;
 	__u64 faddr = 0;
 	struct file *f = fd_file(task, ret, &faddr);
 	if (!f) {
@@ -1099,9 +1215,10 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 // outside a traced read syscall (sendfile, splice, io_uring, mmap faults).
 static __always_inline struct file_stats *page_cache_stats(struct address_space *mapping, __u64 *now)
 {
-	__u64 cgid = current_cgroup_id();
-	if (!cgroup_allowed(cgid))
+	struct inflight_read *in = observed_thread(bpf_get_current_task_btf());
+	if (!in)
 		return NULL;
+	__u64 cgid = in->cgroup_id;
 	struct file_key k = {};
 	struct inode *inode = mapping->host;
 	if (!inode_key(inode, cgid, &k))
@@ -1119,7 +1236,7 @@ static __always_inline struct file_stats *page_cache_stats(struct address_space 
 // storage is cheaper than a hash lookup.
 static __always_inline struct inflight_read *active_read(void)
 {
-	struct inflight_read *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	struct inflight_read *in = thread_state(bpf_get_current_task_btf());
 	if (in && in->active)
 		return in;
 	return NULL;
@@ -1150,11 +1267,11 @@ SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_filemap_get_pages, struct address_space *mapping, unsigned long index, unsigned long last_index)
 {
 	// Every buffered read on the node runs this: other pods' stop here.
-	if (!maybe_allowed(current_cgroup_id()))
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, 0);
-	if (in && in->active) {
+	struct inflight_read *in = thread_state(task);
+	if (!in)
+		return 0;
+	if (in->active) {
 		in->buffered = 1;
 		return 0;
 	}
@@ -1254,10 +1371,11 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 {
 	if (error_code & PF_WRITE_FLAG)
 		return 0;
-	__u64 cgid = current_cgroup_id();
-	if (!cgroup_allowed(cgid))
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight_read *in = observed_thread(task);
+	if (!in)
+		return 0;
+	__u64 cgid = in->cgroup_id;
 	struct fault_vma fv = { .page = address };
 	if (bpf_find_vma(task, address, fault_vma_cb, &fv, 0) || !fv.regular)
 		return 0;
@@ -1274,11 +1392,6 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	__u64 off = fv.page << PAGE_SHIFT_4K;
 	if (off >= fv.size)
 		return 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!in) {
-		count(CNT_DROP_TASK_STATE);
-		return 0;
-	}
 	in->fault_ns = now;
 	in->fault_blocked_ns = 0;
 	__u64 end = off + PAGE_BYTES;
@@ -1348,7 +1461,7 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 // continued a sequential read (the previous fault mapped them).
 static __always_inline void fault_around(struct address_space *mapping, struct file_stats *s, __u64 start, __u64 end)
 {
-	struct inflight_read *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	struct inflight_read *in = thread_state(bpf_get_current_task_btf());
 	if (!in || !in->fault_window)
 		return;
 	struct inode *inode = mapping->host;
@@ -1402,14 +1515,13 @@ int BPF_PROG(on_filemap_map_pages, struct address_space *mapping, unsigned long 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 {
-	if (!preempt && (prev_state & TASK_UNINTERRUPTIBLE_STATE) && maybe_allowed(prev->cgroups->dfl_cgrp->kn->id)) {
-		struct inflight_read *in = bpf_task_storage_get(&inflight, prev, 0, 0);
+	// Only observed threads fault with fault_ns set.
+	if (!preempt && (prev_state & TASK_UNINTERRUPTIBLE_STATE)) {
+		struct inflight_read *in = thread_state(prev);
 		if (in && in->fault_ns && !in->fault_blocked_ns)
 			in->fault_blocked_ns = bpf_ktime_get_ns();
 	}
-	if (!maybe_allowed(next->cgroups->dfl_cgrp->kn->id))
-		return 0;
-	struct inflight_read *in = bpf_task_storage_get(&inflight, next, 0, 0);
+	struct inflight_read *in = thread_state(next);
 	if (!in || !in->fault_blocked_ns)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();

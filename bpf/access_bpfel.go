@@ -63,6 +63,7 @@ type accessInflightRead struct {
 	_              structs.HostLayout
 	StartNs        uint64
 	CgroupId       uint64
+	CssSet         uint64
 	AllowGen       uint64
 	PagesAdded     uint64
 	Pos            int64
@@ -114,39 +115,41 @@ type accessReadBatch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	accessMapAllowSlots         = "allow_slots"
-	accessMapAllowedCgroups     = "allowed_cgroups"
-	accessMapCounters           = "counters"
-	accessMapEvents             = "events"
-	accessMapInflight           = "inflight"
-	accessMapOpenFiles          = "open_files"
-	accessMapRangeBlocks        = "range_blocks"
-	accessMapReadRanges         = "read_ranges"
-	accessMapScratchBatch       = "scratch_batch"
-	accessMapSeenFiles          = "seen_files"
-	accessMapSettings           = "settings"
-	accessMapStatsByFile        = "stats_by_file"
-	accessProgFlushBatches      = "flush_batches"
-	accessProgOnCgroupMkdir     = "on_cgroup_mkdir"
-	accessProgOnCgroupRmdir     = "on_cgroup_rmdir"
-	accessProgOnEnterPread      = "on_enter_pread"
-	accessProgOnEnterRead       = "on_enter_read"
-	accessProgOnExitOpen        = "on_exit_open"
-	accessProgOnExitOpenat      = "on_exit_openat"
-	accessProgOnExitRead        = "on_exit_read"
-	accessProgOnExitWrite       = "on_exit_write"
-	accessProgOnFilemapAdd      = "on_filemap_add"
-	accessProgOnFilemapFault    = "on_filemap_fault"
-	accessProgOnFilemapGetPages = "on_filemap_get_pages"
-	accessProgOnFilemapMapPages = "on_filemap_map_pages"
-	accessProgOnPageFaultUser   = "on_page_fault_user"
-	accessProgOnSchedSwitch     = "on_sched_switch"
-	accessProgOnSysEnter        = "on_sys_enter"
-	accessProgOnSysExit         = "on_sys_exit"
-	accessProgOnTaskExit        = "on_task_exit"
-	accessVarUnusedFileEvent    = "unused_file_event"
-	accessVarZeroBlock          = "zero_block"
-	accessVarZeroStats          = "zero_stats"
+	accessMapAllowSlots          = "allow_slots"
+	accessMapAllowedCgroups      = "allowed_cgroups"
+	accessMapCounters            = "counters"
+	accessMapEvents              = "events"
+	accessMapInflight            = "inflight"
+	accessMapOpenFiles           = "open_files"
+	accessMapRangeBlocks         = "range_blocks"
+	accessMapReadRanges          = "read_ranges"
+	accessMapScratchBatch        = "scratch_batch"
+	accessMapSeenFiles           = "seen_files"
+	accessMapSettings            = "settings"
+	accessMapStatsByFile         = "stats_by_file"
+	accessProgOnCgroupAttachTask = "on_cgroup_attach_task"
+	accessProgOnCgroupMkdir      = "on_cgroup_mkdir"
+	accessProgOnCgroupRmdir      = "on_cgroup_rmdir"
+	accessProgOnEnterPread       = "on_enter_pread"
+	accessProgOnEnterRead        = "on_enter_read"
+	accessProgOnExitOpen         = "on_exit_open"
+	accessProgOnExitOpenat       = "on_exit_openat"
+	accessProgOnExitRead         = "on_exit_read"
+	accessProgOnExitWrite        = "on_exit_write"
+	accessProgOnFilemapAdd       = "on_filemap_add"
+	accessProgOnFilemapFault     = "on_filemap_fault"
+	accessProgOnFilemapGetPages  = "on_filemap_get_pages"
+	accessProgOnFilemapMapPages  = "on_filemap_map_pages"
+	accessProgOnPageFaultUser    = "on_page_fault_user"
+	accessProgOnSchedSwitch      = "on_sched_switch"
+	accessProgOnSysEnter         = "on_sys_enter"
+	accessProgOnSysExit          = "on_sys_exit"
+	accessProgOnTaskExit         = "on_task_exit"
+	accessProgOnTaskNewtask      = "on_task_newtask"
+	accessProgSyncThreads        = "sync_threads"
+	accessVarUnusedFileEvent     = "unused_file_event"
+	accessVarZeroBlock           = "zero_block"
+	accessVarZeroStats           = "zero_stats"
 )
 
 // loadAccess returns the embedded CollectionSpec for access.
@@ -191,24 +194,26 @@ type accessSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type accessProgramSpecs struct {
-	FlushBatches      *ebpf.ProgramSpec `ebpf:"flush_batches"`
-	OnCgroupMkdir     *ebpf.ProgramSpec `ebpf:"on_cgroup_mkdir"`
-	OnCgroupRmdir     *ebpf.ProgramSpec `ebpf:"on_cgroup_rmdir"`
-	OnEnterPread      *ebpf.ProgramSpec `ebpf:"on_enter_pread"`
-	OnEnterRead       *ebpf.ProgramSpec `ebpf:"on_enter_read"`
-	OnExitOpen        *ebpf.ProgramSpec `ebpf:"on_exit_open"`
-	OnExitOpenat      *ebpf.ProgramSpec `ebpf:"on_exit_openat"`
-	OnExitRead        *ebpf.ProgramSpec `ebpf:"on_exit_read"`
-	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
-	OnFilemapAdd      *ebpf.ProgramSpec `ebpf:"on_filemap_add"`
-	OnFilemapFault    *ebpf.ProgramSpec `ebpf:"on_filemap_fault"`
-	OnFilemapGetPages *ebpf.ProgramSpec `ebpf:"on_filemap_get_pages"`
-	OnFilemapMapPages *ebpf.ProgramSpec `ebpf:"on_filemap_map_pages"`
-	OnPageFaultUser   *ebpf.ProgramSpec `ebpf:"on_page_fault_user"`
-	OnSchedSwitch     *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
-	OnSysEnter        *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
-	OnSysExit         *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
-	OnTaskExit        *ebpf.ProgramSpec `ebpf:"on_task_exit"`
+	OnCgroupAttachTask *ebpf.ProgramSpec `ebpf:"on_cgroup_attach_task"`
+	OnCgroupMkdir      *ebpf.ProgramSpec `ebpf:"on_cgroup_mkdir"`
+	OnCgroupRmdir      *ebpf.ProgramSpec `ebpf:"on_cgroup_rmdir"`
+	OnEnterPread       *ebpf.ProgramSpec `ebpf:"on_enter_pread"`
+	OnEnterRead        *ebpf.ProgramSpec `ebpf:"on_enter_read"`
+	OnExitOpen         *ebpf.ProgramSpec `ebpf:"on_exit_open"`
+	OnExitOpenat       *ebpf.ProgramSpec `ebpf:"on_exit_openat"`
+	OnExitRead         *ebpf.ProgramSpec `ebpf:"on_exit_read"`
+	OnExitWrite        *ebpf.ProgramSpec `ebpf:"on_exit_write"`
+	OnFilemapAdd       *ebpf.ProgramSpec `ebpf:"on_filemap_add"`
+	OnFilemapFault     *ebpf.ProgramSpec `ebpf:"on_filemap_fault"`
+	OnFilemapGetPages  *ebpf.ProgramSpec `ebpf:"on_filemap_get_pages"`
+	OnFilemapMapPages  *ebpf.ProgramSpec `ebpf:"on_filemap_map_pages"`
+	OnPageFaultUser    *ebpf.ProgramSpec `ebpf:"on_page_fault_user"`
+	OnSchedSwitch      *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
+	OnSysEnter         *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
+	OnSysExit          *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
+	OnTaskExit         *ebpf.ProgramSpec `ebpf:"on_task_exit"`
+	OnTaskNewtask      *ebpf.ProgramSpec `ebpf:"on_task_newtask"`
+	SyncThreads        *ebpf.ProgramSpec `ebpf:"sync_threads"`
 }
 
 // accessMapSpecs contains maps before they are loaded into the kernel.
@@ -302,29 +307,31 @@ type accessVariables struct {
 //
 // It can be passed to loadAccessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type accessPrograms struct {
-	FlushBatches      *ebpf.Program `ebpf:"flush_batches"`
-	OnCgroupMkdir     *ebpf.Program `ebpf:"on_cgroup_mkdir"`
-	OnCgroupRmdir     *ebpf.Program `ebpf:"on_cgroup_rmdir"`
-	OnEnterPread      *ebpf.Program `ebpf:"on_enter_pread"`
-	OnEnterRead       *ebpf.Program `ebpf:"on_enter_read"`
-	OnExitOpen        *ebpf.Program `ebpf:"on_exit_open"`
-	OnExitOpenat      *ebpf.Program `ebpf:"on_exit_openat"`
-	OnExitRead        *ebpf.Program `ebpf:"on_exit_read"`
-	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
-	OnFilemapAdd      *ebpf.Program `ebpf:"on_filemap_add"`
-	OnFilemapFault    *ebpf.Program `ebpf:"on_filemap_fault"`
-	OnFilemapGetPages *ebpf.Program `ebpf:"on_filemap_get_pages"`
-	OnFilemapMapPages *ebpf.Program `ebpf:"on_filemap_map_pages"`
-	OnPageFaultUser   *ebpf.Program `ebpf:"on_page_fault_user"`
-	OnSchedSwitch     *ebpf.Program `ebpf:"on_sched_switch"`
-	OnSysEnter        *ebpf.Program `ebpf:"on_sys_enter"`
-	OnSysExit         *ebpf.Program `ebpf:"on_sys_exit"`
-	OnTaskExit        *ebpf.Program `ebpf:"on_task_exit"`
+	OnCgroupAttachTask *ebpf.Program `ebpf:"on_cgroup_attach_task"`
+	OnCgroupMkdir      *ebpf.Program `ebpf:"on_cgroup_mkdir"`
+	OnCgroupRmdir      *ebpf.Program `ebpf:"on_cgroup_rmdir"`
+	OnEnterPread       *ebpf.Program `ebpf:"on_enter_pread"`
+	OnEnterRead        *ebpf.Program `ebpf:"on_enter_read"`
+	OnExitOpen         *ebpf.Program `ebpf:"on_exit_open"`
+	OnExitOpenat       *ebpf.Program `ebpf:"on_exit_openat"`
+	OnExitRead         *ebpf.Program `ebpf:"on_exit_read"`
+	OnExitWrite        *ebpf.Program `ebpf:"on_exit_write"`
+	OnFilemapAdd       *ebpf.Program `ebpf:"on_filemap_add"`
+	OnFilemapFault     *ebpf.Program `ebpf:"on_filemap_fault"`
+	OnFilemapGetPages  *ebpf.Program `ebpf:"on_filemap_get_pages"`
+	OnFilemapMapPages  *ebpf.Program `ebpf:"on_filemap_map_pages"`
+	OnPageFaultUser    *ebpf.Program `ebpf:"on_page_fault_user"`
+	OnSchedSwitch      *ebpf.Program `ebpf:"on_sched_switch"`
+	OnSysEnter         *ebpf.Program `ebpf:"on_sys_enter"`
+	OnSysExit          *ebpf.Program `ebpf:"on_sys_exit"`
+	OnTaskExit         *ebpf.Program `ebpf:"on_task_exit"`
+	OnTaskNewtask      *ebpf.Program `ebpf:"on_task_newtask"`
+	SyncThreads        *ebpf.Program `ebpf:"sync_threads"`
 }
 
 func (p *accessPrograms) Close() error {
 	return _AccessClose(
-		p.FlushBatches,
+		p.OnCgroupAttachTask,
 		p.OnCgroupMkdir,
 		p.OnCgroupRmdir,
 		p.OnEnterPread,
@@ -342,6 +349,8 @@ func (p *accessPrograms) Close() error {
 		p.OnSysEnter,
 		p.OnSysExit,
 		p.OnTaskExit,
+		p.OnTaskNewtask,
+		p.SyncThreads,
 	)
 }
 

@@ -210,6 +210,15 @@ var cgroupHooks = []hook{
 	{name: "cgroup:cgroup_rmdir", program: accessProgOnCgroupRmdir, always: true},
 }
 
+// threadHooks give a thread its state, which every program checks first,
+// as it is created in an allowed cgroup or moved into one. Without them such
+// a thread is observed from the next Allow or Drain (the sync_threads
+// iterator).
+var threadHooks = []hook{
+	{name: "task:task_newtask", program: accessProgOnTaskNewtask},
+	{name: "cgroup:cgroup_attach_task", program: accessProgOnCgroupAttachTask},
+}
+
 // taskExitHook flushes the read batch of an exiting thread. Reads are batched
 // per thread only when it and the drain iterator are attached; without them
 // each read goes to the map at once, as complete but slower.
@@ -238,10 +247,11 @@ type Recorder struct {
 	rawSyscalls bool
 	opts        Options
 
-	// flusher runs the iterator that moves every thread's batch of reads
-	// into the map; nil when reads are not batched.
-	flusher  *link.Iter
-	flushBuf []byte
+	// syncer runs the iterator that moves every thread's batch of reads
+	// into the map and gives the threads of allowed cgroups their state.
+	syncer *link.Iter
+	// batched is true when reads are batched per thread.
+	batched bool
 
 	// allowMu serialises allow-list changes with the generation bump that
 	// tells the programs to look the list up again.
@@ -353,7 +363,7 @@ func Load(opts Options) (*Recorder, error) {
 			}
 		}
 	}
-	for _, h := range append(append([]hook{}, pageCacheHooks...), cgroupHooks...) {
+	for _, h := range append(append(append([]hook{}, pageCacheHooks...), threadHooks...), cgroupHooks...) {
 		if err := r.attach(spec, h, mapReplacements); err != nil {
 			if h.essential {
 				r.Close()
@@ -364,6 +374,10 @@ func Load(opts Options) (*Recorder, error) {
 		}
 	}
 
+	if err := r.loadSyncer(spec, mapReplacements); err != nil {
+		r.Close()
+		return nil, err
+	}
 	if err := r.enableBatching(spec, mapReplacements); err != nil {
 		opts.Logger.Info("reads are not batched per thread; every read updates the shared map, which costs more per read", "error", err.Error())
 	}
@@ -522,57 +536,71 @@ func (r *Recorder) mapsByName() map[string]*ebpf.Map {
 	}
 }
 
-// enableBatching attaches what flushes batched reads (the thread exit hook
-// and the drain iterator) and then lets the programs batch.
-func (r *Recorder) enableBatching(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	if err := r.attach(spec, taskExitHook, maps); err != nil {
-		return fmt.Errorf("attach %s: %w", taskExitHook.name, err)
-	}
+// loadSyncer loads the task iterator that flushes read batches and gives
+// threads of allowed cgroups their state: without it no thread already
+// running when its cgroup is allowed would be observed.
+func (r *Recorder) loadSyncer(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
 	one := ebpf.CollectionSpec{
 		Maps:      spec.Maps,
-		Programs:  map[string]*ebpf.ProgramSpec{accessProgFlushBatches: spec.Programs[accessProgFlushBatches]},
+		Programs:  map[string]*ebpf.ProgramSpec{accessProgSyncThreads: spec.Programs[accessProgSyncThreads]},
 		Variables: spec.Variables,
 		Types:     spec.Types,
 		ByteOrder: spec.ByteOrder,
 	}
 	coll, err := ebpf.NewCollectionWithOptions(&one, ebpf.CollectionOptions{MapReplacements: maps})
 	if err != nil {
-		return fmt.Errorf("load program %s: %w", accessProgFlushBatches, explainLoadError(err))
+		return fmt.Errorf("load program %s: %w", accessProgSyncThreads, explainLoadError(err))
 	}
 	defer coll.Close()
-	it, err := link.AttachIter(link.IterOptions{Program: coll.Programs[accessProgFlushBatches]})
+	it, err := link.AttachIter(link.IterOptions{Program: coll.Programs[accessProgSyncThreads]})
 	if err != nil {
 		return fmt.Errorf("attach task iterator: %w", err)
 	}
-	if err := r.maps.Settings.Put(uint32(settingBatch), uint64(batchReads)); err != nil {
-		it.Close()
-		return fmt.Errorf("enable batching: %w", err)
-	}
-	r.flusher = it
-	r.flushBuf = make([]byte, 4096)
+	r.syncer = it
 	return nil
 }
 
-// flushBatches runs the iterator that adds every thread's batched reads to
-// the map, so a drain that follows sees every read done before it.
-func (r *Recorder) flushBatches() error {
-	if r.flusher == nil {
-		return nil
+// enableBatching attaches the thread exit hook, which flushes the batch of
+// an exiting thread (the iterator flushes the others), and then lets the
+// programs batch.
+func (r *Recorder) enableBatching(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	if err := r.attach(spec, taskExitHook, maps); err != nil {
+		return fmt.Errorf("attach %s: %w", taskExitHook.name, err)
 	}
-	rd, err := r.flusher.Open()
+	if err := r.maps.Settings.Put(uint32(settingBatch), uint64(batchReads)); err != nil {
+		return fmt.Errorf("enable batching: %w", err)
+	}
+	r.batched = true
+	return nil
+}
+
+// syncThreads runs the iterator over every thread of the node: it adds each
+// thread's batched reads to the map, so a drain that follows sees every read
+// done before it, and gives the threads of allowed cgroups that have none
+// their state, so they are observed from their next syscall.
+//
+// Threads moved into an allowed cgroup get their state at their next
+// syscall while the kernel's count of such moves differs from the count as
+// of the last run, which every thread without state pays for (a cgroup
+// lookup per syscall), so a run records the count it started from.
+func (r *Recorder) syncThreads() error {
+	var moves uint64
+	if err := r.maps.Settings.Lookup(uint32(settingMoves), &moves); err != nil {
+		return fmt.Errorf("sync threads: read moves: %w", err)
+	}
+	rd, err := r.syncer.Open()
 	if err != nil {
-		return fmt.Errorf("flush read batches: %w", err)
+		return fmt.Errorf("sync threads: %w", err)
 	}
 	defer rd.Close()
-	for {
-		_, err := rd.Read(r.flushBuf)
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("flush read batches: %w", err)
-		}
+	// The iterator writes nothing; reading runs it to the end.
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("sync threads: %w", err)
 	}
+	if err := r.maps.Settings.Put(uint32(settingMovesAdopted), moves); err != nil {
+		return fmt.Errorf("sync threads: record moves: %w", err)
+	}
+	return nil
 }
 
 // attachSyscallEvents attaches every hook of syscallEventHooks or, on
@@ -759,6 +787,11 @@ func (r *Recorder) allow(cgroupID uint64, how uint8) error {
 	if err := r.bumpAllowGen(); err != nil {
 		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
 	}
+	// Threads already in the cgroup: from here on the hooks give new ones
+	// their state.
+	if err := r.syncThreads(); err != nil {
+		return fmt.Errorf("allow cgroup %d: %w", cgroupID, err)
+	}
 	return nil
 }
 
@@ -883,7 +916,7 @@ func (r *Recorder) Drain(dst []Record) ([]Record, error) {
 		r.valBuf = make([]accessFileStats, drainChunk)
 	}
 	start := len(dst)
-	if err := r.flushBatches(); err != nil {
+	if err := r.syncThreads(); err != nil {
 		return dst, err
 	}
 	var err error
@@ -1223,8 +1256,10 @@ type Stats struct {
 // Indexes of the kernel's settings array (enum setting_index in
 // access.bpf.c).
 const (
-	settingAllowGen = 0
-	settingBatch    = 1
+	settingAllowGen     = 0
+	settingBatch        = 1
+	settingMoves        = 2
+	settingMovesAdopted = 3
 )
 
 // Indexes of the kernel counters array (enum counter_index in access.bpf.c).
@@ -1303,8 +1338,8 @@ func (r *Recorder) Close() error {
 				errs = append(errs, fmt.Errorf("detach %s: %w", r.attached[i].name, err))
 			}
 		}
-		if r.flusher != nil {
-			if err := r.flusher.Close(); err != nil {
+		if r.syncer != nil {
+			if err := r.syncer.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("detach task iterator: %w", err))
 			}
 		}

@@ -758,7 +758,7 @@ func TestDropCountersAndStats(t *testing.T) {
 	for _, p := range s.Programs {
 		hooks[p.Hook] = p
 	}
-	assert.Len(t, hooks, len(syscallEventHooks)+len(pageCacheHooks)+len(cgroupHooks)+1, "and the thread exit hook")
+	assert.Len(t, hooks, len(syscallEventHooks)+len(pageCacheHooks)+len(threadHooks)+len(cgroupHooks)+1, "and the thread exit hook")
 	assert.Positive(t, hooks["syscalls:sys_enter_{read,readv}"].RunCount)
 	assert.Positive(t, hooks["syscalls:sys_exit_{read,pread64,readv,preadv,preadv2}"].RunTime)
 
@@ -1022,30 +1022,36 @@ func TestRingBufferFullIsCountedAndRetried(t *testing.T) {
 	}
 }
 
+// threadPreads returns the inode of a fresh 1 MiB file and a function that
+// preads n pages of it on the calling thread (which the caller locks).
+func threadPreads(t *testing.T) (uint64, func(n int)) {
+	t.Helper()
+	path := filepath.Join(dataDir(t), "f.bin")
+	writeFile(t, path, 1<<20)
+	_, ino := keyOf(t, path)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	p := make([]byte, pageSize)
+	return ino, func(n int) {
+		for i := 0; i < n; i++ {
+			_, err := unix.Pread(int(f.Fd()), p, int64(i%256)*pageSize)
+			require.NoError(t, err)
+		}
+	}
+}
+
 // TestAllowListChangesReachRunningThreads checks that a thread which already
 // read while its cgroup was allowed stops being counted at Disallow and is
 // counted again after Allow: the programs cache the allow decision per
 // thread, and every change to the list must invalidate it.
 func TestAllowListChangesReachRunningThreads(t *testing.T) {
 	r := loadRecorder(t, Options{})
-	path := filepath.Join(dataDir(t), "f.bin")
-	writeFile(t, path, 1<<20)
-	_, ino := keyOf(t, path)
-	f, err := os.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
 	cg := newPodCgroup(t, "allowflip")
 	moveSelf(t, cg.group)
-
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	p := make([]byte, pageSize)
-	read := func(n int) {
-		for i := 0; i < n; i++ {
-			_, err := unix.Pread(int(f.Fd()), p, int64(i%256)*pageSize)
-			require.NoError(t, err)
-		}
-	}
+	ino, read := threadPreads(t)
 	require.NoError(t, r.Allow(cg.id))
 	read(10)
 	require.NoError(t, r.Disallow(cg.id))
@@ -1059,6 +1065,34 @@ func TestAllowListChangesReachRunningThreads(t *testing.T) {
 	assert.EqualValues(t, 1010, rec.ReadOps, "reads while allowed only")
 }
 
+// A process moved into an allowed cgroup is recorded from its first read on
+// every thread, and, before it moved, its threads carried no state: the
+// programs stop every other pod's syscall at the missing state, so a thread
+// that joins an allowed cgroup must get it as it moves (not at the next
+// drain, which would lose the reads in between).
+func TestProcessMovedIntoAllowedCgroupIsRecordedFromItsFirstRead(t *testing.T) {
+	r := loadRecorder(t, Options{})
+	cg := allowedPod(t, r, "movein")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ino, read := threadPreads(t)
+	pidfd, err := unix.PidfdOpen(unix.Gettid(), unix.PIDFD_THREAD)
+	require.NoError(t, err)
+	defer unix.Close(pidfd)
+	state := make([]byte, r.maps.Inflight.ValueSize())
+	read(100)
+	require.ErrorIs(t, r.maps.Inflight.Lookup(int32(pidfd), state), ebpf.ErrKeyNotExist,
+		"a thread outside every allowed cgroup carries no state, reads or not")
+
+	moveSelf(t, cg.group)
+	read(1000)
+	require.NoError(t, r.maps.Inflight.Lookup(int32(pidfd), state), "moved into an allowed cgroup: observed")
+	require.NoError(t, r.Disallow(cg.id))
+	rec, ok := r.drainCgroup(t, cg.id)[ino]
+	require.True(t, ok)
+	assert.EqualValues(t, 1000, rec.ReadOps, "every read after the move, none before")
+}
+
 // TestUnbatchedWithoutFlushers loads the recorder as on a kernel where the
 // thread exit hook cannot attach: reads must then not wait in per-thread
 // batches that nothing would flush, so every read is counted at once.
@@ -1070,7 +1104,7 @@ func TestUnbatchedWithoutFlushers(t *testing.T) {
 	r, err := Load(Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
-	require.Nil(t, r.flusher, "no batching without the exit hook")
+	require.False(t, r.batched, "no batching without the exit hook")
 
 	cg := allowedPod(t, r, "unbatched")
 	path := filepath.Join(dataDir(t), "f.bin")
