@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -549,10 +550,19 @@ type diskFile struct {
 	RangesLast int64              `json:"rl,omitempty"`
 }
 
+// manifestLevel is the persisted manifests' gzip level: the fastest, as
+// for checkpoints (store.checkpointLevel). At 2,000 workloads of 1,000-file
+// datasets, encoding manifests at gzip's default level was most of a flush's
+// CPU, competing with the intake on the analyzer's cores. BenchmarkEncode
+// compares the two levels: a 1,000-file manifest took 1.04 ms to encode at
+// the default level with encoding/json for every entry, 0.58 ms at the
+// fastest with plain entries written directly, 4.5% larger.
+var manifestLevel = gzip.BestSpeed
+
 // encode writes st as an onDisk document, one file at a time: the files
 // are never all held as a map for it.
 func encode(k analyzer.Key, st *keyState) ([]byte, error) {
-	return gz.Compress(gzip.DefaultCompression, func(w io.Writer) error {
+	return gz.Compress(manifestLevel, func(w io.Writer) error {
 		key, err := json.Marshal(k)
 		if err != nil {
 			return err
@@ -567,14 +577,22 @@ func encode(k analyzer.Key, st *keyState) ([]byte, error) {
 			if err != nil {
 				return err
 			}
-			f, err := json.Marshal(df)
-			if err != nil {
-				return err
-			}
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(append(append(b, p...), ':'), f...)
+			b = append(append(b, p...), ':')
+			if df.Ranges == nil && !math.IsNaN(df.Bytes) && !math.IsInf(df.Bytes, 0) {
+				// The common entry, without reflection (encoding/json's
+				// was most of an encode): the same fields, valid JSON.
+				b = strconv.AppendInt(append(b, `{"o":`...), df.Order, 10)
+				b = append(strconv.AppendFloat(append(b, `,"b":`...), df.Bytes, 'g', -1, 64), '}')
+			} else {
+				f, err := json.Marshal(df)
+				if err != nil {
+					return err
+				}
+				b = append(b, f...)
+			}
 			if len(b) >= 32<<10 {
 				if _, err := w.Write(b); err != nil {
 					return err
