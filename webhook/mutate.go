@@ -115,7 +115,9 @@ type Config struct {
 	AnalyzerURL string
 	// PrefetchResources are the sidecar's requests and limits before the
 	// policy's maxCPU and maxMemory cap them. Empty: requests 50m CPU and
-	// 64Mi memory, limits 500m CPU and 256Mi memory.
+	// 64Mi memory, limits 500m CPU and 256Mi memory. A BestEffort pod's
+	// sidecar gets none and a Guaranteed pod's requests equal to its limits,
+	// so that the pod keeps its QoS class (injectedResources).
 	PrefetchResources corev1.ResourceRequirements
 	// RunAsUser is the UID of the injected containers when the pod sets
 	// none of its own. Zero: 65532.
@@ -456,7 +458,7 @@ func prefetchContainer(pod *corev1.Pod, rec *eddyv1alpha1.Recommendation, vols [
 		Command:         []string{SidecarCommand},
 		Args:            opts.Args(),
 		Ports:           []corev1.ContainerPort{{Name: StatusPortName, ContainerPort: prefetch.StatusPort, Protocol: corev1.ProtocolTCP}},
-		Resources:       clampResources(cfg.PrefetchResources, bounds),
+		Resources:       injectedResources(pod, cfg.PrefetchResources, bounds),
 		SecurityContext: securityContext(pod, cfg),
 	}
 	for _, v := range vols {
@@ -576,6 +578,71 @@ func clampResources(r corev1.ResourceRequirements, b eddyv1alpha1.PrefetchBounds
 	return out
 }
 
+// injectedResources are an injected container's resources: r within the
+// policy's caps, shaped so that the pod keeps the QoS class it was created
+// with, which decides its eviction order, its OOM score and whether the CPU
+// manager may pin it. A BestEffort pod's injected containers get none (unless
+// the policy caps them: a person asked for limits, and the pod becomes
+// Burstable with the small requests of r); a Guaranteed pod's get
+// requests equal to their limits; a Burstable pod's get r. pod is the pod
+// before this injection.
+func injectedResources(pod *corev1.Pod, r corev1.ResourceRequirements, b eddyv1alpha1.PrefetchBounds) corev1.ResourceRequirements {
+	switch podQoS(pod) {
+	case corev1.PodQOSBestEffort:
+		if b.MaxCPU == nil && b.MaxMemory == nil {
+			return corev1.ResourceRequirements{}
+		}
+	case corev1.PodQOSGuaranteed:
+		out := clampResources(r, b)
+		out.Requests = corev1.ResourceList{}
+		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			q, ok := out.Limits[name]
+			if !ok {
+				q, ok = out.Requests[name]
+			}
+			if !ok {
+				q, ok = r.Requests[name]
+			}
+			if ok {
+				if out.Limits == nil {
+					out.Limits = corev1.ResourceList{}
+				}
+				out.Limits[name], out.Requests[name] = q.DeepCopy(), q.DeepCopy()
+			}
+		}
+		return out
+	}
+	return clampResources(r, b)
+}
+
+// podQoS is the pod's QoS class as the kubelet derives it from its
+// containers' and init containers' CPU and memory requests and limits (the
+// API server has already set unset requests to their limits).
+func podQoS(pod *corev1.Pod) corev1.PodQOSClass {
+	some, guaranteed := false, true
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				req, hasReq := c.Resources.Requests[name]
+				lim, hasLim := c.Resources.Limits[name]
+				hasReq = hasReq && !req.IsZero()
+				hasLim = hasLim && !lim.IsZero()
+				some = some || hasReq || hasLim
+				if !hasLim || (hasReq && req.Cmp(lim) != 0) {
+					guaranteed = false
+				}
+			}
+		}
+	}
+	switch {
+	case !some:
+		return corev1.PodQOSBestEffort
+	case guaranteed:
+		return corev1.PodQOSGuaranteed
+	}
+	return corev1.PodQOSBurstable
+}
+
 // securityContext is the injected containers' hardening. The pod's own
 // non-root UID is kept when it has one, so the prefetcher reads the dataset
 // with the application's permissions.
@@ -646,7 +713,7 @@ func injectSDK(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volumes map
 		Command:         []string{SidecarCommand},
 		Args:            []string{"sdk", "install", "--to", prefetch.SDKMountPath},
 		VolumeMounts:    []corev1.VolumeMount{{Name: SDKVolumeName, MountPath: prefetch.SDKMountPath}},
-		Resources: clampResources(corev1.ResourceRequirements{
+		Resources: injectedResources(pod, corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 		}, bounds),

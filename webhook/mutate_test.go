@@ -4,7 +4,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	eddyv1alpha1 "github.com/eddy-autotune/eddy/api/v1alpha1"
 )
@@ -57,4 +59,58 @@ func TestMutateSkips(t *testing.T) {
 	w := eddyv1alpha1.WorkloadReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "resnet"}
 	res := Mutate(Input{Pod: &c.Pod, Namespace: c.Namespace, NamespaceLabels: enabled, Recommendations: c.Recommendations, Policy: c.Policy, Workload: w}, goldenConfig(true))
 	assert.Equal(t, []string{InjectedPrefetch}, res.Injected)
+}
+
+// TestInjectionKeepsThePodsQoSClass: the pod's QoS class (its eviction
+// order, OOM score and whether the CPU manager pins it) is the same after
+// the prefetch sidecar and the SDK installer are injected as before, for a
+// BestEffort, a Burstable and a Guaranteed pod; a policy that caps the
+// sidecar's resources still gets its limits on a BestEffort pod.
+func TestInjectionKeepsThePodsQoSClass(t *testing.T) {
+	enabled := map[string]string{eddyv1alpha1.AutotuneLabel: eddyv1alpha1.AutotuneEnabled}
+	w := eddyv1alpha1.WorkloadReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "resnet-train"}
+	list := func(cpu, mem string) corev1.ResourceList {
+		return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}
+	}
+	for _, tc := range []struct {
+		name      string
+		resources corev1.ResourceRequirements
+		want      corev1.PodQOSClass
+	}{
+		{"BestEffort", corev1.ResourceRequirements{}, corev1.PodQOSBestEffort},
+		{"Burstable", corev1.ResourceRequirements{Requests: list("1", "1Gi")}, corev1.PodQOSBurstable},
+		{"Guaranteed", corev1.ResourceRequirements{Requests: list("2", "4Gi"), Limits: list("2", "4Gi")}, corev1.PodQOSGuaranteed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := loadGoldenCase(t, "testdata/golden/prefetch-and-sdk.in.yaml")
+			for i := range c.Pod.Spec.Containers {
+				c.Pod.Spec.Containers[i].Resources = *tc.resources.DeepCopy()
+			}
+			for i := range c.Pod.Spec.InitContainers {
+				c.Pod.Spec.InitContainers[i].Resources = *tc.resources.DeepCopy()
+			}
+			require.Equal(t, tc.want, podQoS(&c.Pod), "the pod before injection")
+			res := Mutate(Input{Pod: &c.Pod, Namespace: c.Namespace, NamespaceLabels: enabled, Recommendations: c.Recommendations,
+				Policy: c.Policy, Workload: w}, goldenConfig(true))
+			require.ElementsMatch(t, []string{InjectedPrefetch, InjectedSDK}, res.Injected)
+			assert.Equal(t, tc.want, podQoS(res.Pod), "the pod after injection")
+		})
+	}
+	t.Run("BestEffort with the policy's caps", func(t *testing.T) {
+		c := loadGoldenCase(t, "testdata/golden/prefetch-and-sdk.in.yaml")
+		if c.Policy == nil {
+			c.Policy = &eddyv1alpha1.AutotunePolicy{}
+		}
+		cpu := resource.MustParse("200m")
+		c.Policy.Spec.Prefetch = &eddyv1alpha1.PrefetchBounds{MaxCPU: &cpu}
+		res := Mutate(Input{Pod: &c.Pod, Namespace: c.Namespace, NamespaceLabels: enabled, Recommendations: c.Recommendations,
+			Policy: c.Policy, Workload: w}, goldenConfig(true))
+		for _, ic := range res.Pod.Spec.InitContainers {
+			if ic.Name == PrefetchContainerName {
+				assert.True(t, cpu.Equal(ic.Resources.Limits[corev1.ResourceCPU]), "the policy's cap is a limit: %v", ic.Resources)
+				return
+			}
+		}
+		t.Fatal("no prefetch sidecar injected")
+	})
 }

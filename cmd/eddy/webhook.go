@@ -45,9 +45,12 @@ mounts, and applies the recommendations in phase Applied or Verified:
   Prefetch   'eddy-sidecar prefetch' (the eddy image's small binary) as
              a native sidecar (an init container with restartPolicy
              Always; a regular container before Kubernetes 1.29), the
-             dataset volumes mounted read-only, the tuned parameters as flags, resources within the namespace's
-             AutotunePolicy, hardened; with warmBeforeStart a startup probe
-             holds the main containers until the warm threshold is reached.
+             dataset volumes mounted read-only, the tuned parameters as
+             flags, resources within the namespace's AutotunePolicy and
+             shaped to keep the pod's QoS class (none for a BestEffort
+             pod, requests equal to limits for a Guaranteed one),
+             hardened; with warmBeforeStart a startup probe holds the
+             main containers until the warm threshold is reached.
   InjectSDK  an init container copies the SDK into an emptyDir mounted into
              the chosen containers; PYTHONPATH is appended to, never
              replaced; a conflicting variable skips that container, with an
