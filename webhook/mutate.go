@@ -593,24 +593,18 @@ func injectedResources(pod *corev1.Pod, r corev1.ResourceRequirements, b eddyv1a
 			return corev1.ResourceRequirements{}
 		}
 	case corev1.PodQOSGuaranteed:
-		out := clampResources(r, b)
-		out.Requests = corev1.ResourceList{}
+		capped := clampResources(r, b)
+		eq := corev1.ResourceList{}
 		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			q, ok := out.Limits[name]
+			q, ok := capped.Limits[name]
 			if !ok {
-				q, ok = out.Requests[name]
-			}
-			if !ok {
-				q, ok = r.Requests[name]
+				q, ok = capped.Requests[name]
 			}
 			if ok {
-				if out.Limits == nil {
-					out.Limits = corev1.ResourceList{}
-				}
-				out.Limits[name], out.Requests[name] = q.DeepCopy(), q.DeepCopy()
+				eq[name] = q.DeepCopy()
 			}
 		}
-		return out
+		return corev1.ResourceRequirements{Requests: eq, Limits: eq.DeepCopy()}
 	}
 	return clampResources(r, b)
 }

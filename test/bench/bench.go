@@ -158,7 +158,7 @@ type Config struct {
 type Sample struct {
 	// Job is the time the job's container spent reading (and computing).
 	Job float64 `json:"jobSeconds"`
-	// Total runs from the pod's creation to the job's end: warm-up,
+	// Total runs from the Job's creation to the job's end: warm-up,
 	// start-up and the job.
 	Total float64 `json:"totalSeconds"`
 	// Start runs from the Job's creation to the start of the job
