@@ -403,6 +403,9 @@ func injectPrefetch(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volume
 	if cfg.NativeSidecars {
 		always := corev1.ContainerRestartPolicyAlways
 		c.RestartPolicy = &always
+		if withSDK {
+			foldSDKInstall(pod, &c)
+		}
 		pod.Spec.InitContainers = insertAfterEddy(pod.Spec.InitContainers, c)
 	} else {
 		pod.Spec.Containers = append(pod.Spec.Containers, c)
@@ -520,6 +523,26 @@ func sidecarKind(cfg Config) string {
 		return "native sidecar"
 	}
 	return "regular container"
+}
+
+// foldSDKInstall moves the SDK's copy from its own init container into the
+// native sidecar's postStart hook. The kubelet starts the containers after a
+// native sidecar only once its postStart hook has returned, so the SDK is
+// still in place before the application starts, and the pod is spared one
+// container's creation and the wait for its exit to be noticed (the kubelet
+// relists containers every second): a second or so of every pod's start on
+// a busy node. A hook that fails restarts the sidecar, as a failed copy
+// failed the init container.
+func foldSDKInstall(pod *corev1.Pod, sidecar *corev1.Container) {
+	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SDKInitContainerName })
+	if i < 0 {
+		return
+	}
+	install := pod.Spec.InitContainers[i]
+	pod.Spec.InitContainers = slices.Delete(pod.Spec.InitContainers, i, i+1)
+	sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+		Exec: &corev1.ExecAction{Command: append(slices.Clone(install.Command), install.Args...)},
+	}}
 }
 
 // insertAfterEddy puts c after the init containers eddy added and before
