@@ -62,7 +62,8 @@ enum setting_index {
 	SETTING_BATCH = 1,
 	SETTING_MOVES = 2,
 	SETTING_MOVES_ADOPTED = 3,
-	SETTING_MAX = 4,
+	SETTING_HOST_ROOT_SB = 4,
+	SETTING_MAX = 5,
 };
 
 // Indexes into the counters array; mirrored in loader.go.
@@ -292,6 +293,10 @@ struct {
 // threads into allowed cgroups (on_cgroup_attach_task);
 // settings[SETTING_MOVES_ADOPTED] is that count as of the start of the last
 // iterator run, so while they differ a moved thread may lack its state.
+// settings[SETTING_HOST_ROOT_SB] is the address of the host's root file
+// system's super_block (kernel threads' root), set by the thread iterator, which
+// runs at every Allow before a thread of the cgroup is observed; while it is
+// 0 no file is left out as a container's own (on_own_root).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SETTING_MAX);
@@ -447,6 +452,30 @@ static __always_inline bool inode_key(struct inode *inode, __u64 cgid, struct fi
 	k->dev = inode->i_sb->s_dev;
 	k->ino = inode->i_ino;
 	return true;
+}
+
+// on_own_root reports whether a file on the file system sb (a struct
+// super_block's address) lies on the reading task's own root file system
+// while that root is not the host's: a container's image (its overlay),
+// never data, since data reaches a container through its volumes, which
+// are other mounts. Python's imports, a program's libraries and binary are
+// left out here, before any map, event or path copy, instead of being
+// recorded and dropped by user space as outside every volume. A process
+// whose root is the host's (eddy profile's, or one chrooted into a folder of
+// the host's file system) is recorded as before. The root is read at each
+// access, not cached: a container's first process joins its cgroup before
+// it moves into its root.
+static __always_inline bool on_own_root(struct task_struct *task, __u64 sb)
+{
+	struct fs_struct *fs = task->fs;
+	if (!fs)
+		return false;
+	__u64 root = (__u64)fs->root.mnt->mnt_sb;
+	if (sb != root)
+		return false;
+	__u32 idx = SETTING_HOST_ROOT_SB;
+	__u64 *host = bpf_map_lookup_elem(&settings, &idx);
+	return host && *host && *host != root;
 }
 
 // emit_first_seen sends one event per (cgroup, dev, ino) for as long as the
@@ -812,6 +841,8 @@ static __always_inline int exit_read(long ret)
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
+	if (on_own_root(task, (__u64)inode->i_sb))
+		return 0;
 
 	// Start offset: the explicit position for the p* calls, else the file
 	// position after the read minus what was read.
@@ -989,6 +1020,18 @@ int sync_threads(struct bpf_iter__task *ctx)
 	struct task_struct *task = ctx->task;
 	if (!task)
 		return 0;
+	// Kernel threads share the kernel's first fs_struct, whose root init
+	// moved to the host's root file system at boot.
+	if (task->flags & PF_KTHREAD_FLAG) {
+		struct fs_struct *fs = task->fs;
+		__u32 idx = SETTING_HOST_ROOT_SB;
+		__u64 *host = bpf_map_lookup_elem(&settings, &idx);
+		if (fs && host) {
+			__u64 sb = (__u64)fs->root.mnt->mnt_sb;
+			if (sb && *host != sb)
+				*host = sb;
+		}
+	}
 	flush_task_batch(task);
 	adopt_thread(task, false);
 	return 0;
@@ -1038,6 +1081,8 @@ static __always_inline int exit_write(struct task_struct *task, __u64 fd, long r
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
+	if (on_own_root(task, (__u64)inode->i_sb))
+		return 0;
 	struct file_key k = {};
 	if (!inode_key(inode, cgid, &k))
 		return 0;
@@ -1079,6 +1124,8 @@ static __always_inline int exit_open(struct task_struct *task, const char *upath
 	}
 	struct inode *inode = f->f_inode;
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	if (on_own_root(task, (__u64)inode->i_sb))
 		return 0;
 	struct file_key k = {};
 	if (!inode_key(inode, cgid, &k))
@@ -1215,12 +1262,15 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 // outside a traced read syscall (sendfile, splice, io_uring, mmap faults).
 static __always_inline struct file_stats *page_cache_stats(struct address_space *mapping, __u64 *now)
 {
-	struct inflight_read *in = observed_thread(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight_read *in = observed_thread(task);
 	if (!in)
 		return NULL;
 	__u64 cgid = in->cgroup_id;
 	struct file_key k = {};
 	struct inode *inode = mapping->host;
+	if (!inode || on_own_root(task, (__u64)inode->i_sb))
+		return NULL;
 	if (!inode_key(inode, cgid, &k))
 		return NULL;
 	*now = bpf_ktime_get_ns();
@@ -1334,6 +1384,7 @@ struct fault_vma {
 	__u64 dev;
 	__u64 ino;
 	__u64 flags;
+	__u64 sb;
 	__u8 regular;
 };
 
@@ -1349,6 +1400,7 @@ static long fault_vma_cb(struct task_struct *task, struct vm_area_struct *vma, v
 	fv->file = (__u64)f;
 	fv->page = ((fv->page - vma->vm_start) >> PAGE_SHIFT_4K) + vma->vm_pgoff;
 	fv->size = inode->i_size;
+	fv->sb = (__u64)inode->i_sb;
 	fv->dev = inode->i_sb->s_dev;
 	fv->ino = inode->i_ino;
 	fv->flags = vma->vm_flags;
@@ -1378,6 +1430,8 @@ int BPF_PROG(on_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	__u64 cgid = in->cgroup_id;
 	struct fault_vma fv = { .page = address };
 	if (bpf_find_vma(task, address, fault_vma_cb, &fv, 0) || !fv.regular)
+		return 0;
+	if (on_own_root(task, fv.sb))
 		return 0;
 	struct file_key k = { .cgroup_id = cgid, .dev = fv.dev, .ino = fv.ino };
 	__u64 now = bpf_ktime_get_ns();

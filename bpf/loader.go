@@ -1260,6 +1260,7 @@ const (
 	settingBatch        = 1
 	settingMoves        = 2
 	settingMovesAdopted = 3
+	settingHostRootSB   = 4 // written by the thread iterator only
 )
 
 // Indexes of the kernel counters array (enum counter_index in access.bpf.c).
