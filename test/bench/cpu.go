@@ -11,9 +11,9 @@ import (
 )
 
 // cpuTicks is the CPU time (user + system, in clock ticks) of the node's
-// processes by command name, from /proc: the benchmark logs what used the
-// two cores during each arm beside the job, to tell its own start-up from
-// what ran next to it.
+// processes by command name (eddy's by component), from /proc: the
+// benchmark logs what used the two cores during each arm beside the job, to
+// tell its own start-up from what ran next to it.
 func cpuTicks() map[string]int64 {
 	out := map[string]int64{}
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
@@ -34,9 +34,26 @@ func cpuTicks() map[string]int64 {
 		// Fields after the name: state is 0, utime 11, stime 12.
 		u, _ := strconv.ParseInt(f[11], 10, 64)
 		k, _ := strconv.ParseInt(f[12], 10, 64)
-		out[s[open+1:close]] += u + k
+		out[processName(p, s[open+1:close])] += u + k
 	}
 	return out
+}
+
+// processName is comm, and for eddy's binary also its component (its first
+// argument), so that the collector's share is told from the analyzer's.
+func processName(statPath, comm string) string {
+	if comm != "eddy" {
+		return comm
+	}
+	cmdline, err := os.ReadFile(filepath.Join(filepath.Dir(statPath), "cmdline"))
+	if err != nil {
+		return comm
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	if len(args) < 2 || args[1] == "" || strings.HasPrefix(args[1], "-") {
+		return comm
+	}
+	return comm + "-" + args[1]
 }
 
 // topCPU says which commands used the most CPU between two cpuTicks, in
