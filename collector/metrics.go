@@ -93,7 +93,7 @@ func NewMetrics(ttl time.Duration) *Metrics {
 		deferred:      d("deferred_batches_total", "Per-thread read batches a drain found busy and left to a later drain."),
 		inherited:     d("inherited_allows_total", "Container cgroups the kernel allowed as they were created in an observed pod's cgroup."),
 		attached:      d("programs_attached", "eBPF programs attached at the last drain. The per-syscall and page-cache programs are attached only while an observed container runs on the node (--attach=observed); the cgroup and thread exit hooks always."),
-		outsideDesc:   d("records_outside_datasets_total", "Drained records of files outside every pod volume (a container's own binary, libraries, configuration): not shipped, nothing to profile."),
+		outsideDesc:   d("records_outside_datasets_total", "Drained records of files outside every pod volume (files the runtime mounts in, such as /etc/hosts; those of a container's own root file system, its binary and libraries, the kernel programs leave out): not shipped, nothing to profile."),
 		resolveDesc:   d("workload_resolve_failures_total", "Pods whose owner chain could not be read to the top: their reads went to the highest owner known."),
 	}
 }

@@ -86,8 +86,10 @@ func buildWindow(node string, start, end time.Time, off clockOffset, recs []attr
 		}
 		addRecord(fa, &a.rec, off)
 	}
-	// Files outside every pod volume (a container's own binary, libraries,
-	// /etc) are not data the workload reads: nothing to profile or prefetch.
+	// Files outside every pod volume (what the runtime mounts in, such as
+	// /etc/hosts; a container's own binary and libraries the kernel programs
+	// already leave out, see on_own_root in bpf/access.bpf.c) are not data
+	// the workload reads: nothing to profile or prefetch.
 	var outside uint64
 	kept := files[:0]
 	for _, fa := range files {
