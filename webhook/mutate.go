@@ -406,7 +406,10 @@ func injectPrefetch(pod *corev1.Pod, recs []*eddyv1alpha1.Recommendation, volume
 		if withSDK {
 			foldSDKInstall(pod, &c)
 		}
-		pod.Spec.InitContainers = insertAfterEddy(pod.Spec.InitContainers, c)
+		// First, so that the prefetcher runs (and, when warming, holds)
+		// the pod's own init containers too; with the SDK's copy folded
+		// into it, it is the only container eddy adds here.
+		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	} else {
 		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
@@ -530,9 +533,8 @@ func sidecarKind(cfg Config) string {
 // native sidecar only once its postStart hook has returned, so the SDK is
 // still in place before the application starts, and the pod is spared one
 // container's creation and the wait for its exit to be noticed (the kubelet
-// relists containers every second): a second or so of every pod's start on
-// a busy node. A hook that fails restarts the sidecar, as a failed copy
-// failed the init container.
+// relists containers every second). A hook that fails restarts the sidecar,
+// as a failed copy failed the init container.
 func foldSDKInstall(pod *corev1.Pod, sidecar *corev1.Container) {
 	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SDKInitContainerName })
 	if i < 0 {
@@ -543,20 +545,6 @@ func foldSDKInstall(pod *corev1.Pod, sidecar *corev1.Container) {
 	sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
 		Exec: &corev1.ExecAction{Command: append(slices.Clone(install.Command), install.Args...)},
 	}}
-}
-
-// insertAfterEddy puts c after the init containers eddy added and before
-// the pod's own, so the SDK is copied before anything else starts and the
-// prefetcher runs (and, when warming, holds) everything that follows.
-func insertAfterEddy(inits []corev1.Container, c corev1.Container) []corev1.Container {
-	i := 0
-	for i < len(inits) && inits[i].Name == SDKInitContainerName {
-		i++
-	}
-	out := make([]corev1.Container, 0, len(inits)+1)
-	out = append(out, inits[:i]...)
-	out = append(out, c)
-	return append(out, inits[i:]...)
 }
 
 // clampBytes returns the smaller of a recommendation's value and the
